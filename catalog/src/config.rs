@@ -1,0 +1,231 @@
+//! Table definitions from the gateway's TOML configuration file.
+//!
+//! ```toml
+//! [[tables]]
+//! name = "orders"
+//! topic = "orders"
+//! format = "json"
+//! columns = "id BIGINT, customer VARCHAR, amount DOUBLE, placed_at TIMESTAMP"
+//! ```
+//!
+//! The column list is SQL, parsed by DataFusion's own planner so that a type
+//! means the same here as in a query.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use serde::Deserialize;
+
+use crate::error::{CatalogError, Result};
+
+/// The whole configuration file. Unknown keys are errors, so a typo never
+/// silently drops a setting.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Declared tables; undeclared topics are still tables of raw bytes.
+    #[serde(default)]
+    pub tables: Vec<TableDefinition>,
+}
+
+/// How a topic's value bytes become columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFormat {
+    /// One JSON object per message.
+    Json,
+    /// The value is not decoded: `_value BINARY`.
+    Raw,
+}
+
+/// One `[[tables]]` entry, as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDefinition {
+    /// SQL name of the table.
+    pub name: String,
+    /// Kafka topic; defaults to the table name.
+    pub topic: Option<String>,
+    /// Value format.
+    pub format: ValueFormat,
+    /// Column list in SQL, for example `id BIGINT, name VARCHAR`.
+    #[serde(default)]
+    pub columns: Option<String>,
+}
+
+/// A validated table definition: the value columns are an Arrow schema.
+#[derive(Debug, Clone)]
+pub struct DeclaredTable {
+    /// SQL name.
+    pub name: String,
+    /// Kafka topic.
+    pub topic: String,
+    /// Value format.
+    pub format: ValueFormat,
+    /// Columns decoded from the value (metadata columns not included).
+    pub value_schema: SchemaRef,
+}
+
+impl CatalogConfig {
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CatalogError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| CatalogError::Config(e.to_string()))
+    }
+
+    /// Checks every definition and turns its column list into a schema.
+    pub async fn resolve(&self) -> Result<Vec<DeclaredTable>> {
+        let mut out: Vec<DeclaredTable> = Vec::with_capacity(self.tables.len());
+        for def in &self.tables {
+            if out.iter().any(|t| t.name == def.name) {
+                return Err(CatalogError::Config(format!(
+                    "table '{}' is declared twice",
+                    def.name
+                )));
+            }
+            out.push(def.resolve().await?);
+        }
+        Ok(out)
+    }
+}
+
+impl TableDefinition {
+    async fn resolve(&self) -> Result<DeclaredTable> {
+        let value_schema = match (self.format, &self.columns) {
+            (ValueFormat::Json, Some(columns)) => parse_columns(&self.name, columns).await?,
+            (ValueFormat::Json, None) => {
+                return Err(CatalogError::Config(format!(
+                    "table '{}': format \"json\" needs `columns`",
+                    self.name
+                )));
+            }
+            (ValueFormat::Raw, None) => Arc::new(Schema::empty()),
+            (ValueFormat::Raw, Some(_)) => {
+                return Err(CatalogError::Config(format!(
+                    "table '{}': format \"raw\" takes no `columns`",
+                    self.name
+                )));
+            }
+        };
+        Ok(DeclaredTable {
+            name: self.name.clone(),
+            topic: self.topic.clone().unwrap_or_else(|| self.name.clone()),
+            format: self.format,
+            value_schema,
+        })
+    }
+}
+
+/// Parses `id BIGINT, name VARCHAR` with DataFusion's SQL planner.
+///
+/// Strings map to `Utf8` (not `Utf8View`) because several Flight SQL client
+/// drivers cannot read view types. Every column is nullable: a missing field
+/// or a message that does not decode yields nulls, never a dropped row.
+pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
+    let mut config = SessionConfig::new();
+    config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    let ctx = SessionContext::new_with_config(config);
+    let sql = format!("CREATE EXTERNAL TABLE t ({columns}) STORED AS CSV LOCATION 'unused'");
+    let bad = |why: String| CatalogError::Config(format!("table '{table}': columns: {why}"));
+    let plan = ctx
+        .state()
+        .create_logical_plan(&sql)
+        .await
+        .map_err(|e| bad(e.strip_backtrace()))?;
+    let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = plan else {
+        return Err(bad("not a column list".into()));
+    };
+    let mut fields = Vec::new();
+    for field in cmd.schema.fields() {
+        if field.name().starts_with('_') {
+            return Err(bad(format!(
+                "column '{}': names starting with '_' are reserved for metadata columns",
+                field.name()
+            )));
+        }
+        if !crate::decode::json_supports(field.data_type()) {
+            return Err(bad(format!(
+                "column '{}': type {} is not supported by the json format",
+                field.name(),
+                field.data_type()
+            )));
+        }
+        fields.push(Field::new(field.name(), field.data_type().clone(), true));
+    }
+    if fields.is_empty() {
+        return Err(bad("no columns".into()));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+
+    fn data_type_of(schema: &Schema, name: &str) -> Option<DataType> {
+        schema
+            .field_with_name(name)
+            .ok()
+            .map(|f| f.data_type().clone())
+    }
+
+    #[tokio::test]
+    async fn parses_the_readme_example() {
+        let cfg = CatalogConfig::from_toml(
+            r#"
+            [[tables]]
+            name = "orders"
+            topic = "orders-v1"
+            format = "json"
+            columns = "id BIGINT, customer VARCHAR, amount DOUBLE, placed_at TIMESTAMP"
+            "#,
+        )
+        .unwrap();
+        let tables = cfg.resolve().await.unwrap();
+        assert_eq!(tables[0].topic, "orders-v1");
+        let s = &tables[0].value_schema;
+        assert_eq!(data_type_of(s, "id"), Some(DataType::Int64));
+        assert_eq!(data_type_of(s, "customer"), Some(DataType::Utf8));
+        assert_eq!(data_type_of(s, "amount"), Some(DataType::Float64));
+        assert_eq!(
+            data_type_of(s, "placed_at"),
+            Some(DataType::Timestamp(TimeUnit::Nanosecond, None))
+        );
+        assert!(s.fields().iter().all(|f| f.is_nullable()));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = CatalogConfig::from_toml("[[tables]]\nname='a'\nformat='json'\ncolums='a INT'\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("colums"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn bad_column_types_name_the_table() {
+        let cfg =
+            CatalogConfig::from_toml("[[tables]]\nname='a'\nformat='json'\ncolumns='x NOTATYPE'\n")
+                .unwrap();
+        let err = cfg.resolve().await.unwrap_err().to_string();
+        assert!(err.contains("table 'a'"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reserved_names_are_refused() {
+        let cfg = CatalogConfig::from_toml(
+            "[[tables]]\nname='a'\nformat='json'\ncolumns='_offset BIGINT'\n",
+        )
+        .unwrap();
+        assert!(cfg.resolve().await.is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! Errors of the catalog crate.
+//!
+//! Each variant is a category the gateway maps to one gRPC code (see
+//! `kappa_gateway::error`), so keep the categories meaningful rather than
+//! mirroring every underlying library error.
+
+use datafusion::error::DataFusionError;
+
+/// Result alias for the catalog crate.
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// What can go wrong while describing or reading tables.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The table configuration is invalid (bad TOML, unknown format, bad column list).
+    #[error("invalid table configuration: {0}")]
+    Config(String),
+
+    /// The broker did not answer within the deadline, or refused the request.
+    #[error("Kafka broker unavailable: {0}")]
+    BrokerUnavailable(String),
+
+    /// The topic does not exist on the broker.
+    #[error("topic '{0}' not found")]
+    TopicNotFound(String),
+
+    /// Any other error reported by librdkafka.
+    #[error("Kafka error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    /// Arrow failed to build a batch.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+impl From<CatalogError> for DataFusionError {
+    fn from(err: CatalogError) -> Self {
+        DataFusionError::External(Box::new(err))
+    }
+}

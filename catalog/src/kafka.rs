@@ -1,0 +1,180 @@
+//! The broker connection: topic metadata, watermarks and scan consumers.
+//!
+//! Every method here blocks on the network (librdkafka is synchronous), so
+//! async callers go through [`KafkaClient::run_blocking`], which moves the
+//! call onto tokio's blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::error::{CatalogError, Result};
+use crate::offsets::PartitionRange;
+
+/// How to reach the brokers and how long to wait for them.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Deadline for one metadata or offsets request.
+    pub request_timeout: Duration,
+    /// How long a scan waits without any progress before it fails.
+    pub fetch_timeout: Duration,
+    /// Extra librdkafka properties (security settings and the like).
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaOptions {
+    /// Options for `brokers` with the default timeouts.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            request_timeout: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(30),
+            properties: Vec::new(),
+        }
+    }
+}
+
+/// A connection to the Kafka cluster for metadata, plus a factory for the
+/// consumers scans use.
+pub struct KafkaClient {
+    options: KafkaOptions,
+    metadata: BaseConsumer,
+}
+
+impl std::fmt::Debug for KafkaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaClient")
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl KafkaClient {
+    /// Creates the metadata client. It connects lazily: a broker that is down
+    /// shows up as an error on the first request, not here.
+    pub fn new(options: KafkaOptions) -> Result<Arc<Self>> {
+        let metadata = base_config(&options).create()?;
+        Ok(Arc::new(Self { options, metadata }))
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &KafkaOptions {
+        &self.options
+    }
+
+    /// Runs a blocking client call on tokio's blocking pool.
+    pub async fn run_blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&KafkaClient) -> Result<T> + Send + 'static,
+    {
+        let client = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&client))
+            .await
+            .map_err(|e| CatalogError::BrokerUnavailable(format!("metadata task failed: {e}")))?
+    }
+
+    /// Names of all topics on the cluster.
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        let md = self
+            .metadata
+            .fetch_metadata(None, self.options.request_timeout)
+            .map_err(|e| self.unavailable(e))?;
+        Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
+    }
+
+    /// Partition ids of `topic`, sorted; [`CatalogError::TopicNotFound`] if it does not exist.
+    pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let md = self
+            .metadata
+            .fetch_metadata(Some(topic), self.options.request_timeout)
+            .map_err(|e| self.unavailable(e))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Err(CatalogError::TopicNotFound(topic.to_string()));
+        };
+        if let Some(err) = t.error() {
+            let code = RDKafkaErrorCode::from(err);
+            return Err(match code {
+                RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                    CatalogError::TopicNotFound(topic.to_string())
+                }
+                other => {
+                    CatalogError::BrokerUnavailable(format!("metadata of topic '{topic}': {other}"))
+                }
+            });
+        }
+        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Whether `topic` exists.
+    pub fn topic_exists(&self, topic: &str) -> Result<bool> {
+        match self.partitions(topic) {
+            Ok(_) => Ok(true),
+            Err(CatalogError::TopicNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The full-scan range of every partition of `topic`: from the log start
+    /// offset to the high watermark (the last stable offset, as the client
+    /// reads `read_committed`).
+    pub fn snapshot_ranges(&self, topic: &str) -> Result<Vec<PartitionRange>> {
+        let partitions = self.partitions(topic)?;
+        let mut ranges = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            let (low, high) = self
+                .metadata
+                .fetch_watermarks(topic, partition, self.options.request_timeout)
+                .map_err(|e| self.unavailable(e))?;
+            ranges.push(PartitionRange::from_watermarks(partition, low, high));
+        }
+        Ok(ranges)
+    }
+
+    /// A new consumer for one scan: explicit assignment only, no group
+    /// membership, no offset commits, bounded prefetch.
+    pub fn scan_consumer(&self) -> Result<BaseConsumer> {
+        let mut config = base_config(&self.options);
+        config
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.wait.max.ms", "100");
+        Ok(config.create()?)
+    }
+
+    fn unavailable(&self, err: KafkaError) -> CatalogError {
+        CatalogError::BrokerUnavailable(format!(
+            "{err} (brokers {}, waited up to {:?})",
+            self.options.brokers, self.options.request_timeout
+        ))
+    }
+}
+
+fn base_config(options: &KafkaOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &options.brokers)
+        .set("group.id", "kappa")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("allow.auto.create.topics", "false")
+        .set("isolation.level", "read_committed")
+        .set(
+            "socket.connection.setup.timeout.ms",
+            options.request_timeout.as_millis().to_string(),
+        )
+        .set("log_level", "3");
+    for (k, v) in &options.properties {
+        config.set(k, v);
+    }
+    config
+}

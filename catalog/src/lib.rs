@@ -1,0 +1,65 @@
+//! kappa's catalog: what tables exist and how to read them.
+//!
+//! Every Kafka topic is a table in catalog [`provider::CATALOG`], schema
+//! [`provider::SCHEMA`]. A scan fixes each partition's offset range when it is
+//! planned ([`offsets`]), reads partitions in parallel ([`scan`]) and decodes
+//! records into Arrow ([`decode`]). No server code lives here.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use kappa_catalog::{CatalogConfig, KafkaOptions, register_kafka_catalog};
+//! use datafusion::prelude::SessionContext;
+//!
+//! let ctx = SessionContext::new();
+//! let tables = CatalogConfig::default().resolve().await?;
+//! register_kafka_catalog(&ctx, KafkaOptions::new("127.0.0.1:9092"), tables)?;
+//! ctx.sql("SELECT count(*) FROM kafka.default.orders").await?.show().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod columns;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod kafka;
+pub mod offsets;
+pub mod provider;
+pub mod scan;
+pub mod table;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::prelude::SessionContext;
+
+pub use config::{CatalogConfig, DeclaredTable, TableDefinition, ValueFormat};
+pub use error::{CatalogError, Result};
+pub use kafka::{KafkaClient, KafkaOptions};
+pub use provider::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};
+
+/// How often the topic list is refreshed by default.
+pub const DEFAULT_TOPIC_REFRESH: Duration = Duration::from_secs(3);
+
+/// Builds the `kafka` catalog for `options` and `tables`.
+pub fn kafka_catalog(
+    options: KafkaOptions,
+    tables: Vec<DeclaredTable>,
+) -> Result<Arc<KafkaSchema>> {
+    let client = KafkaClient::new(options)?;
+    Ok(Arc::new(KafkaSchema::new(
+        client,
+        tables,
+        DEFAULT_TOPIC_REFRESH,
+    )))
+}
+
+/// Builds the `kafka` catalog and registers it on `ctx`.
+pub fn register_kafka_catalog(
+    ctx: &SessionContext,
+    options: KafkaOptions,
+    tables: Vec<DeclaredTable>,
+) -> Result<Arc<KafkaSchema>> {
+    let schema = kafka_catalog(options, tables)?;
+    ctx.register_catalog(CATALOG, Arc::new(KafkaCatalog::new(Arc::clone(&schema))));
+    Ok(schema)
+}

@@ -1,0 +1,266 @@
+//! Offset arithmetic for bounded scans, free of any Kafka client so it can be
+//! tested exhaustively with synthetic offset sequences.
+//!
+//! A scan is a list of [`PartitionRange`]s fixed at plan time. A partition is
+//! finished when its read position reaches the range's end, never by counting
+//! records: offsets have gaps (compaction, transaction markers, retention).
+
+use std::fmt;
+
+/// Offsets `[start, end)` of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRange {
+    /// Kafka partition.
+    pub partition: i32,
+    /// First offset to read.
+    pub start: i64,
+    /// One past the last offset to read (the high watermark, or last stable
+    /// offset under read_committed, at plan time).
+    pub end: i64,
+}
+
+impl PartitionRange {
+    /// The range a full scan reads, given a partition's watermarks.
+    pub fn from_watermarks(partition: i32, low: i64, high: i64) -> Self {
+        Self {
+            partition,
+            start: low.max(0),
+            end: high.max(low.max(0)),
+        }
+    }
+
+    /// Whether there is nothing to read.
+    pub fn is_empty(&self) -> bool {
+        self.start >= self.end
+    }
+
+    /// Number of offsets covered (an upper bound on the records in it).
+    pub fn span(&self) -> i64 {
+        self.end - self.start
+    }
+}
+
+impl fmt::Display for PartitionRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{}:{}..{}", self.partition, self.start, self.end)
+    }
+}
+
+/// Splits ranges into at most `max_groups` groups of similar total span, one
+/// group per output partition (and consumer) of the scan. Empty ranges are
+/// dropped; within a group, ranges keep partition order.
+pub fn group_ranges(ranges: &[PartitionRange], max_groups: usize) -> Vec<Vec<PartitionRange>> {
+    let mut ranges: Vec<PartitionRange> =
+        ranges.iter().filter(|r| !r.is_empty()).copied().collect();
+    let groups = max_groups.max(1).min(ranges.len());
+    if groups == 0 {
+        return Vec::new();
+    }
+    // Longest span first into the lightest group (LPT scheduling).
+    ranges.sort_by(|a, b| b.span().cmp(&a.span()).then(a.partition.cmp(&b.partition)));
+    let mut out: Vec<(i64, Vec<PartitionRange>)> = vec![(0, Vec::new()); groups];
+    for range in ranges {
+        let lightest = out
+            .iter_mut()
+            .min_by_key(|(load, _)| *load)
+            .expect("at least one group");
+        lightest.0 += range.span();
+        lightest.1.push(range);
+    }
+    out.into_iter()
+        .map(|(_, mut group)| {
+            group.sort_by_key(|r| r.partition);
+            group
+        })
+        .collect()
+}
+
+/// What to do with a record the consumer delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Inside the range: emit it; the partition has more to read.
+    Take,
+    /// Inside the range and the last offset of it: emit it; the partition is done.
+    TakeLast,
+    /// Below the next expected offset (re-delivered after a reset): drop it.
+    Duplicate,
+    /// At or past the end (produced after the plan fixed the end): drop it;
+    /// the partition is done.
+    PastEnd,
+}
+
+/// Read position of one partition within its range.
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionCursor {
+    range: PartitionRange,
+    next: i64,
+    done: bool,
+}
+
+impl PartitionCursor {
+    /// A cursor at the start of `range`.
+    pub fn new(range: PartitionRange) -> Self {
+        Self {
+            range,
+            next: range.start,
+            done: range.is_empty(),
+        }
+    }
+
+    /// The range this cursor reads.
+    pub fn range(&self) -> PartitionRange {
+        self.range
+    }
+
+    /// The next offset the cursor expects.
+    pub fn next_offset(&self) -> i64 {
+        self.next
+    }
+
+    /// Whether the partition is finished.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Classifies a delivered record's offset and advances the cursor.
+    pub fn deliver(&mut self, offset: i64) -> Delivery {
+        if self.done {
+            return if offset < self.next {
+                Delivery::Duplicate
+            } else {
+                Delivery::PastEnd
+            };
+        }
+        if offset < self.next {
+            return Delivery::Duplicate;
+        }
+        if offset >= self.range.end {
+            self.done = true;
+            return Delivery::PastEnd;
+        }
+        self.next = offset + 1;
+        if self.next >= self.range.end {
+            self.done = true;
+            Delivery::TakeLast
+        } else {
+            Delivery::Take
+        }
+    }
+
+    /// The consumer reports its position (the next offset it will fetch), or
+    /// that it reached the end of the log: either finishes the partition once
+    /// it is at or past the range's end, whatever offsets were skipped.
+    pub fn reached(&mut self, position: i64) {
+        if position >= self.range.end {
+            self.next = self.next.max(self.range.end);
+            self.done = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(partition: i32, start: i64, end: i64) -> PartitionRange {
+        PartitionRange {
+            partition,
+            start,
+            end,
+        }
+    }
+
+    /// Feeds a sequence of delivered offsets and returns what was taken and
+    /// whether the cursor finished.
+    fn run(r: PartitionRange, delivered: &[i64]) -> (Vec<i64>, bool) {
+        let mut c = PartitionCursor::new(r);
+        let mut taken = Vec::new();
+        for &o in delivered {
+            match c.deliver(o) {
+                Delivery::Take | Delivery::TakeLast => taken.push(o),
+                Delivery::Duplicate | Delivery::PastEnd => {}
+            }
+        }
+        (taken, c.is_done())
+    }
+
+    #[test]
+    fn contiguous_offsets_finish_on_the_last_one() {
+        assert_eq!(run(range(0, 3, 6), &[3, 4, 5]), (vec![3, 4, 5], true));
+        assert_eq!(run(range(0, 3, 6), &[3, 4]), (vec![3, 4], false));
+    }
+
+    #[test]
+    fn gaps_do_not_hang_the_scan() {
+        // Compacted topic: 5 and 6 are gone; the record at 7 ends it.
+        assert_eq!(run(range(0, 0, 8), &[0, 2, 4, 7]), (vec![0, 2, 4, 7], true));
+        // The last offsets are gone (or are transaction markers): the
+        // consumer's position or end-of-partition finishes the range.
+        let mut c = PartitionCursor::new(range(0, 0, 10));
+        for o in [0, 1, 2] {
+            c.deliver(o);
+        }
+        assert!(!c.is_done());
+        c.reached(9);
+        assert!(!c.is_done());
+        c.reached(10);
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn records_after_the_snapshot_are_dropped() {
+        assert_eq!(run(range(1, 0, 3), &[0, 1, 2, 3, 4]), (vec![0, 1, 2], true));
+        // A gap straight across the end: 2 missing, 3 is past the snapshot.
+        assert_eq!(run(range(1, 0, 3), &[0, 1, 3]), (vec![0, 1], true));
+    }
+
+    #[test]
+    fn redelivered_records_are_dropped() {
+        assert_eq!(
+            run(range(0, 0, 5), &[0, 1, 2, 1, 2, 3, 4]),
+            (vec![0, 1, 2, 3, 4], true)
+        );
+    }
+
+    #[test]
+    fn every_subset_of_offsets_is_read_exactly_once() {
+        // Exhaustive over which of 8 offsets exist, with every record
+        // delivered twice in a row (a worst-case re-delivery).
+        for mask in 0u32..256 {
+            let present: Vec<i64> = (0..8).filter(|o| mask & (1 << o) != 0).collect();
+            let delivered: Vec<i64> = present.iter().flat_map(|&o| [o, o]).collect();
+            let (taken, done) = run(range(0, 0, 8), &delivered);
+            assert_eq!(taken, present, "mask {mask:#b}");
+            assert_eq!(done, present.last() == Some(&7), "mask {mask:#b}");
+        }
+    }
+
+    #[test]
+    fn watermarks_make_ranges() {
+        assert_eq!(PartitionRange::from_watermarks(0, 5, 9), range(0, 5, 9));
+        assert!(PartitionRange::from_watermarks(0, 7, 7).is_empty());
+        assert!(PartitionCursor::new(range(0, 7, 7)).is_done());
+        assert!(PartitionRange::from_watermarks(0, -1, -1).is_empty());
+    }
+
+    #[test]
+    fn groups_balance_spans_and_drop_empty_ranges() {
+        let ranges = [
+            range(0, 0, 100),
+            range(1, 0, 10),
+            range(2, 0, 90),
+            range(3, 5, 5),
+        ];
+        let groups = group_ranges(&ranges, 2);
+        assert_eq!(groups.len(), 2);
+        let spans: Vec<i64> = groups
+            .iter()
+            .map(|g| g.iter().map(|r| r.span()).sum())
+            .collect();
+        assert_eq!(spans, vec![100, 100]);
+        assert_eq!(group_ranges(&ranges, 16).len(), 3);
+        assert!(group_ranges(&[range(0, 1, 1)], 4).is_empty());
+        let all: usize = group_ranges(&ranges, 1).iter().map(Vec::len).sum();
+        assert_eq!(all, 3);
+    }
+}

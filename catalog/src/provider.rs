@@ -1,0 +1,159 @@
+//! The `kafka` catalog and its `default` schema: every topic is a table.
+//!
+//! Topic discovery is cheap and fresh: the topic list is cached for
+//! `refresh_interval`, and a name missing from the cache is looked up on the
+//! broker at once, so a topic created a moment ago is a table immediately.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::Result as DfResult;
+
+use crate::config::{DeclaredTable, ValueFormat};
+use crate::error::Result;
+use crate::kafka::KafkaClient;
+use crate::table::KafkaTable;
+
+/// Name of the catalog that holds the topics.
+pub const CATALOG: &str = "kafka";
+/// Name of the schema that holds the topics.
+pub const SCHEMA: &str = "default";
+
+/// The `kafka` catalog: one schema, `default`.
+#[derive(Debug)]
+pub struct KafkaCatalog {
+    schema: Arc<KafkaSchema>,
+}
+
+impl KafkaCatalog {
+    /// A catalog over `schema`.
+    pub fn new(schema: Arc<KafkaSchema>) -> Self {
+        Self { schema }
+    }
+}
+
+impl CatalogProvider for KafkaCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        vec![SCHEMA.to_string()]
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        (name == SCHEMA).then(|| Arc::clone(&self.schema) as Arc<dyn SchemaProvider>)
+    }
+}
+
+#[derive(Debug, Default)]
+struct TopicCache {
+    topics: BTreeSet<String>,
+    fetched_at: Option<Instant>,
+}
+
+/// The `default` schema: declared tables plus every other topic as a raw table.
+#[derive(Debug)]
+pub struct KafkaSchema {
+    client: Arc<KafkaClient>,
+    declared: HashMap<String, DeclaredTable>,
+    refresh_interval: Duration,
+    cache: Mutex<TopicCache>,
+}
+
+impl KafkaSchema {
+    /// A schema over the cluster behind `client`, with `declared` tables.
+    pub fn new(
+        client: Arc<KafkaClient>,
+        declared: Vec<DeclaredTable>,
+        refresh_interval: Duration,
+    ) -> Self {
+        Self {
+            client,
+            declared: declared.into_iter().map(|t| (t.name.clone(), t)).collect(),
+            refresh_interval,
+            cache: Mutex::new(TopicCache::default()),
+        }
+    }
+
+    /// Refreshes the topic list if it is older than the refresh interval.
+    /// Callers that list tables (Flight SQL metadata calls) await this first.
+    pub async fn refresh_if_stale(&self) -> Result<()> {
+        if !self.is_stale() {
+            return Ok(());
+        }
+        let topics = self.client.run_blocking(|c| c.topic_names()).await?;
+        let mut cache = self.cache.lock().expect("topic cache poisoned");
+        cache.topics = topics.into_iter().filter(|t| is_user_topic(t)).collect();
+        cache.fetched_at = Some(Instant::now());
+        Ok(())
+    }
+
+    fn is_stale(&self) -> bool {
+        let cache = self.cache.lock().expect("topic cache poisoned");
+        cache
+            .fetched_at
+            .is_none_or(|at| at.elapsed() >= self.refresh_interval)
+    }
+
+    fn cached(&self, topic: &str) -> bool {
+        let cache = self.cache.lock().expect("topic cache poisoned");
+        cache.topics.contains(topic)
+    }
+
+    fn raw_table(&self, topic: &str) -> Arc<dyn TableProvider> {
+        Arc::new(KafkaTable::new(
+            topic,
+            ValueFormat::Raw,
+            Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            Arc::clone(&self.client),
+        ))
+    }
+}
+
+/// Internal topics (`__consumer_offsets` and the like) are not tables.
+fn is_user_topic(name: &str) -> bool {
+    !name.starts_with("__")
+}
+
+#[async_trait]
+impl SchemaProvider for KafkaSchema {
+    fn table_names(&self) -> Vec<String> {
+        let cache = self.cache.lock().expect("topic cache poisoned");
+        let mut names: BTreeSet<String> = self.declared.keys().cloned().collect();
+        names.extend(cache.topics.iter().cloned());
+        names.into_iter().collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(def) = self.declared.get(name) {
+            return Ok(Some(Arc::new(KafkaTable::new(
+                def.topic.clone(),
+                def.format,
+                Arc::clone(&def.value_schema),
+                Arc::clone(&self.client),
+            ))));
+        }
+        if !is_user_topic(name) {
+            return Ok(None);
+        }
+        if self.cached(name) {
+            return Ok(Some(self.raw_table(name)));
+        }
+        // Not in the cache: maybe created since the last refresh. Ask once.
+        let topic = name.to_string();
+        if self
+            .client
+            .run_blocking(move |c| c.topic_exists(&topic))
+            .await?
+        {
+            let mut cache = self.cache.lock().expect("topic cache poisoned");
+            cache.topics.insert(name.to_string());
+            return Ok(Some(self.raw_table(name)));
+        }
+        Ok(None)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.declared.contains_key(name) || self.cached(name)
+    }
+}

@@ -1,0 +1,107 @@
+//! The Arrow types a client receives.
+//!
+//! DataFusion may produce view types (`Utf8View`, `BinaryView`) and
+//! dictionaries; several Flight SQL drivers cannot read view types, and the
+//! Flight encoder hydrates dictionaries anyway. Every result schema goes
+//! through [`client_schema`] and every batch through [`to_client_batch`], so
+//! the schema in FlightInfo and the schema of the DoGet stream are the same
+//! value, built by the same function.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use arrow::error::ArrowError;
+
+/// `schema` with every type a client may not read replaced by its plain twin.
+pub fn client_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema.fields().iter().map(client_field).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn client_field(field: &FieldRef) -> FieldRef {
+    let data_type = client_type(field.data_type());
+    if &data_type == field.data_type() {
+        Arc::clone(field)
+    } else {
+        Arc::new(Field::clone(field).with_data_type(data_type))
+    }
+}
+
+fn client_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::Dictionary(_, value) => client_type(value),
+        DataType::ListView(item) | DataType::List(item) => DataType::List(client_field(item)),
+        DataType::LargeListView(item) | DataType::LargeList(item) => {
+            DataType::LargeList(client_field(item))
+        }
+        DataType::FixedSizeList(item, n) => DataType::FixedSizeList(client_field(item), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(client_field).collect()),
+        DataType::Map(entries, sorted) => DataType::Map(client_field(entries), *sorted),
+        other => other.clone(),
+    }
+}
+
+/// `batch` converted to `schema` (a [`client_schema`]): columns whose type
+/// differs are cast; nullability is taken from `schema`.
+pub fn to_client_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                cast(column, field.data_type())
+            }
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, StringViewArray};
+
+    #[test]
+    fn views_become_plain_types() {
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8View, true),
+            Field::new(
+                "l",
+                DataType::List(Arc::new(Field::new("item", DataType::BinaryView, true))),
+                false,
+            ),
+        ]);
+        let client = client_schema(&schema);
+        assert_eq!(client.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(
+            client.field(1).data_type(),
+            &DataType::List(Arc::new(Field::new("item", DataType::Binary, true)))
+        );
+        assert!(!client.field(1).is_nullable());
+    }
+
+    #[test]
+    fn batches_are_cast_to_the_client_schema() {
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, true)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringViewArray::from(vec![Some("a"), None]))],
+        )
+        .unwrap();
+        let client = client_schema(&schema);
+        let out = to_client_batch(batch, &client).unwrap();
+        assert_eq!(out.schema(), client);
+        assert_eq!(out.column(0).as_string::<i32>().value(0), "a");
+    }
+}

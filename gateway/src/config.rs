@@ -1,0 +1,112 @@
+//! Command-line flags; each has a `KAPPA_…` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kappa_catalog::KafkaOptions;
+
+/// kappa's Flight SQL gateway: SQL over Kafka topics and their lake tables.
+#[derive(Debug, Parser)]
+#[command(name = "kappa-gateway", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Arrow Flight SQL.
+    Serve(ServeArgs),
+}
+
+/// Flags of `kappa-gateway serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port. The chosen address is
+    /// printed on stdout as `listening on <addr>`.
+    #[arg(long, env = "KAPPA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// Lake location (object-store URL) for tiered history.
+    #[arg(long, env = "KAPPA_LAKE", default_value = "file://./kappa-lake")]
+    pub lake: String,
+
+    /// TOML file with table definitions (`[[tables]]`).
+    #[arg(long, env = "KAPPA_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// How to reach Kafka.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAPPA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+
+    /// Deadline for one metadata or offsets request to the brokers.
+    #[arg(long, env = "KAPPA_KAFKA_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub kafka_request_timeout: Duration,
+
+    /// A scan that receives nothing for this long fails with an error.
+    #[arg(long, env = "KAPPA_KAFKA_FETCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub kafka_fetch_timeout: Duration,
+}
+
+impl KafkaArgs {
+    /// The catalog's view of these flags.
+    pub fn options(&self) -> KafkaOptions {
+        KafkaOptions {
+            request_timeout: self.kafka_request_timeout,
+            fetch_timeout: self.kafka_fetch_timeout,
+            ..KafkaOptions::new(self.brokers.clone())
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging flags.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// `tracing` filter directives, e.g. `info,kappa_catalog=debug`.
+    #[arg(long, env = "KAPPA_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log line format.
+    #[arg(long, env = "KAPPA_LOG_FORMAT", value_enum, default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global `tracing` subscriber, writing to stderr (stdout
+    /// carries only the `listening on` line).
+    pub fn init(&self) {
+        let filter = tracing_subscriber::EnvFilter::new(&self.log_filter);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Plain => builder.init(),
+            LogFormat::Json => builder.json().init(),
+        }
+    }
+}

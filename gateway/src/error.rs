@@ -1,0 +1,105 @@
+//! The one place where errors become gRPC statuses.
+//!
+//! Classification is by category of the root cause: what the user got wrong
+//! is InvalidArgument, a missing thing NotFound, a dependency that is down
+//! Unavailable, a limit ResourceExhausted, and anything else Internal. The
+//! message is the root cause's, without backtraces or debug output, capped.
+
+use datafusion::error::DataFusionError;
+use kappa_catalog::CatalogError;
+use tonic::{Code, Status};
+
+/// Longest message sent to a client.
+const MAX_MESSAGE_LEN: usize = 4096;
+
+/// Maps a DataFusion error (which may wrap a catalog error) to a status.
+pub fn datafusion_status(err: &DataFusionError) -> Status {
+    let root = err.find_root();
+    let code = match root {
+        DataFusionError::External(inner) => match inner.downcast_ref::<CatalogError>() {
+            Some(catalog) => return catalog_status(catalog),
+            None => Code::Internal,
+        },
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_) => Code::InvalidArgument,
+        DataFusionError::NotImplemented(_) => Code::Unimplemented,
+        DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
+        _ => Code::Internal,
+    };
+    status(code, root.to_string())
+}
+
+/// Maps a catalog error to a status.
+pub fn catalog_status(err: &CatalogError) -> Status {
+    let code = match err {
+        CatalogError::Config(_) => Code::InvalidArgument,
+        CatalogError::TopicNotFound(_) => Code::NotFound,
+        CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) => Code::Unavailable,
+        CatalogError::Arrow(_) => Code::Internal,
+    };
+    status(code, err.to_string())
+}
+
+/// An InvalidArgument status for a malformed request.
+pub fn invalid_request(what: impl std::fmt::Display) -> Status {
+    status(Code::InvalidArgument, what.to_string())
+}
+
+/// An Internal status for an error in kappa itself.
+pub fn internal(what: impl std::fmt::Display) -> Status {
+    status(Code::Internal, what.to_string())
+}
+
+fn status(code: Code, message: String) -> Status {
+    let mut message = strip_backtrace(message);
+    if message.len() > MAX_MESSAGE_LEN {
+        let mut cut = MAX_MESSAGE_LEN;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    Status::new(code, message)
+}
+
+fn strip_backtrace(message: String) -> String {
+    match message.split_once("\n\nbacktrace:") {
+        Some((head, _)) => head.to_string(),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn wrapped_catalog_errors_keep_their_category() {
+        let err = DataFusionError::Context(
+            "scan".into(),
+            Box::new(DataFusionError::Shared(Arc::new(
+                DataFusionError::External(Box::new(CatalogError::BrokerUnavailable("down".into()))),
+            ))),
+        );
+        let status = datafusion_status(&err);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("down"), "{}", status.message());
+    }
+
+    #[test]
+    fn planning_errors_are_invalid_arguments() {
+        let status = datafusion_status(&DataFusionError::Plan("table 'x' not found".into()));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("table 'x' not found"));
+    }
+
+    #[test]
+    fn messages_are_capped() {
+        let status = internal("é".repeat(5000));
+        assert!(status.message().len() <= MAX_MESSAGE_LEN + '…'.len_utf8());
+    }
+}

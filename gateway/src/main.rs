@@ -1,0 +1,55 @@
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use kappa_catalog::{CatalogConfig, kafka_catalog};
+use kappa_gateway::config::{Cli, Command, ServeArgs};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    args.log.init();
+    let config = match &args.config {
+        Some(path) => CatalogConfig::from_file(path)?,
+        None => CatalogConfig::default(),
+    };
+    let tables = config.resolve().await?;
+    let schema = kafka_catalog(args.kafka.options(), tables)?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake, "kappa gateway started");
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "listening on {addr}")?;
+    stdout.flush()?;
+    kappa_gateway::serve(listener, schema, shutdown_signal()).await?;
+    tracing::info!("kappa gateway stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

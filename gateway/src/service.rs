@@ -1,0 +1,406 @@
+//! The Flight SQL service.
+//!
+//! Handles are stateless: a ticket or prepared-statement handle carries the
+//! SQL text itself, so any gateway can serve any DoGet and a restart loses
+//! nothing but running streams. A query is planned again on DoGet, and that
+//! plan fixes each partition's end offset (the snapshot).
+
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::{
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
+    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
+    IpcMessage, SchemaAsIpc, Ticket,
+};
+use bytes::Bytes;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use futures::{Stream, StreamExt, TryStreamExt};
+use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::client_types::{client_schema, to_client_batch};
+use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
+
+type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
+
+/// The only table type kappa has.
+const TABLE_TYPE: &str = "TABLE";
+
+static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "kappa");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.append(SqlInfo::SqlDdlCatalog, false);
+    builder.append(SqlInfo::SqlDdlSchema, false);
+    builder.append(SqlInfo::SqlDdlTable, false);
+    builder.build().expect("static SqlInfo is valid")
+});
+
+/// kappa's Flight SQL service over the `kafka` catalog.
+#[derive(Debug, Clone)]
+pub struct KappaFlightSqlService {
+    schema: Arc<KafkaSchema>,
+}
+
+impl KappaFlightSqlService {
+    /// A service answering queries over `schema`.
+    pub fn new(schema: Arc<KafkaSchema>) -> Self {
+        Self { schema }
+    }
+
+    /// A fresh session: `kafka.default` as the default catalog and schema,
+    /// strings as `Utf8`, read-only SQL.
+    fn session(&self) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(true);
+        let options = config.options_mut();
+        options.sql_parser.map_string_types_to_utf8view = false;
+        options.execution.parquet.schema_force_view_types = false;
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_catalog(
+            CATALOG,
+            Arc::new(KafkaCatalog::new(Arc::clone(&self.schema))),
+        );
+        ctx
+    }
+
+    /// Plans `sql` (a read-only query) and returns it with its client schema.
+    async fn plan(&self, sql: &str) -> Result<(DataFrame, SchemaRef), Status> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = self
+            .session()
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| datafusion_status(&e))?;
+        let schema = client_schema(df.schema().as_arrow());
+        Ok((df, schema))
+    }
+
+    /// FlightInfo for `sql`: its schema and one endpoint whose ticket carries the SQL.
+    async fn statement_info(
+        &self,
+        sql: String,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (_, schema) = self.plan(&sql).await?;
+        let ticket = TicketStatementQuery {
+            statement_handle: Bytes::from(sql),
+        };
+        flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    /// Runs `sql` and streams its batches as Flight data.
+    async fn execute(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+        let (df, schema) = self.plan(sql).await?;
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| datafusion_status(&e))?;
+        Ok(Response::new(encode_stream(stream, schema)))
+    }
+}
+
+fn encode_stream(stream: SendableRecordBatchStream, schema: SchemaRef) -> DoGetStream {
+    let target = Arc::clone(&schema);
+    let batches = stream.map(move |batch| match batch {
+        Ok(batch) => to_client_batch(batch, &target).map_err(FlightError::Arrow),
+        Err(e) => Err(FlightError::Tonic(Box::new(datafusion_status(&e)))),
+    });
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(batches)
+        .map_err(Status::from);
+    Box::pin(flight)
+}
+
+fn one_batch(batch: Result<RecordBatch, FlightError>, schema: SchemaRef) -> DoGetStream {
+    let flight = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async move { batch }))
+        .map_err(Status::from);
+    Box::pin(flight)
+}
+
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(internal)?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+fn encode_schema(schema: &Schema) -> Result<Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(internal)?;
+    Ok(bytes)
+}
+
+fn sql_of_handle(handle: &[u8]) -> Result<String, Status> {
+    String::from_utf8(handle.to_vec())
+        .map_err(|_| invalid_request("statement handle is not UTF-8 SQL"))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for KappaFlightSqlService {
+    type FlightService = KappaFlightSqlService;
+
+    /// Anonymous access: every client is accepted (authentication is a later
+    /// feature), and the handshake returns no token.
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(response)
+        }))))
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.statement_info(query.query, request.into_inner()).await
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let sql = sql_of_handle(&query.prepared_statement_handle)?;
+        self.statement_info(sql, request.into_inner()).await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let sql = sql_of_handle(&ticket.statement_handle)?;
+        self.execute(&sql).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let sql = sql_of_handle(&query.prepared_statement_handle)?;
+        self.execute(&sql).await
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let (_, schema) = self.plan(&query.query).await?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: Bytes::from(query.query),
+            dataset_schema: encode_schema(&schema)?,
+            parameter_schema: Bytes::new(),
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        // Handles hold no server state, so there is nothing to release.
+        Ok(())
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG);
+        let schema = builder.schema();
+        Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(CATALOG, SCHEMA);
+        let schema = builder.schema();
+        Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        use datafusion::catalog::SchemaProvider;
+
+        self.schema
+            .refresh_if_stale()
+            .await
+            .map_err(|e| catalog_status(&e))?;
+        let mut names = self.schema.table_names();
+        // An exact name (what `adbc_get_table_schema` sends) may be a topic
+        // created since the last refresh: look it up directly.
+        if let Some(pattern) = &query.table_name_filter_pattern
+            && !pattern.contains('%')
+            && !names.contains(pattern)
+        {
+            names.push(pattern.clone());
+        }
+        let mut builder = query.into_builder();
+        for name in names {
+            let table = self
+                .schema
+                .table(&name)
+                .await
+                .map_err(|e| datafusion_status(&e))?;
+            if let Some(table) = table {
+                builder
+                    .append(
+                        CATALOG,
+                        SCHEMA,
+                        &name,
+                        TABLE_TYPE,
+                        &client_schema(&table.schema()),
+                    )
+                    .map_err(internal)?;
+            }
+        }
+        let schema = builder.schema();
+        Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append(TABLE_TYPE);
+        let schema = builder.schema();
+        Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let builder = query.into_builder(&SQL_INFO);
+        let schema = builder.schema();
+        Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

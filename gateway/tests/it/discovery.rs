@@ -1,0 +1,56 @@
+//! Topics are tables as soon as they exist, without a gateway restart.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Int64Type;
+use tonic::Code;
+
+use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_created_after_start_is_queryable_at_once() {
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let topic = unique("late");
+
+    let err = client
+        .query(&format!("SELECT count(*) FROM \"{topic}\""))
+        .await
+        .expect_err("no such topic yet");
+    assert!(
+        matches!(err.code(), Code::NotFound | Code::InvalidArgument),
+        "{err:?}"
+    );
+    assert!(err.message().contains(&topic), "{}", err.message());
+
+    create_topic(&topic, 1).await;
+    let records: Vec<TestRecord> = (0..5)
+        .map(|i| TestRecord {
+            partition: 0,
+            key: None,
+            value: Some(format!("v{i}").into_bytes()),
+            timestamp_ms: chrono_now_ms(),
+            headers: vec![],
+        })
+        .collect();
+    produce(&topic, &records).await;
+
+    let result = client
+        .query(&format!("SELECT count(*) FROM \"{topic}\""))
+        .await
+        .expect("query the new topic");
+    assert_eq!(
+        result
+            .batch()
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        5
+    );
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real broker, the real gateway binary, Flight SQL over the network.
+
+mod discovery;
+mod errors;
+mod metadata;
+mod records;
+mod support;

@@ -1,0 +1,94 @@
+//! Flight SQL metadata calls list the catalog, schema and tables with schemas.
+
+use arrow::array::AsArray;
+use arrow::datatypes::Schema;
+use arrow_flight::IpcMessage;
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, SqlInfo,
+};
+
+use crate::support::{Gateway, create_topic, unique};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catalogs_schemas_and_tables_are_listed() {
+    let topic = unique("meta");
+    create_topic(&topic, 1).await;
+    let config = format!(
+        "[[tables]]\nname = \"decl\"\ntopic = \"{topic}\"\nformat = \"json\"\ncolumns = \"a INT, b VARCHAR\"\n"
+    );
+    let gateway = Gateway::start(Some(&config)).await;
+    let mut client = gateway.client().await;
+
+    let info = client.flight_info(CommandGetCatalogs {}).await.unwrap();
+    let catalogs = client.fetch(info).await.unwrap().batch();
+    assert_eq!(catalogs.column(0).as_string::<i32>().value(0), "kafka");
+
+    let info = client
+        .flight_info(CommandGetDbSchemas {
+            catalog: None,
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let schemas = client.fetch(info).await.unwrap().batch();
+    assert_eq!(schemas.num_rows(), 1);
+    assert_eq!(schemas.column(1).as_string::<i32>().value(0), "default");
+
+    let info = client
+        .flight_info(CommandGetTables {
+            catalog: Some("kafka".into()),
+            db_schema_filter_pattern: Some("default".into()),
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let result = client.fetch(info).await.unwrap();
+    assert_eq!(result.info_schema, *result.stream_schema);
+    let tables = result.batch();
+    let names = tables.column(2).as_string::<i32>();
+    let row = |name: &str| (0..tables.num_rows()).find(|&i| names.value(i) == name);
+    let decl = row("decl").expect("declared table listed");
+    let raw = row(&topic).expect("topic listed");
+    let schema_of = |i: usize| {
+        let bytes = tables.column(4).as_binary::<i32>().value(i).to_vec();
+        Schema::try_from(IpcMessage(bytes.into())).unwrap()
+    };
+    let decl_columns: Vec<String> = schema_of(decl)
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        decl_columns,
+        [
+            "_partition",
+            "_offset",
+            "_timestamp",
+            "_key",
+            "_headers",
+            "a",
+            "b",
+            "_error"
+        ]
+    );
+    assert_eq!(schema_of(raw).field(4).name(), "_value");
+
+    let info = client.flight_info(CommandGetTableTypes {}).await.unwrap();
+    let types = client.fetch(info).await.unwrap().batch();
+    assert_eq!(types.column(0).as_string::<i32>().value(0), "TABLE");
+
+    let info = client
+        .flight_info(CommandGetSqlInfo {
+            info: vec![
+                SqlInfo::FlightSqlServerName as u32,
+                SqlInfo::FlightSqlServerReadOnly as u32,
+            ],
+        })
+        .await
+        .unwrap();
+    let sql_info = client.fetch(info).await.unwrap();
+    assert_eq!(sql_info.rows(), 2);
+}

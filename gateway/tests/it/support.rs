@@ -1,0 +1,257 @@
+//! Test support: the real broker (started by scripts/test.sh), the real
+//! gateway binary on port 0, a Flight SQL client and a Kafka producer.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+use arrow_flight::{FlightDescriptor, FlightInfo};
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::Status;
+use tonic::transport::Channel;
+
+/// Every wait in these tests ends by this deadline.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Bootstrap address of the test broker.
+pub fn brokers() -> String {
+    std::env::var("KAPPA_TEST_BROKERS").expect(
+        "KAPPA_TEST_BROKERS is not set: run scripts/test.sh, or `scripts/broker.sh start` \
+         and export the address it prints",
+    )
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Creates `name` with `partitions` partitions, keeping records forever.
+pub async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topic =
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    let results = admin
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(DEADLINE)),
+        )
+        .await
+        .expect("create_topics");
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// One record to produce.
+#[derive(Debug, Clone)]
+pub struct TestRecord {
+    pub partition: i32,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Produces `records` in order and returns each record's offset.
+pub async fn produce(topic: &str, records: &[TestRecord]) -> Vec<i64> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut offsets = Vec::with_capacity(records.len());
+    for r in records {
+        let mut headers = OwnedHeaders::new();
+        for (name, value) in &r.headers {
+            headers = headers.insert(rdkafka::message::Header {
+                key: name,
+                value: value.as_deref(),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .partition(r.partition)
+            .timestamp(r.timestamp_ms)
+            .headers(headers);
+        if let Some(key) = &r.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(value) = &r.value {
+            record = record.payload(value.as_slice());
+        }
+        let delivery = producer.send(record, DEADLINE).await.expect("delivery");
+        offsets.push(delivery.offset);
+    }
+    offsets
+}
+
+/// A running `kappa-gateway serve`, killed on drop.
+pub struct Gateway {
+    pub addr: String,
+    _child: Child,
+    _config: Option<tempfile_path::TempPath>,
+}
+
+/// A temporary file removed on drop (no extra crate for one file).
+mod tempfile_path {
+    #[derive(Debug)]
+    pub struct TempPath(pub std::path::PathBuf);
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl Gateway {
+    /// Starts the gateway binary on port 0 with `config` as its table file.
+    pub async fn start(config: Option<&str>) -> Self {
+        Self::start_with(config, brokers()).await
+    }
+
+    /// Starts the gateway against `brokers` (which may be down).
+    pub async fn start_with(config: Option<&str>, brokers: String) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa-gateway"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--brokers", &brokers])
+            .args([
+                "--kafka-request-timeout",
+                "3s",
+                "--kafka-fetch-timeout",
+                "5s",
+            ])
+            .env("KAPPA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let config = config.map(|text| {
+            let path = std::env::temp_dir().join(format!("{}.toml", unique("kappa-test")));
+            std::fs::write(&path, text).expect("write config");
+            cmd.arg("--config").arg(&path);
+            tempfile_path::TempPath(path)
+        });
+        let mut child = cmd.spawn().expect("spawn kappa-gateway");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(DEADLINE, async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    return addr.to_string();
+                }
+            }
+            panic!("kappa-gateway exited before listening");
+        })
+        .await
+        .expect("kappa-gateway did not start in time");
+        Gateway {
+            addr,
+            _child: child,
+            _config: config,
+        }
+    }
+
+    /// A Flight SQL client connected to this gateway.
+    pub async fn client(&self) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        Client {
+            inner: FlightServiceClient::new(channel),
+        }
+    }
+}
+
+/// A minimal Flight SQL client that keeps gRPC status codes visible.
+pub struct Client {
+    pub inner: FlightServiceClient<Channel>,
+}
+
+/// A query result: the FlightInfo schema, the stream schema, the batches.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub info_schema: Schema,
+    pub stream_schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// All batches as one.
+    pub fn batch(&self) -> RecordBatch {
+        arrow::compute::concat_batches(&self.stream_schema, &self.batches).expect("concat")
+    }
+}
+
+fn to_status(e: FlightError) -> Status {
+    match e {
+        FlightError::Tonic(status) => *status,
+        other => Status::internal(other.to_string()),
+    }
+}
+
+impl Client {
+    /// GetFlightInfo for a Flight SQL command.
+    pub async fn flight_info(&mut self, cmd: impl ProstMessageExt) -> Result<FlightInfo, Status> {
+        let descriptor = FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec());
+        Ok(self.inner.get_flight_info(descriptor).await?.into_inner())
+    }
+
+    /// DoGet of every endpoint of `info`.
+    pub async fn fetch(&mut self, info: FlightInfo) -> Result<QueryResult, Status> {
+        let info_schema = info.clone().try_decode_schema().expect("FlightInfo schema");
+        let mut batches = Vec::new();
+        let mut stream_schema = None;
+        for endpoint in info.endpoint {
+            let ticket = endpoint.ticket.expect("ticket");
+            let flight = self.inner.do_get(ticket).await?.into_inner();
+            let mut stream = FlightRecordBatchStream::new_from_flight_data(
+                flight.map_err(|s| FlightError::Tonic(Box::new(s))),
+            );
+            while let Some(batch) = stream.next().await {
+                batches.push(batch.map_err(to_status)?);
+            }
+            stream_schema = stream.schema().cloned();
+        }
+        Ok(QueryResult {
+            info_schema,
+            stream_schema: stream_schema.unwrap_or_else(|| Arc::new(Schema::empty())),
+            batches,
+        })
+    }
+
+    /// Runs `sql` as a Flight SQL statement query.
+    pub async fn query(&mut self, sql: &str) -> Result<QueryResult, Status> {
+        let info = self
+            .flight_info(CommandStatementQuery {
+                query: sql.to_string(),
+                transaction_id: None,
+            })
+            .await?;
+        self.fetch(info).await
+    }
+}

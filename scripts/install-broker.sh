@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the test broker (nisshi, a Kafka-compatible broker from crates.io) once per machine.
+# See ../shared/TESTBED.md for why nisshi and why --ignore-rust-version.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+if [[ -x "$NISSHI_BIN" ]]; then
+  log "broker: $NISSHI_BIN (cached)"
+  exit 0
+fi
+log "broker: building nisshi $NISSHI_VERSION (about 11 minutes on 2 cores, once per machine)"
+CARGO_TARGET_DIR="$KAPPA_CACHE/nisshi-build" cargo install nisshi --version "$NISSHI_VERSION" --locked \
+  --ignore-rust-version --no-default-features --features libsql --root "$NISSHI_ROOT"
+rm -rf "$KAPPA_CACHE/nisshi-build"
+log "broker: installed $NISSHI_BIN"

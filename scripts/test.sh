@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check and test kappa has, from a fresh machine: installs what is
+# missing, lints, starts a throwaway broker, runs the Rust tests (unit and
+# end-to-end) and the Python client tests against the real gateway binary.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$KAPPA_ROOT"
+started=$(date +%s)
+
+bash scripts/install-deps.sh
+bash scripts/install-broker.sh
+
+log "lint: cargo fmt --check"
+cargo fmt --all -- --check
+log "lint: cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "build"
+cargo build --workspace --locked --bins --tests
+
+brokers=$(bash scripts/broker.sh start 0)
+port="${brokers##*:}"
+trap 'bash "$KAPPA_ROOT/scripts/broker.sh" stop "$port"' EXIT
+export KAPPA_TEST_BROKERS="$brokers"
+
+log "rust tests (broker $brokers)"
+cargo test --workspace --locked
+
+log "python client tests"
+KAPPA_BROKERS="$brokers" KAPPA_GATEWAY_BIN="$CARGO_TARGET_DIR/debug/kappa-gateway" \
+  "$KAPPA_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+
+log "all tests passed in $(( $(date +%s) - started ))s"
