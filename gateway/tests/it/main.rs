@@ -4,4 +4,5 @@ mod discovery;
 mod errors;
 mod metadata;
 mod records;
+mod statements;
 mod support;
