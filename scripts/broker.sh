@@ -14,14 +14,25 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# Stops the broker recorded for a port and waits until it has exited.
+stop_broker() {
+  local pidfile="$run_dir/broker-$1.pid" pid
+  [[ -f "$pidfile" ]] || return 0
+  pid=$(cat "$pidfile")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
+
 case "$cmd" in
   start)
     [[ -x "$NISSHI_BIN" ]] || bash "$KAPPA_ROOT/scripts/install-broker.sh"
     [[ "$port" != 0 ]] || port=$(free_port)
-    if [[ -f "$run_dir/broker-$port.pid" ]] && kill -0 "$(cat "$run_dir/broker-$port.pid")" 2>/dev/null; then
-      kill "$(cat "$run_dir/broker-$port.pid")" 2>/dev/null || true
-      sleep 0.5
-    fi
+    stop_broker "$port"  # a previous run on the same port
     data="$run_dir/broker-$port"
     rm -rf "$data" && mkdir -p "$data"
     # The sqlite path is relative to the working directory: run from the data dir.
@@ -41,15 +52,12 @@ case "$cmd" in
     done
     log "broker: did not start; log follows"
     cat "$data/broker.log" >&2
+    stop_broker "$port"
     exit 1
     ;;
   stop)
-    pidfile="$run_dir/broker-$port.pid"
-    if [[ -f "$pidfile" ]]; then
-      kill "$(cat "$pidfile")" 2>/dev/null || true
-      rm -f "$pidfile"
-      log "broker: stopped 127.0.0.1:$port"
-    fi
+    stop_broker "$port"
+    log "broker: stopped 127.0.0.1:$port"
     ;;
   *)
     echo "usage: $0 start|stop [PORT]" >&2

@@ -3,7 +3,7 @@
 # outside the checkout so a fresh clone on the same machine reuses it.
 set -euo pipefail
 KAPPA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KAPPA_CACHE="${KAPPA_CACHE:-$HOME/.cache/kappa}"
+KAPPA_CACHE="${KAPPA_CACHE:-${HOME:-/root}/.cache/kappa}"
 NISSHI_VERSION="0.8.1"
 NISSHI_ROOT="$KAPPA_CACHE/nisshi-$NISSHI_VERSION"
 NISSHI_BIN="$NISSHI_ROOT/bin/nisshi"

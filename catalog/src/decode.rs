@@ -52,6 +52,7 @@ pub struct BatchAssembler {
     raw_values: BinaryBuilder,
     json_values: Vec<Option<Vec<u8>>>,
     rows: usize,
+    bytes: usize,
 }
 
 impl BatchAssembler {
@@ -69,6 +70,7 @@ impl BatchAssembler {
             raw_values: BinaryBuilder::new(),
             json_values: Vec::new(),
             rows: 0,
+            bytes: 0,
         }
     }
 
@@ -80,6 +82,13 @@ impl BatchAssembler {
     /// Number of records appended since the last [`Self::finish`].
     pub fn len(&self) -> usize {
         self.rows
+    }
+
+    /// Key, value and header bytes appended since the last [`Self::finish`]:
+    /// with large values, batches are cut by size before they reach
+    /// `batch_size` rows, so memory stays bounded whatever the record size.
+    pub fn buffered_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether no record was appended since the last [`Self::finish`].
@@ -98,10 +107,13 @@ impl BatchAssembler {
         self.offset.append_value(record.offset);
         self.timestamp.append_option(record.timestamp_ms);
         self.key.append_option(record.key);
+        let mut bytes = record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
         for (name, value) in headers {
+            bytes += name.len() + value.map_or(0, <[u8]>::len);
             self.headers.keys().append_value(name);
             self.headers.values().append_option(value);
         }
+        self.bytes += bytes;
         self.headers.append(true)?;
         match self.format {
             ValueFormat::Raw => self.raw_values.append_option(record.value),
@@ -134,6 +146,7 @@ impl BatchAssembler {
             }
         }
         self.rows = 0;
+        self.bytes = 0;
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 }
@@ -172,7 +185,10 @@ fn decode_json(
             decodable.retain(|&row| match decode_rows(values, &[row], schema) {
                 Ok(_) => true,
                 Err(e) => {
-                    errors[row] = Some(e.to_string());
+                    errors[row] = Some(match e {
+                        ArrowError::JsonError(message) => message,
+                        other => other.to_string(),
+                    });
                     false
                 }
             });
@@ -221,8 +237,15 @@ fn decode_rows(
         .build_decoder()?;
     for &row in rows {
         let bytes = values[row].as_deref().unwrap_or_default();
-        decoder.decode(bytes)?;
-        decoder.decode(b"\n")?;
+        // Each value was checked to be exactly one object and the batch size
+        // is the row count, so the decoder must take every byte.
+        let taken = decoder.decode(bytes)? + decoder.decode(b"\n")?;
+        if taken != bytes.len() + 1 {
+            return Err(ArrowError::JsonError(format!(
+                "decoder stopped after {taken} of {} bytes",
+                bytes.len() + 1
+            )));
+        }
     }
     Ok(decoder
         .flush()?
@@ -323,5 +346,17 @@ mod tests {
         assert_eq!(headers.value(0).len(), 2);
         assert_eq!(headers.value(1).len(), 0);
         assert!(a.is_empty());
+        assert_eq!(a.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn buffered_bytes_count_keys_values_and_headers() {
+        let mut a = BatchAssembler::new(ValueFormat::Raw, Arc::new(Schema::empty()));
+        a.append(
+            record(0, Some(&[0u8; 100])),
+            [("name", Some(&b"12345"[..]))],
+        )
+        .unwrap();
+        assert_eq!(a.buffered_bytes(), 1 + 100 + 4 + 5);
     }
 }

@@ -24,6 +24,10 @@ pub enum CatalogError {
     #[error("topic '{0}' not found")]
     TopicNotFound(String),
 
+    /// A record kappa cannot represent (for example a header name that is not UTF-8).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+
     /// Any other error reported by librdkafka.
     #[error("Kafka error: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

@@ -29,7 +29,7 @@ use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
+use rdkafka::message::{BorrowedMessage, Headers};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -41,6 +41,10 @@ use crate::offsets::{Delivery, PartitionCursor, PartitionRange};
 
 /// How long one poll waits before the reader re-checks cancellation and positions.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A batch is cut at `batch_size` rows or this many key/value/header bytes,
+/// whichever comes first, so large records do not make huge batches.
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 /// Physical plan node that reads offset ranges of one topic.
 #[derive(Debug)]
@@ -189,10 +193,23 @@ struct GroupReader {
 
 impl GroupReader {
     fn run(mut self, tx: BatchSender) {
-        if let Err(e) = self.read(&tx) {
-            // The receiver may be gone already; then nobody needs the error.
-            let _ = tx.blocking_send(Err(e.into()));
-        }
+        // A panic must not end the stream quietly (the query would look
+        // complete with rows missing): turn it into an error.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(&tx)));
+        let error = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => DataFusionError::from(e),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown cause".into());
+                DataFusionError::Execution(format!("Kafka reader failed: {why}"))
+            }
+        };
+        // The receiver may be gone already; then nobody needs the error.
+        let _ = tx.blocking_send(Err(error));
     }
 
     fn read(&mut self, tx: &BatchSender) -> Result<()> {
@@ -232,10 +249,14 @@ impl GroupReader {
                                 key: message.key(),
                                 value: message.payload(),
                             };
-                            let headers = message
-                                .headers()
-                                .into_iter()
-                                .flat_map(|h| h.iter().map(|header| (header.key, header.value)));
+                            let headers = read_headers(&message).ok_or_else(|| {
+                                CatalogError::InvalidRecord(format!(
+                                    "topic '{}' partition {} offset {}: a header name is not UTF-8",
+                                    self.topic,
+                                    message.partition(),
+                                    message.offset()
+                                ))
+                            })?;
                             self.assembler.append(record, headers)?;
                         }
                         Delivery::Duplicate | Delivery::PastEnd => {}
@@ -243,8 +264,14 @@ impl GroupReader {
                     if cursor.is_done() && !finished_before {
                         pause(&consumer, &self.topic, message.partition());
                     }
-                    if self.assembler.len() >= self.batch_size && !self.send(tx)? {
-                        return Ok(());
+                    let full = self.assembler.len() >= self.batch_size
+                        || self.assembler.buffered_bytes() >= MAX_BATCH_BYTES;
+                    if full {
+                        if !self.send(tx)? {
+                            return Ok(());
+                        }
+                        // Time spent waiting for a slow client is not a stall.
+                        last_progress = Instant::now();
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -255,6 +282,7 @@ impl GroupReader {
                         pause(&consumer, &self.topic, partition);
                     }
                 }
+                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
                 Some(Err(e)) => {
                     tracing::debug!(topic = %self.topic, error = %e, "consumer error");
                     last_error = Some(e);
@@ -307,6 +335,24 @@ impl GroupReader {
         }
         Ok(tx.blocking_send(Ok(batch)).is_ok())
     }
+}
+
+/// One header: name and value bytes.
+type Header<'m> = (&'m str, Option<&'m [u8]>);
+
+/// The record's headers, or `None` if a header name is not UTF-8 (rdkafka
+/// 0.39 panics on those; the panic is contained here and reported as an error).
+fn read_headers<'m>(message: &'m BorrowedMessage<'_>) -> Option<Vec<Header<'m>>> {
+    let Some(headers) = message.headers() else {
+        return Some(Vec::new());
+    };
+    std::panic::catch_unwind(|| {
+        headers
+            .iter()
+            .map(|header| (header.key, header.value))
+            .collect::<Vec<_>>()
+    })
+    .ok()
 }
 
 /// Stops fetching a finished partition so the prefetch queue holds only what

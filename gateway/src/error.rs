@@ -24,11 +24,28 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_) => Code::InvalidArgument,
+        // Errors in the data a query computes on (a failed cast, a division
+        // by zero) are the query's, not kappa's.
+        DataFusionError::ArrowError(inner, _) if is_user_arrow_error(inner) => {
+            Code::InvalidArgument
+        }
         DataFusionError::NotImplemented(_) => Code::Unimplemented,
         DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
         _ => Code::Internal,
     };
     status(code, root.to_string())
+}
+
+fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
+    use arrow::error::ArrowError;
+    matches!(
+        err,
+        ArrowError::CastError(_)
+            | ArrowError::ParseError(_)
+            | ArrowError::DivideByZero
+            | ArrowError::ArithmeticOverflow(_)
+            | ArrowError::InvalidArgumentError(_)
+    )
 }
 
 /// Maps a catalog error to a status.
@@ -37,7 +54,7 @@ pub fn catalog_status(err: &CatalogError) -> Status {
         CatalogError::Config(_) => Code::InvalidArgument,
         CatalogError::TopicNotFound(_) => Code::NotFound,
         CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) => Code::Unavailable,
-        CatalogError::Arrow(_) => Code::Internal,
+        CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,
     };
     status(code, err.to_string())
 }
@@ -95,6 +112,17 @@ mod tests {
         let status = datafusion_status(&DataFusionError::Plan("table 'x' not found".into()));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().contains("table 'x' not found"));
+    }
+
+    #[test]
+    fn failed_casts_are_invalid_arguments() {
+        let err = DataFusionError::ArrowError(
+            Box::new(arrow::error::ArrowError::CastError(
+                "cannot cast 'x' to Int64".into(),
+            )),
+            None,
+        );
+        assert_eq!(datafusion_status(&err).code(), Code::InvalidArgument);
     }
 
     #[test]

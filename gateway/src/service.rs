@@ -167,6 +167,24 @@ fn encode_schema(schema: &Schema) -> Result<Bytes, Status> {
     Ok(bytes)
 }
 
+/// The one name a LIKE pattern without `%` most likely means, to look up a
+/// topic created since the last refresh: `\_` and `\%` are escaped literals
+/// (as JDBC sends them), and a bare `_` is taken literally too (ADBC sends
+/// table names unescaped). The builder still filters every candidate by the
+/// real pattern, so a wrong guess only costs one lookup.
+fn exact_name(pattern: &str) -> Option<String> {
+    let mut name = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => name.push(chars.next()?),
+            '%' => return None,
+            c => name.push(c),
+        }
+    }
+    Some(name)
+}
+
 fn sql_of_handle(handle: &[u8]) -> Result<String, Status> {
     String::from_utf8(handle.to_vec())
         .map_err(|_| invalid_request("statement handle is not UTF-8 SQL"))
@@ -326,11 +344,13 @@ impl FlightSqlService for KappaFlightSqlService {
         let mut names = self.schema.table_names();
         // An exact name (what `adbc_get_table_schema` sends) may be a topic
         // created since the last refresh: look it up directly.
-        if let Some(pattern) = &query.table_name_filter_pattern
-            && !pattern.contains('%')
-            && !names.contains(pattern)
+        if let Some(name) = query
+            .table_name_filter_pattern
+            .as_deref()
+            .and_then(exact_name)
+            && !names.contains(&name)
         {
-            names.push(pattern.clone());
+            names.push(name);
         }
         let mut builder = query.into_builder();
         for name in names {
@@ -403,4 +423,17 @@ impl FlightSqlService for KappaFlightSqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_name;
+
+    #[test]
+    fn exact_names_unescape_and_wildcards_do_not_match() {
+        assert_eq!(exact_name("orders").as_deref(), Some("orders"));
+        assert_eq!(exact_name(r"web\_clicks").as_deref(), Some("web_clicks"));
+        assert_eq!(exact_name("web_clicks").as_deref(), Some("web_clicks"));
+        assert_eq!(exact_name("ord%"), None);
+    }
 }

@@ -245,3 +245,40 @@ async fn an_empty_topic_is_an_empty_table_with_its_schema() {
     assert!(!result.info_schema.field(0).is_nullable());
     assert!(!result.info_schema.field(1).is_nullable());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_batches_of_every_codec_are_read() {
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for codec in ["gzip", "snappy", "lz4", "zstd"] {
+        let topic = unique(codec);
+        create_topic(&topic, 1).await;
+        let records: Vec<TestRecord> = (0..50)
+            .map(|i| TestRecord {
+                partition: 0,
+                key: None,
+                value: Some(format!("{codec} {i} {}", "x".repeat(100)).into_bytes()),
+                timestamp_ms: now,
+                headers: vec![],
+            })
+            .collect();
+        crate::support::produce_with(&topic, &records, &[("compression.type", codec)]).await;
+        let result = client
+            .query(&format!("SELECT _value FROM \"{topic}\" ORDER BY _offset"))
+            .await
+            .unwrap_or_else(|e| panic!("{codec}: {e}"));
+        let batch = result.batch();
+        assert_eq!(batch.num_rows(), 50, "{codec}");
+        let values = batch.column(0).as_binary::<i32>();
+        assert!(
+            values
+                .value(49)
+                .starts_with(format!("{codec} 49").as_bytes()),
+            "{codec}"
+        );
+    }
+}

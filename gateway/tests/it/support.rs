@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by the `it` and `slt` test binaries; each uses a part.
 //! Test support: the real broker (started by scripts/test.sh), the real
 //! gateway binary on port 0, a Flight SQL client and a Kafka producer.
 
@@ -75,12 +76,24 @@ pub struct TestRecord {
 
 /// Produces `records` in order and returns each record's offset.
 pub async fn produce(topic: &str, records: &[TestRecord]) -> Vec<i64> {
-    let producer: FutureProducer = ClientConfig::new()
+    produce_with(topic, records, &[]).await
+}
+
+/// [`produce`] with extra producer properties (compression, batching).
+pub async fn produce_with(
+    topic: &str,
+    records: &[TestRecord],
+    properties: &[(&str, &str)],
+) -> Vec<i64> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers())
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .expect("producer");
+        .set("linger.ms", "5");
+    for (k, v) in properties {
+        config.set(*k, *v);
+    }
+    let producer: FutureProducer = config.create().expect("producer");
     let mut offsets = Vec::with_capacity(records.len());
     for r in records {
         let mut headers = OwnedHeaders::new();
