@@ -1,5 +1,6 @@
 //! End-to-end tests: the real broker, the real gateway binary, Flight SQL over the network.
 
+mod cancel;
 mod discovery;
 mod errors;
 mod metadata;

@@ -94,7 +94,7 @@ pub async fn produce_with(
         config.set(*k, *v);
     }
     let producer: FutureProducer = config.create().expect("producer");
-    let mut offsets = Vec::with_capacity(records.len());
+    let mut pending = Vec::with_capacity(records.len());
     for r in records {
         let mut headers = OwnedHeaders::new();
         for (name, value) in &r.headers {
@@ -113,7 +113,22 @@ pub async fn produce_with(
         if let Some(value) = &r.value {
             record = record.payload(value.as_slice());
         }
-        let delivery = producer.send(record, DEADLINE).await.expect("delivery");
+        // Enqueue everything first (order is kept per partition), then wait.
+        pending.push(
+            producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue"),
+        );
+    }
+    let mut offsets = Vec::with_capacity(records.len());
+    for delivery in pending {
+        let delivery = tokio::time::timeout(DEADLINE, delivery)
+            .await
+            .expect("delivered in time")
+            .expect("delivery not cancelled")
+            .map_err(|(e, _)| e)
+            .expect("delivered");
         offsets.push(delivery.offset);
     }
     offsets
@@ -181,6 +196,20 @@ impl Gateway {
             _child: child,
             _config: config,
         }
+    }
+
+    /// Names of the gateway's threads that are reading Kafka right now
+    /// (Linux cuts thread names to 15 bytes: `kappa-scan-…`).
+    pub fn scan_threads(&self) -> Vec<String> {
+        let pid = self._child.id().expect("gateway is running");
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Vec::new();
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .filter(|name| name.starts_with("kappa-scan"))
+            .collect()
     }
 
     /// A Flight SQL client connected to this gateway.

@@ -1,0 +1,73 @@
+//! A client that stops reading releases the gateway's Kafka readers.
+
+use std::time::Instant;
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::CommandStatementQuery;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, produce_with, unique};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_stream_stops_its_readers() {
+    let topic = unique("cancel");
+    create_topic(&topic, 2).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    // Far more than the two batches the reader may buffer per partition group.
+    let records: Vec<TestRecord> = (0..40_000)
+        .map(|i| TestRecord {
+            partition: i % 2,
+            key: None,
+            value: Some(vec![b'x'; 64]),
+            timestamp_ms: now,
+            headers: vec![],
+        })
+        .collect();
+    produce_with(
+        &topic,
+        &records,
+        &[("linger.ms", "50"), ("enable.idempotence", "false")],
+    )
+    .await;
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let info = client
+        .flight_info(CommandStatementQuery {
+            query: format!("SELECT * FROM \"{topic}\""),
+            transaction_id: None,
+        })
+        .await
+        .expect("flight info");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let flight = client
+        .inner
+        .do_get(ticket)
+        .await
+        .expect("do_get")
+        .into_inner();
+    let mut stream = FlightRecordBatchStream::new_from_flight_data(
+        flight.map_err(|s| FlightError::Tonic(Box::new(s))),
+    );
+    let first = stream.next().await.expect("a batch").expect("no error");
+    assert!(first.num_rows() > 0);
+    assert!(
+        !gateway.scan_threads().is_empty(),
+        "readers are still running while the client holds the stream"
+    );
+
+    drop(stream);
+    let started = Instant::now();
+    while !gateway.scan_threads().is_empty() {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "readers still running: {:?}",
+            gateway.scan_threads()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
