@@ -7,6 +7,7 @@
 pub mod client_types;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod service;
 
 use std::future::Future;

@@ -17,7 +17,8 @@ use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
-    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
+    ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
+    CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
     CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
@@ -36,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::client_types::{client_schema, to_client_batch};
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
+use crate::keys::{foreign_keys_schema, primary_keys_schema};
 
 type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
 
@@ -413,6 +415,86 @@ impl FlightSqlService for KappaFlightSqlService {
         let builder = query.into_builder(&SQL_INFO);
         let schema = builder.schema();
         Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&primary_keys_schema(), &query, request)
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let schema = primary_keys_schema();
+        Ok(Response::new(one_batch(
+            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
+            schema,
+        )))
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&foreign_keys_schema(), &query, request)
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let schema = foreign_keys_schema();
+        Ok(Response::new(one_batch(
+            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
+            schema,
+        )))
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&foreign_keys_schema(), &query, request)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let schema = foreign_keys_schema();
+        Ok(Response::new(one_batch(
+            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
+            schema,
+        )))
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&foreign_keys_schema(), &query, request)
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let schema = foreign_keys_schema();
+        Ok(Response::new(one_batch(
+            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
+            schema,
+        )))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -92,3 +92,35 @@ async fn catalogs_schemas_and_tables_are_listed() {
     let sql_info = client.fetch(info).await.unwrap();
     assert_eq!(sql_info.rows(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_metadata_is_empty_not_unimplemented() {
+    use arrow_flight::sql::{CommandGetExportedKeys, CommandGetPrimaryKeys};
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let info = client
+        .flight_info(CommandGetPrimaryKeys {
+            catalog: Some("kafka".into()),
+            db_schema: Some("default".into()),
+            table: "orders".into(),
+        })
+        .await
+        .expect("GetPrimaryKeys is answered");
+    let result = client.fetch(info).await.expect("DoGet");
+    assert_eq!(result.rows(), 0);
+    assert_eq!(result.info_schema, *result.stream_schema);
+    assert_eq!(result.info_schema.field(5).name(), "key_sequence");
+
+    let info = client
+        .flight_info(CommandGetExportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "orders".into(),
+        })
+        .await
+        .expect("GetExportedKeys is answered");
+    let result = client.fetch(info).await.expect("DoGet");
+    assert_eq!(result.rows(), 0);
+    assert_eq!(result.info_schema.fields().len(), 13);
+}
