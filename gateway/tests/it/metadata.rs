@@ -124,3 +124,24 @@ async fn key_metadata_is_empty_not_unimplemented() {
     assert_eq!(result.rows(), 0);
     assert_eq!(result.info_schema.fields().len(), 13);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handshake_accepts_anonymous_clients() {
+    use arrow_flight::HandshakeRequest;
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let request = futures::stream::once(async { HandshakeRequest::default() });
+    let mut responses = client
+        .inner
+        .handshake(request)
+        .await
+        .expect("handshake accepted")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("response")
+        .expect("one message");
+    assert!(response.payload.is_empty());
+}
