@@ -5,5 +5,6 @@ mod discovery;
 mod errors;
 mod metadata;
 mod records;
+mod snapshot;
 mod statements;
 mod support;

@@ -89,7 +89,8 @@ pub async fn produce_with(
     config
         .set("bootstrap.servers", brokers())
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000");
     for (k, v) in properties {
         config.set(*k, *v);
     }

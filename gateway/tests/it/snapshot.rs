@@ -1,0 +1,82 @@
+//! A query reads the snapshot its plan fixed: records produced while it
+//! streams are not part of it.
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::CommandStatementQuery;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::support::{Gateway, TestRecord, create_topic, produce_with, unique};
+
+fn records(count: usize, now: i64) -> Vec<TestRecord> {
+    (0..count)
+        .map(|i| TestRecord {
+            partition: (i % 2) as i32,
+            key: None,
+            value: Some(vec![b'y'; 32]),
+            timestamp_ms: now,
+            headers: vec![],
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_produced_during_a_query_are_not_in_it() {
+    // Many batches per partition, so the readers are still reading when
+    // more records arrive.
+    const BEFORE: usize = 120_000;
+    let topic = unique("snapshot");
+    create_topic(&topic, 2).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let fast = [("linger.ms", "50"), ("enable.idempotence", "false")];
+    produce_with(&topic, &records(BEFORE, now), &fast).await;
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let info = client
+        .flight_info(CommandStatementQuery {
+            query: format!("SELECT _partition, _offset FROM \"{topic}\""),
+            transaction_id: None,
+        })
+        .await
+        .expect("flight info");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let flight = client
+        .inner
+        .do_get(ticket)
+        .await
+        .expect("do_get")
+        .into_inner();
+    let mut stream = FlightRecordBatchStream::new_from_flight_data(
+        flight.map_err(|s| FlightError::Tonic(Box::new(s))),
+    );
+    // The plan is fixed once the first batch arrives; the readers are held
+    // back by the client (two batches of buffer) while more is produced.
+    let mut rows = stream
+        .next()
+        .await
+        .expect("a batch")
+        .expect("no error")
+        .num_rows();
+    produce_with(&topic, &records(5_000, now), &fast).await;
+    while let Some(batch) = stream.next().await {
+        rows += batch.expect("no error").num_rows();
+    }
+    assert_eq!(rows, BEFORE);
+
+    // A new query sees the new records.
+    let result = client
+        .query(&format!("SELECT count(*) FROM \"{topic}\""))
+        .await
+        .expect("count");
+    let count = result.batch();
+    let count = count
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .unwrap();
+    assert_eq!(count.value(0), (BEFORE + 5_000) as i64);
+}
