@@ -40,17 +40,15 @@ pub use provider::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};
 /// How often the topic list is refreshed by default.
 pub const DEFAULT_TOPIC_REFRESH: Duration = Duration::from_secs(3);
 
-/// Builds the `kafka` catalog for `options` and `tables`.
+/// Builds the `kafka` catalog for `options` and `tables`; the topic list is
+/// refreshed at most every `topic_refresh`.
 pub fn kafka_catalog(
     options: KafkaOptions,
     tables: Vec<DeclaredTable>,
+    topic_refresh: Duration,
 ) -> Result<Arc<KafkaSchema>> {
     let client = KafkaClient::new(options)?;
-    Ok(Arc::new(KafkaSchema::new(
-        client,
-        tables,
-        DEFAULT_TOPIC_REFRESH,
-    )))
+    Ok(Arc::new(KafkaSchema::new(client, tables, topic_refresh)))
 }
 
 /// Builds the `kafka` catalog and registers it on `ctx`.
@@ -59,7 +57,7 @@ pub fn register_kafka_catalog(
     options: KafkaOptions,
     tables: Vec<DeclaredTable>,
 ) -> Result<Arc<KafkaSchema>> {
-    let schema = kafka_catalog(options, tables)?;
+    let schema = kafka_catalog(options, tables, DEFAULT_TOPIC_REFRESH)?;
     ctx.register_catalog(CATALOG, Arc::new(KafkaCatalog::new(Arc::clone(&schema))));
     Ok(schema)
 }

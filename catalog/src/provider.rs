@@ -88,6 +88,11 @@ impl KafkaSchema {
         Ok(())
     }
 
+    /// How often the topic list is refreshed.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh_interval
+    }
+
     fn is_stale(&self) -> bool {
         let cache = self.cache.lock().expect("topic cache poisoned");
         cache

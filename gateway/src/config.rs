@@ -59,6 +59,11 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAPPA_KAFKA_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub kafka_request_timeout: Duration,
 
+    /// How often the list of topics (tables) is refreshed. A table name not
+    /// in the list is looked up on the broker at once, whatever this is.
+    #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub topic_refresh: Duration,
+
     /// A scan that receives nothing for this long fails with an error.
     #[arg(long, env = "KAPPA_KAFKA_FETCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub kafka_fetch_timeout: Duration,

@@ -20,17 +20,46 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use service::KappaFlightSqlService;
 
+/// Keeps the topic list fresh in the background, so SQL that lists tables
+/// (`information_schema`, `SHOW TABLES`) sees new topics without waiting for
+/// a Flight SQL metadata call to refresh it.
+fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(schema.refresh_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            ticker.tick().await;
+            match schema.refresh_if_stale().await {
+                Ok(()) if failing => {
+                    tracing::info!("topic list refreshed again");
+                    failing = false;
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "cannot refresh the topic list");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     schema: Arc<KafkaSchema>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let refresher = spawn_topic_refresher(Arc::clone(&schema));
     let service = FlightServiceServer::new(KappaFlightSqlService::new(schema))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .await;
+    refresher.abort();
+    served
 }

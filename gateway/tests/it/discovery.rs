@@ -54,3 +54,33 @@ fn chrono_now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn information_schema_lists_new_topics_after_a_refresh() {
+    use arrow::array::Array;
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let topic = unique("listed");
+    create_topic(&topic, 1).await;
+    let sql = format!(
+        "SELECT table_name FROM information_schema.tables \
+         WHERE table_catalog = 'kafka' AND table_schema = 'default' AND table_name = '{topic}'"
+    );
+    // The gateway refreshes its topic list every 3 s by default.
+    let started = std::time::Instant::now();
+    loop {
+        let result = client.query(&sql).await.expect("information_schema query");
+        if result.rows() == 1 {
+            let batch = result.batch();
+            assert_eq!(batch.column(0).as_string::<i32>().value(0), topic);
+            assert!(!batch.column(0).is_null(0));
+            break;
+        }
+        assert!(
+            started.elapsed() < crate::support::DEADLINE,
+            "{topic} never listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
