@@ -149,6 +149,11 @@ fn one_batch(batch: Result<RecordBatch, FlightError>, schema: SchemaRef) -> DoGe
     Box::pin(flight)
 }
 
+/// A result with no rows.
+fn empty_result(schema: SchemaRef) -> DoGetStream {
+    one_batch(Ok(RecordBatch::new_empty(Arc::clone(&schema))), schema)
+}
+
 fn flight_info(
     schema: &Schema,
     ticket: Vec<u8>,
@@ -430,11 +435,7 @@ impl FlightSqlService for KappaFlightSqlService {
         _query: CommandGetPrimaryKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let schema = primary_keys_schema();
-        Ok(Response::new(one_batch(
-            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
-            schema,
-        )))
+        Ok(Response::new(empty_result(primary_keys_schema())))
     }
 
     async fn get_flight_info_exported_keys(
@@ -450,11 +451,7 @@ impl FlightSqlService for KappaFlightSqlService {
         _query: CommandGetExportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let schema = foreign_keys_schema();
-        Ok(Response::new(one_batch(
-            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
-            schema,
-        )))
+        Ok(Response::new(empty_result(foreign_keys_schema())))
     }
 
     async fn get_flight_info_imported_keys(
@@ -470,11 +467,7 @@ impl FlightSqlService for KappaFlightSqlService {
         _query: CommandGetImportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let schema = foreign_keys_schema();
-        Ok(Response::new(one_batch(
-            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
-            schema,
-        )))
+        Ok(Response::new(empty_result(foreign_keys_schema())))
     }
 
     async fn get_flight_info_cross_reference(
@@ -490,11 +483,7 @@ impl FlightSqlService for KappaFlightSqlService {
         _query: CommandGetCrossReference,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let schema = foreign_keys_schema();
-        Ok(Response::new(one_batch(
-            Ok(RecordBatch::new_empty(Arc::clone(&schema))),
-            schema,
-        )))
+        Ok(Response::new(empty_result(foreign_keys_schema())))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

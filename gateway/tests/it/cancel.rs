@@ -2,21 +2,15 @@
 
 use std::time::Instant;
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
-use arrow_flight::sql::CommandStatementQuery;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
-use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, produce_with, unique};
+use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, now_ms, produce_with, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_a_stream_stops_its_readers() {
     let topic = unique("cancel");
     create_topic(&topic, 2).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     // Far more than the two batches the reader may buffer per partition group.
     let records: Vec<TestRecord> = (0..40_000)
         .map(|i| TestRecord {
@@ -36,23 +30,10 @@ async fn dropping_a_stream_stops_its_readers() {
 
     let gateway = Gateway::start(None).await;
     let mut client = gateway.client().await;
-    let info = client
-        .flight_info(CommandStatementQuery {
-            query: format!("SELECT * FROM \"{topic}\""),
-            transaction_id: None,
-        })
+    let mut stream = client
+        .stream(&format!("SELECT * FROM \"{topic}\""))
         .await
-        .expect("flight info");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let flight = client
-        .inner
-        .do_get(ticket)
-        .await
-        .expect("do_get")
-        .into_inner();
-    let mut stream = FlightRecordBatchStream::new_from_flight_data(
-        flight.map_err(|s| FlightError::Tonic(Box::new(s))),
-    );
+        .expect("query starts");
     let first = stream.next().await.expect("a batch").expect("no error");
     assert!(first.num_rows() > 0);
     assert!(

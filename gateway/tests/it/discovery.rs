@@ -4,7 +4,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use tonic::Code;
 
-use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
+use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_created_after_start_is_queryable_at_once() {
@@ -28,7 +28,7 @@ async fn a_topic_created_after_start_is_queryable_at_once() {
             partition: 0,
             key: None,
             value: Some(format!("v{i}").into_bytes()),
-            timestamp_ms: chrono_now_ms(),
+            timestamp_ms: now_ms(),
             headers: vec![],
         })
         .collect();
@@ -46,13 +46,6 @@ async fn a_topic_created_after_start_is_queryable_at_once() {
             .value(0),
         5
     );
-}
-
-fn chrono_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[tokio::test(flavor = "multi_thread")]

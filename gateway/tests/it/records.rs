@@ -5,7 +5,7 @@ use arrow::datatypes::{
     DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType,
 };
 
-use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
+use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce, unique};
 
 const PARTITIONS: i32 = 3;
 
@@ -66,10 +66,7 @@ fn test_records(now_ms: i64) -> Vec<(TestRecord, Value)> {
 async fn every_record_comes_back_once_with_metadata_and_decoded_fields() {
     let topic = unique("records");
     create_topic(&topic, PARTITIONS).await;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now_ms = now_ms();
     let records = test_records(now_ms);
     let produced: Vec<TestRecord> = records.iter().map(|(r, _)| r.clone()).collect();
     let offsets = produce(&topic, &produced).await;
@@ -250,10 +247,7 @@ async fn an_empty_topic_is_an_empty_table_with_its_schema() {
 async fn compressed_batches_of_every_codec_are_read() {
     let gateway = Gateway::start(None).await;
     let mut client = gateway.client().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = unique(codec);
         create_topic(&topic, 1).await;

@@ -1,12 +1,9 @@
 //! A query reads the snapshot its plan fixed: records produced while it
 //! streams are not part of it.
 
-use arrow_flight::decode::FlightRecordBatchStream;
-use arrow_flight::error::FlightError;
-use arrow_flight::sql::CommandStatementQuery;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
-use crate::support::{Gateway, TestRecord, create_topic, produce_with, unique};
+use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce_with, unique};
 
 fn records(count: usize, now: i64) -> Vec<TestRecord> {
     (0..count)
@@ -27,32 +24,16 @@ async fn records_produced_during_a_query_are_not_in_it() {
     const BEFORE: usize = 120_000;
     let topic = unique("snapshot");
     create_topic(&topic, 2).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     let fast = [("linger.ms", "50"), ("enable.idempotence", "false")];
     produce_with(&topic, &records(BEFORE, now), &fast).await;
 
     let gateway = Gateway::start(None).await;
     let mut client = gateway.client().await;
-    let info = client
-        .flight_info(CommandStatementQuery {
-            query: format!("SELECT _partition, _offset FROM \"{topic}\""),
-            transaction_id: None,
-        })
+    let mut stream = client
+        .stream(&format!("SELECT _partition, _offset FROM \"{topic}\""))
         .await
-        .expect("flight info");
-    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let flight = client
-        .inner
-        .do_get(ticket)
-        .await
-        .expect("do_get")
-        .into_inner();
-    let mut stream = FlightRecordBatchStream::new_from_flight_data(
-        flight.map_err(|s| FlightError::Tonic(Box::new(s))),
-    );
+        .expect("query starts");
     // The plan is fixed once the first batch arrives; the readers are held
     // back by the client (two batches of buffer) while more is produced.
     let mut rows = stream

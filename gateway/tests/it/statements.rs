@@ -4,16 +4,13 @@ use arrow::datatypes::DataType;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use tonic::transport::Channel;
 
-use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
+use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prepared_statements_and_view_types_keep_one_schema() {
     let topic = unique("prepared");
     create_topic(&topic, 2).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = now_ms();
     let records: Vec<TestRecord> = (0..4)
         .map(|i| TestRecord {
             partition: i % 2,

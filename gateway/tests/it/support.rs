@@ -36,6 +36,14 @@ pub fn brokers() -> String {
     )
 }
 
+/// Milliseconds since the epoch: a timestamp the broker's retention keeps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     format!(
@@ -285,6 +293,22 @@ impl Client {
             stream_schema: stream_schema.unwrap_or_else(|| Arc::new(Schema::empty())),
             batches,
         })
+    }
+
+    /// Starts `sql` and returns its DoGet stream unread (for tests that stop
+    /// reading part way or act while the query runs).
+    pub async fn stream(&mut self, sql: &str) -> Result<FlightRecordBatchStream, Status> {
+        let info = self
+            .flight_info(CommandStatementQuery {
+                query: sql.to_string(),
+                transaction_id: None,
+            })
+            .await?;
+        let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+        let flight = self.inner.do_get(ticket).await?.into_inner();
+        Ok(FlightRecordBatchStream::new_from_flight_data(
+            flight.map_err(|s| FlightError::Tonic(Box::new(s))),
+        ))
     }
 
     /// Runs `sql` as a Flight SQL statement query.
