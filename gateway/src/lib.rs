@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod service;
+pub mod type_info;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -19,8 +19,9 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
-    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandStatementQuery, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandStatementQuery, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
@@ -38,6 +39,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::client_types::{client_schema, to_client_batch};
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
+use crate::type_info::XDBC_TYPES;
 
 type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
 
@@ -484,6 +486,24 @@ impl FlightSqlService for KappaFlightSqlService {
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         Ok(Response::new(empty_result(foreign_keys_schema())))
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        metadata_info(&query.into_builder(&XDBC_TYPES).schema(), &query, request)
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let builder = query.into_builder(&XDBC_TYPES);
+        let schema = builder.schema();
+        Ok(Response::new(one_batch(builder.build(), schema)))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

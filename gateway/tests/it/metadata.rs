@@ -145,3 +145,33 @@ async fn handshake_accepts_anonymous_clients() {
         .expect("one message");
     assert!(response.payload.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xdbc_type_info_lists_the_types_kappa_produces() {
+    use arrow_flight::sql::CommandGetXdbcTypeInfo;
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let info = client
+        .flight_info(CommandGetXdbcTypeInfo { data_type: None })
+        .await
+        .expect("GetXdbcTypeInfo is answered");
+    let result = client.fetch(info).await.expect("DoGet");
+    assert_eq!(result.info_schema, *result.stream_schema);
+    let batch = result.batch();
+    let names = batch.column(0).as_string::<i32>();
+    let names: Vec<&str> = (0..batch.num_rows()).map(|i| names.value(i)).collect();
+    for expected in [
+        "BIGINT",
+        "INTEGER",
+        "DOUBLE",
+        "VARCHAR",
+        "VARBINARY",
+        "TIMESTAMP",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+}
