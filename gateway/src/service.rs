@@ -279,7 +279,8 @@ impl FlightSqlService for KappaFlightSqlService {
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: Bytes::from(query.query),
             dataset_schema: encode_schema(&schema)?,
-            parameter_schema: Bytes::new(),
+            // Parameters are not supported yet: say "none" rather than "unknown".
+            parameter_schema: encode_schema(&Schema::empty())?,
         })
     }
 

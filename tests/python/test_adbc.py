@@ -91,3 +91,14 @@ def test_unknown_table_is_named_in_the_error(conn):
         with pytest.raises(adbc_driver_manager.Error) as excinfo:
             cur.execute("SELECT * FROM no_such_topic_xyz")
     assert "no_such_topic_xyz" in str(excinfo.value)
+
+
+def test_explicit_prepare_then_execute(conn, orders):
+    with conn.cursor() as cur:
+        sql = f"SELECT id, customer FROM {orders['table']} WHERE _error IS NULL ORDER BY id LIMIT 3"
+        parameters = cur.adbc_prepare(sql)
+        assert len(parameters) == 0
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+    assert table.column("id").to_pylist() == [0, 1, 2]
+    assert table.schema.field("customer").type == pa.string()
