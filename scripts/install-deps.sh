@@ -3,7 +3,7 @@
 # and a Python virtual environment with the real client libraries the tests use.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-APT_PACKAGES=(build-essential pkg-config zlib1g-dev python3 python3-venv)
+APT_PACKAGES=(build-essential pkg-config zlib1g-dev libssl-dev python3 python3-venv)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -26,9 +26,23 @@ use crate::error::{CatalogError, Result};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogConfig {
+    /// Kafka client settings shared by every table.
+    #[serde(default)]
+    pub kafka: KafkaSection,
     /// Declared tables; undeclared topics are still tables of raw bytes.
     #[serde(default)]
     pub tables: Vec<TableDefinition>,
+}
+
+/// `[kafka]`: librdkafka properties for every connection, typically security
+/// (`security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`…).
+/// A file is a better home for credentials than a command line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Property name to value, passed to librdkafka as they are.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
 }
 
 /// How a topic's value bytes become columns.
@@ -202,6 +216,16 @@ mod tests {
             Some(DataType::Timestamp(TimeUnit::Nanosecond, None))
         );
         assert!(s.fields().iter().all(|f| f.is_nullable()));
+    }
+
+    #[test]
+    fn kafka_properties_are_read() {
+        let cfg = CatalogConfig::from_toml(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"PLAIN\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.kafka.properties["security.protocol"], "SASL_SSL");
+        assert_eq!(cfg.kafka.properties.len(), 2);
     }
 
     #[test]

@@ -12,8 +12,9 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 /// What can go wrong while describing or reading tables.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// The table configuration is invalid (bad TOML, unknown format, bad column list).
-    #[error("invalid table configuration: {0}")]
+    /// The configuration is invalid (bad TOML, unknown format, bad column list,
+    /// an unknown Kafka property).
+    #[error("invalid configuration: {0}")]
     Config(String),
 
     /// The broker did not answer within the deadline, or refused the request.

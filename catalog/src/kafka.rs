@@ -59,7 +59,12 @@ impl KafkaClient {
     /// Creates the metadata client. It connects lazily: a broker that is down
     /// shows up as an error on the first request, not here.
     pub fn new(options: KafkaOptions) -> Result<Arc<Self>> {
-        let metadata = base_config(&options).create()?;
+        let metadata = base_config(&options).create().map_err(|e| match e {
+            KafkaError::ClientConfig(_, description, property, value) => {
+                CatalogError::Config(format!("Kafka property {property}={value}: {description}"))
+            }
+            other => other.into(),
+        })?;
         Ok(Arc::new(Self { options, metadata }))
     }
 

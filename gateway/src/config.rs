@@ -1,5 +1,6 @@
 //! Command-line flags; each has a `KAPPA_…` environment variable.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,6 +60,12 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAPPA_KAFKA_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub kafka_request_timeout: Duration,
 
+    /// A librdkafka property for every Kafka connection, `KEY=VALUE`
+    /// (repeatable; in the env var, comma-separated), e.g.
+    /// `security.protocol=SASL_SSL`. Overrides the config file's `[kafka.properties]`.
+    #[arg(long, env = "KAPPA_KAFKA_PROPERTIES", value_parser = key_value, value_delimiter = ',')]
+    pub kafka_property: Vec<(String, String)>,
+
     /// How often the list of topics (tables) is refreshed. A table name not
     /// in the list is looked up on the broker at once, whatever this is.
     #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -70,13 +77,28 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    /// The catalog's view of these flags.
-    pub fn options(&self) -> KafkaOptions {
+    /// The catalog's view of these flags; `file_properties` (the config
+    /// file's `[kafka.properties]`) come first, so flags override them.
+    pub fn options(&self, file_properties: &BTreeMap<String, String>) -> KafkaOptions {
+        let mut properties: Vec<(String, String)> = file_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        properties.extend(self.kafka_property.iter().cloned());
         KafkaOptions {
             request_timeout: self.kafka_request_timeout,
             fetch_timeout: self.kafka_fetch_timeout,
+            properties,
             ..KafkaOptions::new(self.brokers.clone())
         }
+    }
+}
+
+/// Parses `key=value`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
     }
 }
 
@@ -113,5 +135,40 @@ impl LogArgs {
             LogFormat::Plain => builder.init(),
             LogFormat::Json => builder.json().init(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_properties() {
+        let cli = Cli::parse_from([
+            "kappa-gateway",
+            "serve",
+            "--kafka-property",
+            "client.id=from-flag",
+            "--kafka-property",
+            "security.protocol=SSL",
+        ]);
+        let Command::Serve(args) = cli.command;
+        let file = BTreeMap::from([("client.id".to_string(), "from-file".to_string())]);
+        let properties = args.kafka.options(&file).properties;
+        let last = |key: &str| {
+            properties
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(last("client.id"), Some("from-flag"));
+        assert_eq!(last("security.protocol"), Some("SSL"));
+    }
+
+    #[test]
+    fn properties_need_an_equals_sign() {
+        assert!(key_value("novalue").is_err());
+        assert_eq!(key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
     }
 }

@@ -21,7 +21,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => CatalogConfig::default(),
     };
     let tables = config.resolve().await?;
-    let schema = kafka_catalog(args.kafka.options(), tables, args.kafka.topic_refresh)?;
+    let options = args.kafka.options(&config.kafka.properties);
+    let schema = kafka_catalog(options, tables, args.kafka.topic_refresh)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
