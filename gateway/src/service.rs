@@ -7,6 +7,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
+use std::time::Instant;
 
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::IpcWriteOptions;
@@ -101,7 +102,11 @@ impl KappaFlightSqlService {
             .session()
             .sql_with_options(sql, options)
             .await
-            .map_err(|e| datafusion_status(&e))?;
+            .map_err(|e| {
+                let status = datafusion_status(&e);
+                tracing::info!(sql, error = status.message(), "query rejected");
+                status
+            })?;
         let schema = client_schema(df.schema().as_arrow());
         Ok((df, schema))
     }
@@ -121,20 +126,75 @@ impl KappaFlightSqlService {
 
     /// Runs `sql` and streams its batches as Flight data.
     async fn execute(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+        let started = Instant::now();
         let (df, schema) = self.plan(sql).await?;
-        let stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| datafusion_status(&e))?;
-        Ok(Response::new(encode_stream(stream, schema)))
+        let mut log = QueryLog::new(sql, started);
+        let stream = df.execute_stream().await.map_err(|e| {
+            let status = datafusion_status(&e);
+            log.failed(&status);
+            status
+        })?;
+        Ok(Response::new(encode_stream(stream, schema, log)))
     }
 }
 
-fn encode_stream(stream: SendableRecordBatchStream, schema: SchemaRef) -> DoGetStream {
+/// One line per executed query when its stream ends, fails or is dropped by
+/// the client: the SQL, rows sent, time taken and, if any, the error. (A query
+/// that does not plan is logged as rejected where it is planned.)
+struct QueryLog {
+    sql: String,
+    started: Instant,
+    rows: usize,
+    error: Option<String>,
+}
+
+impl QueryLog {
+    fn new(sql: &str, started: Instant) -> Self {
+        Self {
+            sql: sql.to_string(),
+            started,
+            rows: 0,
+            error: None,
+        }
+    }
+
+    fn sent(&mut self, rows: usize) {
+        self.rows += rows;
+    }
+
+    fn failed(&mut self, status: &Status) {
+        self.error = Some(status.message().to_string());
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        match &self.error {
+            None => tracing::info!(sql = %self.sql, rows = self.rows, elapsed_ms, "query done"),
+            Some(error) => {
+                tracing::info!(sql = %self.sql, rows = self.rows, elapsed_ms, %error, "query failed")
+            }
+        }
+    }
+}
+
+fn encode_stream(
+    stream: SendableRecordBatchStream,
+    schema: SchemaRef,
+    mut log: QueryLog,
+) -> DoGetStream {
     let target = Arc::clone(&schema);
     let batches = stream.map(move |batch| match batch {
-        Ok(batch) => to_client_batch(batch, &target).map_err(FlightError::Arrow),
-        Err(e) => Err(FlightError::Tonic(Box::new(datafusion_status(&e)))),
+        Ok(batch) => {
+            log.sent(batch.num_rows());
+            to_client_batch(batch, &target).map_err(FlightError::Arrow)
+        }
+        Err(e) => {
+            let status = datafusion_status(&e);
+            log.failed(&status);
+            Err(FlightError::Tonic(Box::new(status)))
+        }
     });
     let flight = FlightDataEncoderBuilder::new()
         .with_schema(schema)
