@@ -25,6 +25,7 @@ pub mod kafka;
 pub mod offsets;
 pub mod provider;
 pub mod scan;
+pub mod system;
 pub mod table;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use config::{CatalogConfig, DeclaredTable, TableDefinition, ValueFormat};
 pub use error::{CatalogError, Result};
 pub use kafka::{KafkaClient, KafkaOptions};
 pub use provider::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};
+pub use system::SYSTEM_SCHEMA;
 
 /// How often the topic list is refreshed by default.
 pub const DEFAULT_TOPIC_REFRESH: Duration = Duration::from_secs(3);

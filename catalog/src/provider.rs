@@ -15,6 +15,7 @@ use datafusion::error::Result as DfResult;
 use crate::config::{DeclaredTable, ValueFormat};
 use crate::error::Result;
 use crate::kafka::KafkaClient;
+use crate::system::{SYSTEM_SCHEMA, SystemSchema};
 use crate::table::KafkaTable;
 
 /// Name of the catalog that holds the topics.
@@ -22,26 +23,32 @@ pub const CATALOG: &str = "kafka";
 /// Name of the schema that holds the topics.
 pub const SCHEMA: &str = "default";
 
-/// The `kafka` catalog: one schema, `default`.
+/// The `kafka` catalog: `default` (the topics) and `system` (their state).
 #[derive(Debug)]
 pub struct KafkaCatalog {
     schema: Arc<KafkaSchema>,
+    system: Arc<SystemSchema>,
 }
 
 impl KafkaCatalog {
     /// A catalog over `schema`.
     pub fn new(schema: Arc<KafkaSchema>) -> Self {
-        Self { schema }
+        let system = Arc::new(SystemSchema::new(Arc::clone(&schema)));
+        Self { schema, system }
     }
 }
 
 impl CatalogProvider for KafkaCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec![SCHEMA.to_string()]
+        vec![SCHEMA.to_string(), SYSTEM_SCHEMA.to_string()]
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        (name == SCHEMA).then(|| Arc::clone(&self.schema) as Arc<dyn SchemaProvider>)
+        match name {
+            SCHEMA => Some(Arc::clone(&self.schema) as Arc<dyn SchemaProvider>),
+            SYSTEM_SCHEMA => Some(Arc::clone(&self.system) as Arc<dyn SchemaProvider>),
+            _ => None,
+        }
     }
 }
 
@@ -91,6 +98,17 @@ impl KafkaSchema {
     /// How often the topic list is refreshed.
     pub fn refresh_interval(&self) -> Duration {
         self.refresh_interval
+    }
+
+    /// The broker connection.
+    pub fn client(&self) -> &Arc<KafkaClient> {
+        &self.client
+    }
+
+    /// The topics in the cache (refresh first for a current list).
+    pub fn topic_names(&self) -> Vec<String> {
+        let cache = self.cache.lock().expect("topic cache poisoned");
+        cache.topics.iter().cloned().collect()
     }
 
     fn is_stale(&self) -> bool {

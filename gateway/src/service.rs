@@ -33,7 +33,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
-use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};
+use kappa_catalog::system::{PARTITIONS, partitions_schema};
+use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA, SYSTEM_SCHEMA};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -387,6 +388,7 @@ impl FlightSqlService for KappaFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let mut builder = query.into_builder();
         builder.append(CATALOG, SCHEMA);
+        builder.append(CATALOG, SYSTEM_SCHEMA);
         let schema = builder.schema();
         Ok(Response::new(one_batch(builder.build(), schema)))
     }
@@ -440,6 +442,15 @@ impl FlightSqlService for KappaFlightSqlService {
                     .map_err(internal)?;
             }
         }
+        builder
+            .append(
+                CATALOG,
+                SYSTEM_SCHEMA,
+                PARTITIONS,
+                TABLE_TYPE,
+                &partitions_schema(),
+            )
+            .map_err(internal)?;
         let schema = builder.schema();
         Ok(Response::new(one_batch(builder.build(), schema)))
     }

@@ -77,3 +77,44 @@ async fn information_schema_lists_new_topics_after_a_refresh() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn system_partitions_shows_each_partitions_offsets() {
+    use arrow::datatypes::Int32Type;
+
+    let topic = unique("sys");
+    create_topic(&topic, 3).await;
+    let counts = [2, 0, 5];
+    let records: Vec<TestRecord> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(partition, &n)| {
+            (0..n).map(move |_| TestRecord {
+                partition: partition as i32,
+                key: None,
+                value: Some(b"v".to_vec()),
+                timestamp_ms: now_ms(),
+                headers: vec![],
+            })
+        })
+        .collect();
+    produce(&topic, &records).await;
+
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let result = client
+        .query(&format!(
+            "SELECT partition, log_start_offset, high_watermark FROM system.partitions \
+             WHERE topic = '{topic}' ORDER BY partition"
+        ))
+        .await
+        .expect("system.partitions");
+    assert_eq!(result.info_schema, *result.stream_schema);
+    let batch = result.batch();
+    let partitions = batch.column(0).as_primitive::<Int32Type>();
+    let low = batch.column(1).as_primitive::<Int64Type>();
+    let high = batch.column(2).as_primitive::<Int64Type>();
+    assert_eq!(partitions.values().to_vec(), vec![0, 1, 2]);
+    assert_eq!(low.values().to_vec(), vec![0, 0, 0]);
+    assert_eq!(high.values().to_vec(), vec![2, 0, 5]);
+}
