@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test broker (nisshi, a Kafka-compatible broker from crates.io) once per machine.
-# See ../shared/TESTBED.md for why nisshi and why --ignore-rust-version.
+# See docs/testbed.md for why nisshi. It declares a dependency that asks for a newer rustc than the
+# machine has but builds and runs on it, hence --ignore-rust-version.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 if [[ -x "$NISSHI_BIN" ]]; then
   log "broker: $NISSHI_BIN (cached)"

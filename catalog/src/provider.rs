@@ -85,13 +85,21 @@ impl KafkaSchema {
     /// Refreshes the topic list if it is older than the refresh interval.
     /// Callers that list tables (Flight SQL metadata calls) await this first.
     pub async fn refresh_if_stale(&self) -> Result<()> {
-        if !self.is_stale() {
-            return Ok(());
+        if self.is_stale() {
+            self.refresh().await?;
         }
+        Ok(())
+    }
+
+    /// Fetches the topic list from the broker now.
+    pub async fn refresh(&self) -> Result<()> {
+        // Stamped before the request, so a refresh every interval is never
+        // skipped for being a few milliseconds too early.
+        let asked_at = Instant::now();
         let topics = self.client.run_blocking(|c| c.topic_names()).await?;
         let mut cache = self.cache.lock().expect("topic cache poisoned");
         cache.topics = topics.into_iter().filter(|t| is_user_topic(t)).collect();
-        cache.fetched_at = Some(Instant::now());
+        cache.fetched_at = Some(asked_at);
         Ok(())
     }
 

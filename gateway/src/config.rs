@@ -61,14 +61,15 @@ pub struct KafkaArgs {
     pub kafka_request_timeout: Duration,
 
     /// A librdkafka property for every Kafka connection, `KEY=VALUE`
-    /// (repeatable; in the env var, comma-separated), e.g.
-    /// `security.protocol=SASL_SSL`. Overrides the config file's `[kafka.properties]`.
-    #[arg(long, env = "KAPPA_KAFKA_PROPERTIES", value_parser = key_value, value_delimiter = ',')]
+    /// (repeatable; in the env var, separated by `;`, since librdkafka list
+    /// values use commas), e.g. `security.protocol=SASL_SSL`. Overrides the
+    /// config file's `[kafka.properties]`.
+    #[arg(long, env = "KAPPA_KAFKA_PROPERTIES", value_parser = key_value, value_delimiter = ';')]
     pub kafka_property: Vec<(String, String)>,
 
     /// How often the list of topics (tables) is refreshed. A table name not
     /// in the list is looked up on the broker at once, whatever this is.
-    #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = positive_duration)]
     pub topic_refresh: Duration,
 
     /// A scan that receives nothing for this long fails with an error.
@@ -91,6 +92,15 @@ impl KafkaArgs {
             properties,
             ..KafkaOptions::new(self.brokers.clone())
         }
+    }
+}
+
+/// Parses a duration greater than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -164,6 +174,26 @@ mod tests {
         };
         assert_eq!(last("client.id"), Some("from-flag"));
         assert_eq!(last("security.protocol"), Some("SSL"));
+    }
+
+    #[test]
+    fn property_values_keep_their_commas() {
+        let cli = Cli::parse_from([
+            "kappa-gateway",
+            "serve",
+            "--kafka-property",
+            "debug=broker,topic",
+        ]);
+        let Command::Serve(args) = cli.command;
+        assert_eq!(
+            args.kafka.kafka_property,
+            vec![("debug".to_string(), "broker,topic".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_zero_topic_refresh_is_refused() {
+        assert!(Cli::try_parse_from(["kappa-gateway", "serve", "--topic-refresh", "0s"]).is_err());
     }
 
     #[test]

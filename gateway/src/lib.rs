@@ -31,7 +31,7 @@ fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()
         let mut failing = false;
         loop {
             ticker.tick().await;
-            match schema.refresh_if_stale().await {
+            match schema.refresh().await {
                 Ok(()) if failing => {
                     tracing::info!("topic list refreshed again");
                     failing = false;

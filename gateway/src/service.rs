@@ -187,10 +187,16 @@ fn encode_stream(
 ) -> DoGetStream {
     let target = Arc::clone(&schema);
     let batches = stream.map(move |batch| match batch {
-        Ok(batch) => {
-            log.sent(batch.num_rows());
-            to_client_batch(batch, &target).map_err(FlightError::Arrow)
-        }
+        Ok(batch) => match to_client_batch(batch, &target) {
+            Ok(batch) => {
+                log.sent(batch.num_rows());
+                Ok(batch)
+            }
+            Err(e) => {
+                log.failed(&internal(&e));
+                Err(FlightError::Arrow(e))
+            }
+        },
         Err(e) => {
             let status = datafusion_status(&e);
             log.failed(&status);
