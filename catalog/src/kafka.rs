@@ -49,6 +49,7 @@ pub struct KafkaClient {
 
 impl std::fmt::Debug for KafkaClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `KafkaOptions`' Debug shows property names only.
         f.debug_struct("KafkaClient")
             .field("options", &self.options)
             .finish()
@@ -182,4 +183,20 @@ fn base_config(options: &KafkaOptions) -> ClientConfig {
         config.set(k, v);
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_property_values() {
+        let mut options = KafkaOptions::new("127.0.0.1:9092");
+        options
+            .properties
+            .push(("sasl.password".into(), "hunter2".into()));
+        let shown = format!("{options:?}");
+        assert!(shown.contains("sasl.password"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 }
