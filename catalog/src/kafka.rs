@@ -16,7 +16,7 @@ use crate::error::{CatalogError, Result};
 use crate::offsets::PartitionRange;
 
 /// How to reach the brokers and how long to wait for them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaOptions {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
@@ -26,6 +26,19 @@ pub struct KafkaOptions {
     pub fetch_timeout: Duration,
     /// Extra librdkafka properties (security settings and the like).
     pub properties: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let property_names: Vec<&str> = self.properties.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("KafkaOptions")
+            .field("brokers", &self.brokers)
+            .field("request_timeout", &self.request_timeout)
+            .field("fetch_timeout", &self.fetch_timeout)
+            // Names only: values may be credentials.
+            .field("properties", &property_names)
+            .finish()
+    }
 }
 
 impl KafkaOptions {
@@ -139,7 +152,13 @@ impl KafkaClient {
             let (low, high) = self
                 .metadata
                 .fetch_watermarks(topic, partition, self.options.request_timeout)
-                .map_err(|e| self.unavailable(e))?;
+                .map_err(|e| match e.rdkafka_error_code() {
+                    // Deleted since its metadata was read.
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
+                    ) => CatalogError::TopicNotFound(topic.to_string()),
+                    _ => self.unavailable(e),
+                })?;
             ranges.push(PartitionRange::from_watermarks(partition, low, high));
         }
         Ok(ranges)
