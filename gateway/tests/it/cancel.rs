@@ -4,22 +4,15 @@ use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, now_ms, produce_with, unique};
+use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, produce_with, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_a_stream_stops_its_readers() {
     let topic = unique("cancel");
     create_topic(&topic, 2).await;
-    let now = now_ms();
     // Far more than the two batches the reader may buffer per partition group.
     let records: Vec<TestRecord> = (0..40_000)
-        .map(|i| TestRecord {
-            partition: i % 2,
-            key: None,
-            value: Some(vec![b'x'; 64]),
-            timestamp_ms: now,
-            headers: vec![],
-        })
+        .map(|i| TestRecord::value(i % 2, vec![b'x'; 64]))
         .collect();
     produce_with(
         &topic,

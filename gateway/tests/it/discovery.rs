@@ -4,7 +4,7 @@ use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
 use tonic::Code;
 
-use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce, unique};
+use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_topic_created_after_start_is_queryable_at_once() {
@@ -24,13 +24,7 @@ async fn a_topic_created_after_start_is_queryable_at_once() {
 
     create_topic(&topic, 1).await;
     let records: Vec<TestRecord> = (0..5)
-        .map(|i| TestRecord {
-            partition: 0,
-            key: None,
-            value: Some(format!("v{i}").into_bytes()),
-            timestamp_ms: now_ms(),
-            headers: vec![],
-        })
+        .map(|i| TestRecord::value(0, format!("v{i}")))
         .collect();
     produce(&topic, &records).await;
 
@@ -88,15 +82,7 @@ async fn system_partitions_shows_each_partitions_offsets() {
     let records: Vec<TestRecord> = counts
         .iter()
         .enumerate()
-        .flat_map(|(partition, &n)| {
-            (0..n).map(move |_| TestRecord {
-                partition: partition as i32,
-                key: None,
-                value: Some(b"v".to_vec()),
-                timestamp_ms: now_ms(),
-                headers: vec![],
-            })
-        })
+        .flat_map(|(partition, &n)| (0..n).map(move |_| TestRecord::value(partition as i32, "v")))
         .collect();
     produce(&topic, &records).await;
 

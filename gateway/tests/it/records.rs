@@ -247,18 +247,11 @@ async fn an_empty_topic_is_an_empty_table_with_its_schema() {
 async fn compressed_batches_of_every_codec_are_read() {
     let gateway = Gateway::start(None).await;
     let mut client = gateway.client().await;
-    let now = now_ms();
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let topic = unique(codec);
         create_topic(&topic, 1).await;
         let records: Vec<TestRecord> = (0..50)
-            .map(|i| TestRecord {
-                partition: 0,
-                key: None,
-                value: Some(format!("{codec} {i} {}", "x".repeat(100)).into_bytes()),
-                timestamp_ms: now,
-                headers: vec![],
-            })
+            .map(|i| TestRecord::value(0, format!("{codec} {i} {}", "x".repeat(100))))
             .collect();
         crate::support::produce_with(&topic, &records, &[("compression.type", codec)]).await;
         let result = client

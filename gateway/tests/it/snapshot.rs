@@ -3,17 +3,11 @@
 
 use futures::StreamExt;
 
-use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce_with, unique};
+use crate::support::{Gateway, TestRecord, create_topic, produce_with, unique};
 
-fn records(count: usize, now: i64) -> Vec<TestRecord> {
+fn records(count: usize) -> Vec<TestRecord> {
     (0..count)
-        .map(|i| TestRecord {
-            partition: (i % 2) as i32,
-            key: None,
-            value: Some(vec![b'y'; 32]),
-            timestamp_ms: now,
-            headers: vec![],
-        })
+        .map(|i| TestRecord::value((i % 2) as i32, vec![b'y'; 32]))
         .collect()
 }
 
@@ -24,9 +18,8 @@ async fn records_produced_during_a_query_are_not_in_it() {
     const BEFORE: usize = 120_000;
     let topic = unique("snapshot");
     create_topic(&topic, 2).await;
-    let now = now_ms();
     let fast = [("linger.ms", "50"), ("enable.idempotence", "false")];
-    produce_with(&topic, &records(BEFORE, now), &fast).await;
+    produce_with(&topic, &records(BEFORE), &fast).await;
 
     let gateway = Gateway::start(None).await;
     let mut client = gateway.client().await;
@@ -42,7 +35,7 @@ async fn records_produced_during_a_query_are_not_in_it() {
         .expect("a batch")
         .expect("no error")
         .num_rows();
-    produce_with(&topic, &records(5_000, now), &fast).await;
+    produce_with(&topic, &records(5_000), &fast).await;
     while let Some(batch) = stream.next().await {
         rows += batch.expect("no error").num_rows();
     }

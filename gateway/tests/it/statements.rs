@@ -4,20 +4,16 @@ use arrow::datatypes::DataType;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use tonic::transport::Channel;
 
-use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce, unique};
+use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prepared_statements_and_view_types_keep_one_schema() {
     let topic = unique("prepared");
     create_topic(&topic, 2).await;
-    let now = now_ms();
     let records: Vec<TestRecord> = (0..4)
         .map(|i| TestRecord {
-            partition: i % 2,
             key: Some(vec![i as u8]),
-            value: Some(format!("{{\"name\": \"n{i}\"}}").into_bytes()),
-            timestamp_ms: now,
-            headers: vec![],
+            ..TestRecord::value(i % 2, format!("{{\"name\": \"n{i}\"}}"))
         })
         .collect();
     produce(&topic, &records).await;

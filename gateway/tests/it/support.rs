@@ -82,6 +82,19 @@ pub struct TestRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+impl TestRecord {
+    /// A record of `value` for `partition`, stamped now, with no key or headers.
+    pub fn value(partition: i32, value: impl Into<Vec<u8>>) -> Self {
+        Self {
+            partition,
+            key: None,
+            value: Some(value.into()),
+            timestamp_ms: now_ms(),
+            headers: vec![],
+        }
+    }
+}
+
 /// Produces `records` in order and returns each record's offset.
 pub async fn produce(topic: &str, records: &[TestRecord]) -> Vec<i64> {
     produce_with(topic, records, &[]).await
