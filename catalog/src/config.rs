@@ -65,9 +65,16 @@ pub struct TableDefinition {
     pub topic: Option<String>,
     /// Value format.
     pub format: ValueFormat,
-    /// Column list in SQL, for example `id BIGINT, name VARCHAR`.
+    /// Column list in SQL, for example `id BIGINT, name VARCHAR`. Names keep
+    /// their case as written (JSON field names are matched exactly).
     #[serde(default)]
     pub columns: Option<String>,
+    /// How far out of order producer timestamps may be, for example `"30s"`:
+    /// a record's timestamp is never more than this earlier than that of any
+    /// record before it in its partition. With it, `_timestamp < t` stops
+    /// reading each partition at its first record at or after `t + skew`.
+    #[serde(default)]
+    pub timestamp_skew: Option<String>,
 }
 
 /// A validated table definition: the value columns are an Arrow schema.
@@ -81,6 +88,8 @@ pub struct DeclaredTable {
     pub format: ValueFormat,
     /// Columns decoded from the value (metadata columns not included).
     pub value_schema: SchemaRef,
+    /// The declared bound on timestamp disorder, if any.
+    pub timestamp_skew: Option<std::time::Duration>,
 }
 
 impl CatalogConfig {
@@ -130,11 +139,24 @@ impl TableDefinition {
                 )));
             }
         };
+        let timestamp_skew = self
+            .timestamp_skew
+            .as_deref()
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    CatalogError::Config(format!(
+                        "table '{}': timestamp_skew = {text:?}: {e}",
+                        self.name
+                    ))
+                })
+            })
+            .transpose()?;
         Ok(DeclaredTable {
             name: self.name.clone(),
             topic: self.topic.clone().unwrap_or_else(|| self.name.clone()),
             format: self.format,
             value_schema,
+            timestamp_skew,
         })
     }
 }
@@ -147,6 +169,9 @@ impl TableDefinition {
 pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
     let mut config = SessionConfig::new();
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
+    // `userId` stays `userId`: arrow-json matches field names exactly, so a
+    // lower-cased name would never match and always read null.
+    config.options_mut().sql_parser.enable_ident_normalization = false;
     let ctx = SessionContext::new_with_config(config);
     let sql = format!("CREATE EXTERNAL TABLE t ({columns}) STORED AS CSV LOCATION 'unused'");
     let bad = |why: String| CatalogError::Config(format!("table '{table}': columns: {why}"));
@@ -242,6 +267,38 @@ mod tests {
                 .unwrap();
         let err = cfg.resolve().await.unwrap_err().to_string();
         assert!(err.contains("table 'a'"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn column_names_keep_their_case() {
+        let cfg = CatalogConfig::from_toml(
+            "[[tables]]\nname='a'\nformat='json'\ncolumns='userId BIGINT, \"Event Type\" VARCHAR'\ntimestamp_skew='30s'\n",
+        )
+        .unwrap();
+        let table = &cfg.resolve().await.unwrap()[0];
+        let names: Vec<&str> = table
+            .value_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["userId", "Event Type"]);
+        assert_eq!(
+            table.timestamp_skew,
+            Some(std::time::Duration::from_secs(30))
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_skews_name_the_table() {
+        let cfg =
+            CatalogConfig::from_toml("[[tables]]\nname='a'\nformat='raw'\ntimestamp_skew='soon'\n")
+                .unwrap();
+        let err = cfg.resolve().await.unwrap_err().to_string();
+        assert!(
+            err.contains("table 'a'") && err.contains("timestamp_skew"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

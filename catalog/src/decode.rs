@@ -18,7 +18,7 @@ use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use crate::config::ValueFormat;
 use crate::error::Result;
@@ -39,11 +39,19 @@ pub struct RecordRef<'a> {
 }
 
 /// Builds record batches of one table's schema from Kafka records.
+///
+/// Only the projected columns are built: `count(*)` decodes no value and
+/// copies no key or header. The JSON value is decoded whole whenever any
+/// value column or `_error` is projected, so a row reads the same (all its
+/// fields, or nulls and the reason) whichever columns a query selects.
 #[derive(Debug)]
 pub struct BatchAssembler {
     schema: SchemaRef,
     format: ValueFormat,
     value_schema: SchemaRef,
+    /// Table column indices to output, in order.
+    output: Vec<usize>,
+    needs: Needs,
     partition: Int32Builder,
     offset: Int64Builder,
     timestamp: TimestampMillisecondBuilder,
@@ -55,13 +63,54 @@ pub struct BatchAssembler {
     bytes: usize,
 }
 
+/// Which parts of a record the projection uses.
+#[derive(Debug, Clone, Copy, Default)]
+struct Needs {
+    partition: bool,
+    offset: bool,
+    timestamp: bool,
+    key: bool,
+    headers: bool,
+    raw_value: bool,
+    json: bool,
+}
+
+/// Positions of the metadata columns in every table schema
+/// (see [`crate::columns::table_schema`]).
+const PARTITION_COLUMN: usize = 0;
+const OFFSET_COLUMN: usize = 1;
+const TIMESTAMP_COLUMN: usize = 2;
+const KEY_COLUMN: usize = 3;
+
 impl BatchAssembler {
-    /// An assembler for a table of `format` whose value columns are `value_schema`.
-    pub fn new(format: ValueFormat, value_schema: SchemaRef) -> Self {
+    /// An assembler for a table of `format` whose value columns are
+    /// `value_schema`, producing the table's columns at `projection` (all
+    /// when `None`).
+    pub fn new(format: ValueFormat, value_schema: SchemaRef, projection: Option<&[usize]>) -> Self {
+        let table = crate::columns::table_schema(format, &value_schema);
+        let output: Vec<usize> = match projection {
+            Some(p) => p.to_vec(),
+            None => (0..table.fields().len()).collect(),
+        };
+        let mut needs = Needs::default();
+        for &i in &output {
+            match (format, i) {
+                (_, PARTITION_COLUMN) => needs.partition = true,
+                (_, OFFSET_COLUMN) => needs.offset = true,
+                (_, TIMESTAMP_COLUMN) => needs.timestamp = true,
+                (_, KEY_COLUMN) => needs.key = true,
+                (ValueFormat::Raw, 4) => needs.raw_value = true,
+                (ValueFormat::Raw, _) | (ValueFormat::Json, 4) => needs.headers = true,
+                (ValueFormat::Json, _) => needs.json = true,
+            }
+        }
+        let schema = Arc::new(table.project(&output).expect("projection within the table"));
         Self {
-            schema: crate::columns::table_schema(format, &value_schema),
+            schema,
             format,
             value_schema,
+            output,
+            needs,
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
             timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
@@ -84,7 +133,7 @@ impl BatchAssembler {
         self.rows
     }
 
-    /// Key, value and header bytes appended since the last [`Self::finish`]:
+    /// Key, value and header bytes held since the last [`Self::finish`]:
     /// with large values, batches are cut by size before they reach
     /// `batch_size` rows, so memory stays bounded whatever the record size.
     pub fn buffered_bytes(&self) -> usize {
@@ -103,21 +152,35 @@ impl BatchAssembler {
         record: RecordRef<'_>,
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     ) -> Result<()> {
-        self.partition.append_value(record.partition);
-        self.offset.append_value(record.offset);
-        self.timestamp.append_option(record.timestamp_ms);
-        self.key.append_option(record.key);
-        let mut bytes = record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len);
-        for (name, value) in headers {
-            bytes += name.len() + value.map_or(0, <[u8]>::len);
-            self.headers.keys().append_value(name);
-            self.headers.values().append_option(value);
+        let needs = self.needs;
+        if needs.partition {
+            self.partition.append_value(record.partition);
         }
-        self.bytes += bytes;
-        self.headers.append(true)?;
-        match self.format {
-            ValueFormat::Raw => self.raw_values.append_option(record.value),
-            ValueFormat::Json => self.json_values.push(record.value.map(<[u8]>::to_vec)),
+        if needs.offset {
+            self.offset.append_value(record.offset);
+        }
+        if needs.timestamp {
+            self.timestamp.append_option(record.timestamp_ms);
+        }
+        if needs.key {
+            self.key.append_option(record.key);
+            self.bytes += record.key.map_or(0, <[u8]>::len);
+        }
+        if needs.headers {
+            for (name, value) in headers {
+                self.bytes += name.len() + value.map_or(0, <[u8]>::len);
+                self.headers.keys().append_value(name);
+                self.headers.values().append_option(value);
+            }
+            self.headers.append(true)?;
+        }
+        if needs.raw_value {
+            self.raw_values.append_option(record.value);
+            self.bytes += record.value.map_or(0, <[u8]>::len);
+        }
+        if needs.json {
+            self.json_values.push(record.value.map(<[u8]>::to_vec));
+            self.bytes += record.value.map_or(0, <[u8]>::len);
         }
         self.rows += 1;
         Ok(())
@@ -125,29 +188,55 @@ impl BatchAssembler {
 
     /// Cuts a batch of everything appended so far and resets the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(self.partition.finish()),
-            Arc::new(self.offset.finish()),
-            Arc::new(self.timestamp.finish()),
-            Arc::new(self.key.finish()),
-        ];
-        let headers: ArrayRef = Arc::new(self.headers.finish());
-        match self.format {
-            ValueFormat::Raw => {
-                columns.push(Arc::new(self.raw_values.finish()));
-                columns.push(headers);
-            }
-            ValueFormat::Json => {
-                columns.push(headers);
-                let values = std::mem::take(&mut self.json_values);
-                let (decoded, errors) = decode_json(&values, &self.value_schema)?;
-                columns.extend(decoded);
-                columns.push(errors);
-            }
+        let width = match self.format {
+            ValueFormat::Raw => 6,
+            ValueFormat::Json => 6 + self.value_schema.fields().len(),
+        };
+        let mut table: Vec<Option<ArrayRef>> = vec![None; width];
+        let needs = self.needs;
+        if needs.partition {
+            table[PARTITION_COLUMN] = Some(Arc::new(self.partition.finish()));
         }
+        if needs.offset {
+            table[OFFSET_COLUMN] = Some(Arc::new(self.offset.finish()));
+        }
+        if needs.timestamp {
+            table[TIMESTAMP_COLUMN] = Some(Arc::new(self.timestamp.finish()));
+        }
+        if needs.key {
+            table[KEY_COLUMN] = Some(Arc::new(self.key.finish()));
+        }
+        let headers_at = match self.format {
+            ValueFormat::Raw => 5,
+            ValueFormat::Json => 4,
+        };
+        if needs.headers {
+            table[headers_at] = Some(Arc::new(self.headers.finish()));
+        }
+        if needs.raw_value {
+            table[4] = Some(Arc::new(self.raw_values.finish()));
+        }
+        if needs.json {
+            let values = std::mem::take(&mut self.json_values);
+            let (decoded, errors) = decode_json(&values, &self.value_schema)?;
+            for (i, column) in decoded.into_iter().enumerate() {
+                table[5 + i] = Some(column);
+            }
+            table[width - 1] = Some(errors);
+        }
+        let columns: Vec<ArrayRef> = self
+            .output
+            .iter()
+            .map(|&i| table[i].clone().expect("every projected column was built"))
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
         self.rows = 0;
         self.bytes = 0;
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &options,
+        )?)
     }
 }
 
@@ -277,7 +366,7 @@ mod tests {
 
     #[test]
     fn json_rows_keep_their_order_and_errors() {
-        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema());
+        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema(), None);
         let values: [Option<&[u8]>; 6] = [
             Some(br#"{"id": 1, "customer": "ada"}"#),
             Some(b"not json"),
@@ -329,7 +418,7 @@ mod tests {
 
     #[test]
     fn raw_rows_keep_bytes_and_repeated_headers() {
-        let mut a = BatchAssembler::new(ValueFormat::Raw, Arc::new(Schema::empty()));
+        let mut a = BatchAssembler::new(ValueFormat::Raw, Arc::new(Schema::empty()), None);
         a.append(
             record(5, Some(b"\x00\xff")),
             [("a", Some(&b"1"[..])), ("a", None)],
@@ -351,12 +440,41 @@ mod tests {
 
     #[test]
     fn buffered_bytes_count_keys_values_and_headers() {
-        let mut a = BatchAssembler::new(ValueFormat::Raw, Arc::new(Schema::empty()));
+        let mut a = BatchAssembler::new(ValueFormat::Raw, Arc::new(Schema::empty()), None);
         a.append(
             record(0, Some(&[0u8; 100])),
             [("name", Some(&b"12345"[..]))],
         )
         .unwrap();
         assert_eq!(a.buffered_bytes(), 1 + 100 + 4 + 5);
+    }
+
+    #[test]
+    fn only_projected_columns_are_built() {
+        // count(*): no column at all, yet every row counted and no value kept.
+        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema(), Some(&[]));
+        a.append(record(0, Some(b"not json")), [("h", Some(&b"v"[..]))])
+            .unwrap();
+        a.append(record(1, Some(br#"{"id": 2}"#)), []).unwrap();
+        assert_eq!(a.buffered_bytes(), 0, "nothing but the row count is held");
+        let batch = a.finish().unwrap();
+        assert_eq!((batch.num_rows(), batch.num_columns()), (2, 0));
+
+        // A value column without _error still sees whole-record decoding:
+        // the row whose other field is bad is null, as in a full scan.
+        let id = 5; // _partition, _offset, _timestamp, _key, _headers, id, customer, _error
+        let mut a = BatchAssembler::new(
+            ValueFormat::Json,
+            orders_schema(),
+            Some(&[OFFSET_COLUMN, id]),
+        );
+        a.append(record(0, Some(br#"{"id": 1, "customer": 7}"#)), [])
+            .unwrap();
+        a.append(record(1, Some(br#"{"id": 2, "customer": "x"}"#)), [])
+            .unwrap();
+        let batch = a.finish().unwrap();
+        assert_eq!(batch.schema().field(1).name(), "id");
+        let ids = batch.column(1).as_primitive::<Int64Type>();
+        assert_eq!(ids.iter().collect::<Vec<_>>(), vec![None, Some(2)]);
     }
 }

@@ -25,6 +25,18 @@ pub enum CatalogError {
     #[error("topic '{0}' not found")]
     TopicNotFound(String),
 
+    /// Records of a query's snapshot were deleted (retention, DeleteRecords)
+    /// while the query read them: the answer would be incomplete.
+    #[error(
+        "topic '{topic}': records of the query's snapshot were deleted while it read them ({detail}); run the query again for a new snapshot"
+    )]
+    RecordsVanished {
+        /// The topic.
+        topic: String,
+        /// Which partitions lost which offsets.
+        detail: String,
+    },
+
     /// A record kappa cannot represent (for example a header name that is not UTF-8).
     #[error("invalid record: {0}")]
     InvalidRecord(String),

@@ -4,13 +4,16 @@
 //! async callers go through [`KafkaClient::run_blocking`], which moves the
 //! call onto tokio's blocking pool.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::error::{CatalogError, Result};
 use crate::offsets::PartitionRange;
@@ -58,6 +61,31 @@ impl KafkaOptions {
 pub struct KafkaClient {
     options: KafkaOptions,
     metadata: BaseConsumer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+/// Properties a scan sets itself: a user value would silently change what a
+/// query returns (`isolation.level`), commit offsets on the user's groups, or
+/// let a scan jump over records that vanished (`auto.offset.reset`).
+const RESERVED_PROPERTIES: [&str; 6] = [
+    "group.id",
+    "isolation.level",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "enable.partition.eof",
+];
+
+/// Whether `name` is a legal Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`,
+/// not `.` or `..`. Anything else cannot exist, so it is not looked up.
+pub fn is_legal_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 impl std::fmt::Debug for KafkaClient {
@@ -73,13 +101,28 @@ impl KafkaClient {
     /// Creates the metadata client. It connects lazily: a broker that is down
     /// shows up as an error on the first request, not here.
     pub fn new(options: KafkaOptions) -> Result<Arc<Self>> {
-        let metadata = base_config(&options).create().map_err(|e| match e {
+        if let Some((name, _)) = options
+            .properties
+            .iter()
+            .find(|(name, _)| RESERVED_PROPERTIES.contains(&name.as_str()))
+        {
+            return Err(CatalogError::Config(format!(
+                "Kafka property {name} is set by kappa's scans and cannot be overridden"
+            )));
+        }
+        let config_error = |e: KafkaError| match e {
             KafkaError::ClientConfig(_, description, property, value) => {
                 CatalogError::Config(format!("Kafka property {property}={value}: {description}"))
             }
             other => other.into(),
-        })?;
-        Ok(Arc::new(Self { options, metadata }))
+        };
+        let metadata = base_config(&options).create().map_err(config_error)?;
+        let admin = admin_config(&options).create().map_err(config_error)?;
+        Ok(Arc::new(Self {
+            options,
+            metadata,
+            admin,
+        }))
     }
 
     /// The options this client was made with.
@@ -164,15 +207,97 @@ impl KafkaClient {
         Ok(ranges)
     }
 
+    /// Offsets-for-times for every partition in `partitions` at once: the
+    /// first offset whose timestamp is at least `timestamp_ms`, or `i64::MAX`
+    /// where no record has one.
+    pub fn offsets_for_time(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        timestamp_ms: i64,
+    ) -> Result<HashMap<i32, i64>> {
+        let mut request = TopicPartitionList::new();
+        for &partition in partitions {
+            request.add_partition_offset(topic, partition, Offset::Offset(timestamp_ms))?;
+        }
+        let answer = self
+            .metadata
+            .offsets_for_times(request, self.options.request_timeout)
+            .map_err(|e| self.unavailable(e))?;
+        let mut out = HashMap::with_capacity(partitions.len());
+        for elem in answer.elements() {
+            if let Err(e) = elem.error() {
+                return Err(self.unavailable(e));
+            }
+            let offset = match elem.offset() {
+                Offset::Offset(o) if o >= 0 => o,
+                // No record at or after the time.
+                Offset::End | Offset::Offset(_) => i64::MAX,
+                other => {
+                    return Err(CatalogError::BrokerUnavailable(format!(
+                        "offsets-for-times of topic '{topic}' partition {}: unexpected answer {other:?}",
+                        elem.partition()
+                    )));
+                }
+            };
+            out.insert(elem.partition(), offset);
+        }
+        Ok(out)
+    }
+
+    /// Whether the broker stamps `topic`'s records on append
+    /// (`message.timestamp.type=LogAppendTime`), so timestamps never go down
+    /// in offset order. `false` if the broker does not say.
+    pub async fn log_append_time(&self, topic: &str) -> bool {
+        let options = AdminOptions::new().request_timeout(Some(self.options.request_timeout));
+        let answer = self
+            .admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &options)
+            .await;
+        match answer.as_deref() {
+            Ok([Ok(resource)]) => resource
+                .get("message.timestamp.type")
+                .and_then(|entry| entry.value.as_deref())
+                .is_some_and(|value| value == "LogAppendTime"),
+            other => {
+                tracing::debug!(topic, answer = ?other.map(|r| r.len()), "no topic config; timestamps taken as CreateTime");
+                false
+            }
+        }
+    }
+
+    /// The log start offset of each of `partitions` now (to name what a scan
+    /// lost when records vanished under it).
+    pub fn log_starts(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
+        let mut out = HashMap::with_capacity(partitions.len());
+        for &partition in partitions {
+            let (low, _) = self
+                .metadata
+                .fetch_watermarks(topic, partition, self.options.request_timeout)
+                .map_err(|e| self.unavailable(e))?;
+            out.insert(partition, low);
+        }
+        Ok(out)
+    }
+
     /// A new consumer for one scan: explicit assignment only, no group
     /// membership, no offset commits, bounded prefetch.
     pub fn scan_consumer(&self) -> Result<BaseConsumer> {
         let mut config = base_config(&self.options);
+        // Prefetch bounds are defaults the user may tune (memory per scan).
+        for (name, value) in [
+            ("queued.max.messages.kbytes", "16384"),
+            ("fetch.wait.max.ms", "100"),
+        ] {
+            if !self.options.properties.iter().any(|(k, _)| k == name) {
+                config.set(name, value);
+            }
+        }
         config
             .set("enable.partition.eof", "true")
-            .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.wait.max.ms", "100");
+            // A position outside the log is an error, never a silent jump:
+            // records of the snapshot that vanished must fail the query.
+            .set("auto.offset.reset", "error");
         Ok(config.create()?)
     }
 
@@ -182,6 +307,23 @@ impl KafkaClient {
             self.options.brokers, self.options.request_timeout
         ))
     }
+}
+
+/// The admin client takes the user's properties (security) but none of the
+/// consumer settings.
+fn admin_config(options: &KafkaOptions) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &options.brokers)
+        .set(
+            "socket.connection.setup.timeout.ms",
+            options.request_timeout.as_millis().to_string(),
+        )
+        .set("log_level", "3");
+    for (k, v) in &options.properties {
+        config.set(k, v);
+    }
+    config
 }
 
 fn base_config(options: &KafkaOptions) -> ClientConfig {
@@ -217,5 +359,24 @@ mod tests {
         let shown = format!("{options:?}");
         assert!(shown.contains("sasl.password"), "{shown}");
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn scan_settings_cannot_be_overridden() {
+        for name in ["isolation.level", "enable.auto.commit", "group.id"] {
+            let mut options = KafkaOptions::new("127.0.0.1:9092");
+            options.properties.push((name.into(), "x".into()));
+            let err = KafkaClient::new(options).unwrap_err();
+            assert!(matches!(err, CatalogError::Config(_)), "{err}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn illegal_topic_names_are_recognised() {
+        assert!(is_legal_topic_name("orders.v1_x-2"));
+        for bad in ["/etc/passwd", "", ".", "..", "a b", &"x".repeat(250)] {
+            assert!(!is_legal_topic_name(bad), "{bad:?}");
+        }
     }
 }

@@ -23,6 +23,7 @@ pub mod decode;
 pub mod error;
 pub mod kafka;
 pub mod offsets;
+pub mod plan;
 pub mod provider;
 pub mod scan;
 pub mod system;

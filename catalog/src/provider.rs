@@ -14,7 +14,7 @@ use datafusion::error::Result as DfResult;
 
 use crate::config::{DeclaredTable, ValueFormat};
 use crate::error::Result;
-use crate::kafka::KafkaClient;
+use crate::kafka::{KafkaClient, is_legal_topic_name};
 use crate::system::{SYSTEM_SCHEMA, SystemSchema};
 use crate::table::KafkaTable;
 
@@ -157,14 +157,19 @@ impl SchemaProvider for KafkaSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if let Some(def) = self.declared.get(name) {
-            return Ok(Some(Arc::new(KafkaTable::new(
-                def.topic.clone(),
-                def.format,
-                Arc::clone(&def.value_schema),
-                Arc::clone(&self.client),
-            ))));
+            return Ok(Some(Arc::new(
+                KafkaTable::new(
+                    def.topic.clone(),
+                    def.format,
+                    Arc::clone(&def.value_schema),
+                    Arc::clone(&self.client),
+                )
+                .with_timestamp_skew(def.timestamp_skew),
+            )));
         }
-        if !is_user_topic(name) {
+        // A name that cannot be a topic is simply not a table (the broker
+        // would refuse the lookup as an error, not answer "no such topic").
+        if !is_user_topic(name) || !is_legal_topic_name(name) {
             return Ok(None);
         }
         if self.cached(name) {

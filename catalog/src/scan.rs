@@ -1,13 +1,13 @@
 //! `KafkaScanExec`: reads a fixed list of partition offset ranges.
 //!
-//! Each output partition of the plan is one group of Kafka partitions, read by
-//! its own consumer on its own thread (librdkafka polling blocks, so it stays
-//! off the async runtime). Records go into a [`BatchAssembler`] and leave as a
-//! batch every `batch_size` rows through a channel of two batches, so memory is
+//! Each output partition of the plan is one group of ranges, read by its own
+//! consumer on its own thread (librdkafka polling blocks, so it stays off the
+//! async runtime). Records go into a [`BatchAssembler`] and leave as a batch
+//! every `batch_size` rows through a channel of two batches, so memory is
 //! bounded whatever the topic's size, and a client that goes away stops the
 //! reader at its next poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,9 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
@@ -30,6 +33,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -37,7 +41,7 @@ use crate::config::ValueFormat;
 use crate::decode::{BatchAssembler, RecordRef};
 use crate::error::{CatalogError, Result};
 use crate::kafka::KafkaClient;
-use crate::offsets::{Delivery, PartitionCursor, PartitionRange};
+use crate::offsets::{Delivery, PartitionCursor, PartitionRange, group_ranges};
 
 /// How long one poll waits before the reader re-checks cancellation and positions.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -46,30 +50,50 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// whichever comes first, so large records do not make huge batches.
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
+/// `EXPLAIN` lists every range up to this many; beyond, a summary (use
+/// `EXPLAIN VERBOSE` for all).
+const MAX_RANGES_SHOWN: usize = 8;
+
+/// What one scan reads: the topic, how to decode it, and its ranges.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    /// Kafka topic.
+    pub topic: String,
+    /// Value format.
+    pub format: ValueFormat,
+    /// Declared value columns.
+    pub value_schema: SchemaRef,
+    /// Table columns to produce (all when `None`).
+    pub projection: Option<Vec<usize>>,
+    /// Offset ranges to read, fixed at plan time.
+    pub ranges: Vec<PartitionRange>,
+    /// The filters the ranges were derived from, as shown by `EXPLAIN`.
+    pub pushed_filters: Vec<String>,
+    /// Stop after this many rows (only set when no filter is left above the scan).
+    pub limit: Option<usize>,
+}
+
 /// Physical plan node that reads offset ranges of one topic.
 #[derive(Debug)]
 pub struct KafkaScanExec {
-    topic: String,
-    format: ValueFormat,
-    value_schema: SchemaRef,
-    projection: Option<Vec<usize>>,
+    spec: ScanSpec,
     groups: Vec<Vec<PartitionRange>>,
     client: Arc<KafkaClient>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl KafkaScanExec {
-    /// A scan of `groups` (one output partition each), producing `schema`
-    /// (the table schema after `projection`).
+    /// A scan of `spec`, its ranges split over at most `target_partitions`
+    /// output partitions, producing `schema` (the table schema after the
+    /// projection).
     pub fn new(
-        topic: String,
-        format: ValueFormat,
-        value_schema: SchemaRef,
-        projection: Option<Vec<usize>>,
+        spec: ScanSpec,
         schema: SchemaRef,
-        groups: Vec<Vec<PartitionRange>>,
+        target_partitions: usize,
         client: Arc<KafkaClient>,
     ) -> Self {
+        let groups = group_ranges(&spec.ranges, target_partitions);
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(groups.len().max(1)),
@@ -77,13 +101,11 @@ impl KafkaScanExec {
             Boundedness::Bounded,
         );
         Self {
-            topic,
-            format,
-            value_schema,
-            projection,
+            spec,
             groups,
             client,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -91,18 +113,43 @@ impl KafkaScanExec {
     pub fn groups(&self) -> &[Vec<PartitionRange>] {
         &self.groups
     }
+
+    /// What this scan reads.
+    pub fn spec(&self) -> &ScanSpec {
+        &self.spec
+    }
 }
 
 impl DisplayAs for KafkaScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "KafkaScanExec: topic={}, ranges=[", self.topic)?;
-        let mut first = true;
-        for range in self.groups.iter().flatten() {
-            if !first {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let ranges = &self.spec.ranges;
+        write!(f, "KafkaScanExec: topic={}", self.spec.topic)?;
+        if !self.spec.pushed_filters.is_empty() {
+            write!(f, ", filters=[{}]", self.spec.pushed_filters.join(", "))?;
+        }
+        if let Some(limit) = self.spec.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        let all = matches!(t, DisplayFormatType::Verbose) || ranges.len() <= MAX_RANGES_SHOWN;
+        let shown = if all { ranges.len() } else { MAX_RANGES_SHOWN };
+        write!(f, ", ranges=[")?;
+        for (i, range) in ranges[..shown].iter().enumerate() {
+            if i > 0 {
                 write!(f, ", ")?;
             }
-            first = false;
             write!(f, "{range}")?;
+        }
+        if shown < ranges.len() {
+            let mut partitions: Vec<i32> = ranges.iter().map(|r| r.partition).collect();
+            partitions.dedup();
+            let offsets: i64 = ranges.iter().map(PartitionRange::span).sum();
+            write!(
+                f,
+                ", … {} more; {} ranges over {} partitions, {offsets} offsets",
+                ranges.len() - shown,
+                ranges.len(),
+                partitions.len()
+            )?;
         }
         write!(f, "]")
     }
@@ -146,6 +193,10 @@ impl ExecutionPlan for KafkaScanExec {
         )
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -159,17 +210,23 @@ impl ExecutionPlan for KafkaScanExec {
                 futures::stream::empty(),
             )));
         };
+        let spec = &self.spec;
         let reader = GroupReader {
-            topic: self.topic.clone(),
+            topic: spec.topic.clone(),
             ranges,
-            assembler: BatchAssembler::new(self.format, Arc::clone(&self.value_schema)),
-            projection: self.projection.clone(),
+            assembler: BatchAssembler::new(
+                spec.format,
+                Arc::clone(&spec.value_schema),
+                spec.projection.as_deref(),
+            ),
+            remaining: spec.limit,
             batch_size: context.session_config().batch_size().max(1),
             client: Arc::clone(&self.client),
+            metrics: ScanMetrics::new(&self.metrics, partition),
         };
         let (tx, rx) = mpsc::channel(2);
         std::thread::Builder::new()
-            .name(format!("kappa-scan-{}-{partition}", self.topic))
+            .name(format!("kappa-scan-{}-{partition}", spec.topic))
             .spawn(move || reader.run(tx))
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -179,16 +236,53 @@ impl ExecutionPlan for KafkaScanExec {
     }
 }
 
+/// What `EXPLAIN ANALYZE` shows of a scan, per output partition.
+#[derive(Debug, Clone)]
+struct ScanMetrics {
+    /// Rows produced.
+    output_rows: Count,
+    /// Records the consumer delivered (kept or dropped).
+    records_fetched: Count,
+    /// Key, value and header bytes of those records.
+    bytes_fetched: Count,
+    /// Records dropped: re-delivered below the read position, or past the
+    /// snapshot's end.
+    records_dropped: Count,
+    /// Time spent waiting on Kafka in `poll`.
+    kafka_wait: Time,
+}
+
+impl ScanMetrics {
+    fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            output_rows: MetricBuilder::new(set).output_rows(partition),
+            records_fetched: MetricBuilder::new(set).counter("records_fetched", partition),
+            bytes_fetched: MetricBuilder::new(set).counter("bytes_fetched", partition),
+            records_dropped: MetricBuilder::new(set).counter("records_dropped", partition),
+            kafka_wait: MetricBuilder::new(set).subset_time("kafka_wait_time", partition),
+        }
+    }
+}
+
 type BatchSender = mpsc::Sender<DfResult<RecordBatch>>;
+
+/// Whether a reader goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// The limit is reached or the receiver is gone.
+    Stop,
+}
 
 /// Reads one group of partition ranges on a dedicated thread.
 struct GroupReader {
     topic: String,
     ranges: Vec<PartitionRange>,
     assembler: BatchAssembler,
-    projection: Option<Vec<usize>>,
+    remaining: Option<usize>,
     batch_size: usize,
     client: Arc<KafkaClient>,
+    metrics: ScanMetrics,
 }
 
 impl GroupReader {
@@ -213,10 +307,44 @@ impl GroupReader {
     }
 
     fn read(&mut self, tx: &BatchSender) -> Result<()> {
+        if self.remaining == Some(0) {
+            return Ok(());
+        }
         let consumer = self.client.scan_consumer()?;
+        // A partition may have several ranges: read them in rounds of at
+        // most one range per partition, each round a fresh assignment.
+        let mut pending: VecDeque<PartitionRange> = std::mem::take(&mut self.ranges).into();
+        while !pending.is_empty() {
+            let mut round: Vec<PartitionRange> = Vec::new();
+            let mut later = VecDeque::new();
+            for range in pending.drain(..) {
+                if round.iter().any(|r| r.partition == range.partition) {
+                    later.push_back(range);
+                } else {
+                    round.push(range);
+                }
+            }
+            pending = later;
+            if self.read_round(&consumer, &round, tx)? == Flow::Stop {
+                return Ok(());
+            }
+        }
+        if !self.assembler.is_empty() {
+            self.send(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `round` (at most one range per partition) to its ends.
+    fn read_round(
+        &mut self,
+        consumer: &BaseConsumer,
+        round: &[PartitionRange],
+        tx: &BatchSender,
+    ) -> Result<Flow> {
         let mut assignment = TopicPartitionList::new();
         let mut cursors = HashMap::new();
-        for range in &self.ranges {
+        for range in round {
             assignment.add_partition_offset(
                 &self.topic,
                 range.partition,
@@ -231,44 +359,43 @@ impl GroupReader {
         let mut last_error: Option<KafkaError> = None;
         while cursors.values().any(|c| !c.is_done()) {
             if tx.is_closed() {
-                return Ok(());
+                return Ok(Flow::Stop);
             }
-            match consumer.poll(POLL_INTERVAL) {
+            let polled = {
+                let _waiting = self.metrics.kafka_wait.timer();
+                consumer.poll(POLL_INTERVAL)
+            };
+            match polled {
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
+                    self.metrics.records_fetched.add(1);
                     let Some(cursor) = cursors.get_mut(&message.partition()) else {
                         continue;
                     };
                     let finished_before = cursor.is_done();
                     match cursor.deliver(message.offset()) {
                         Delivery::Take | Delivery::TakeLast => {
-                            let record = RecordRef {
-                                partition: message.partition(),
-                                offset: message.offset(),
-                                timestamp_ms: message.timestamp().to_millis(),
-                                key: message.key(),
-                                value: message.payload(),
-                            };
-                            let headers = read_headers(&message).ok_or_else(|| {
-                                CatalogError::InvalidRecord(format!(
-                                    "topic '{}' partition {} offset {}: a header name is not UTF-8",
-                                    self.topic,
-                                    message.partition(),
-                                    message.offset()
-                                ))
-                            })?;
-                            self.assembler.append(record, headers)?;
+                            self.append(&message)?;
+                            if let Some(remaining) = &mut self.remaining {
+                                *remaining -= 1;
+                                if *remaining == 0 {
+                                    self.send(tx)?;
+                                    return Ok(Flow::Stop);
+                                }
+                            }
                         }
-                        Delivery::Duplicate | Delivery::PastEnd => {}
+                        Delivery::Duplicate | Delivery::PastEnd => {
+                            self.metrics.records_dropped.add(1);
+                        }
                     }
                     if cursor.is_done() && !finished_before {
-                        pause(&consumer, &self.topic, message.partition());
+                        pause(consumer, &self.topic, message.partition());
                     }
                     let full = self.assembler.len() >= self.batch_size
                         || self.assembler.buffered_bytes() >= MAX_BATCH_BYTES;
                     if full {
                         if !self.send(tx)? {
-                            return Ok(());
+                            return Ok(Flow::Stop);
                         }
                         // Time spent waiting for a slow client is not a stall.
                         last_progress = Instant::now();
@@ -277,12 +404,24 @@ impl GroupReader {
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     last_progress = Instant::now();
                     if let Some(cursor) = cursors.get_mut(&partition) {
-                        // End of the log: at or past the snapshot's end.
-                        cursor.reached(cursor.range().end);
-                        pause(&consumer, &self.topic, partition);
+                        // The end of the log as the broker sees it now. Only
+                        // at or past the range's end does it finish the range:
+                        // a log that ends before it lost records, and the
+                        // fetch timeout says so.
+                        if let Some(position) = position_of(consumer, &self.topic, partition) {
+                            cursor.reached(position);
+                        }
+                        if cursor.is_done() {
+                            pause(consumer, &self.topic, partition);
+                        }
                     }
                 }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                ))) => {
+                    self.check_vanished(&cursors)?;
+                }
                 Some(Err(e)) => {
                     tracing::debug!(topic = %self.topic, error = %e, "consumer error");
                     last_error = Some(e);
@@ -321,18 +460,74 @@ impl GroupReader {
                 )));
             }
         }
-        if !self.assembler.is_empty() {
-            self.send(tx)?;
+        Ok(Flow::Continue)
+    }
+
+    fn append(&mut self, message: &BorrowedMessage<'_>) -> Result<()> {
+        let record = RecordRef {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key(),
+            value: message.payload(),
+        };
+        let headers = read_headers(message).ok_or_else(|| {
+            CatalogError::InvalidRecord(format!(
+                "topic '{}' partition {} offset {}: a header name is not UTF-8",
+                self.topic,
+                message.partition(),
+                message.offset()
+            ))
+        })?;
+        let header_bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len))
+            .sum();
+        self.metrics.bytes_fetched.add(
+            record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len) + header_bytes,
+        );
+        self.assembler.append(record, headers)
+    }
+
+    /// The consumer's position fell outside the log: if the log start passed
+    /// a partition's read position, records of the snapshot were deleted
+    /// under the query, which must fail rather than return the rest.
+    fn check_vanished(&self, cursors: &HashMap<i32, PartitionCursor>) -> Result<()> {
+        let open: Vec<i32> = cursors
+            .values()
+            .filter(|c| !c.is_done())
+            .map(|c| c.range().partition)
+            .collect();
+        let starts = self.client.log_starts(&self.topic, &open)?;
+        let mut lost: Vec<String> = cursors
+            .values()
+            .filter(|c| !c.is_done())
+            .filter_map(|c| {
+                let start = *starts.get(&c.range().partition)?;
+                (start > c.next_offset()).then(|| {
+                    format!(
+                        "partition {}: offsets {}..{}",
+                        c.range().partition,
+                        c.next_offset(),
+                        start.min(c.range().end)
+                    )
+                })
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        lost.sort();
+        Err(CatalogError::RecordsVanished {
+            topic: self.topic.clone(),
+            detail: lost.join(", "),
+        })
     }
 
     /// Sends the assembled batch; `false` when the receiver is gone.
     fn send(&mut self, tx: &BatchSender) -> Result<bool> {
-        let mut batch = self.assembler.finish()?;
-        if let Some(projection) = &self.projection {
-            batch = batch.project(projection)?;
-        }
+        let batch = self.assembler.finish()?;
+        self.metrics.output_rows.add(batch.num_rows());
         Ok(tx.blocking_send(Ok(batch)).is_ok())
     }
 }
@@ -353,6 +548,15 @@ fn read_headers<'m>(message: &'m BorrowedMessage<'_>) -> Option<Vec<Header<'m>>>
             .collect::<Vec<_>>()
     })
     .ok()
+}
+
+/// The consumer's fetch position in `partition`, if it has one.
+fn position_of(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(topic, partition)?.offset() {
+        Offset::Offset(position) => Some(position),
+        _ => None,
+    }
 }
 
 /// Stops fetching a finished partition so the prefetch queue holds only what

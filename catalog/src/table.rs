@@ -1,6 +1,13 @@
 //! `KafkaTable`: a topic as a DataFusion table.
+//!
+//! Planning a scan fixes the query's snapshot (each partition's log start and
+//! end, once per table instance, so every scan of the table in one query
+//! reads the same offsets) and narrows it to the ranges the filters allow
+//! (see [`crate::plan`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -8,24 +15,33 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::project_schema;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use tokio::sync::OnceCell;
 
-use crate::columns::table_schema;
+use crate::columns::{OFFSET, PARTITION, TIMESTAMP, table_schema};
 use crate::config::ValueFormat;
 use crate::kafka::KafkaClient;
-use crate::offsets::group_ranges;
-use crate::scan::KafkaScanExec;
+use crate::offsets::PartitionRange;
+use crate::plan::ranges::candidate_partitions;
+use crate::plan::{RangePredicate, TimestampOrder, plan_ranges};
+use crate::scan::{KafkaScanExec, ScanSpec};
 
-/// A table over one Kafka topic. Planning a scan fixes each partition's
-/// offset range, so a query reads a consistent snapshot.
+/// A table over one Kafka topic.
+///
+/// DataFusion resolves each table name once per query and calls
+/// [`TableProvider::scan`] once per occurrence (self-join, UNION ALL, a CTE
+/// used twice): the snapshot is taken by the first scan and reused by the
+/// others, so one query sees one state of the topic.
 #[derive(Debug)]
 pub struct KafkaTable {
     topic: String,
     format: ValueFormat,
     value_schema: SchemaRef,
     schema: SchemaRef,
+    timestamp_skew: Option<Duration>,
     client: Arc<KafkaClient>,
+    snapshot: OnceCell<Arc<Vec<PartitionRange>>>,
 }
 
 impl KafkaTable {
@@ -41,14 +57,100 @@ impl KafkaTable {
             schema: table_schema(format, &value_schema),
             format,
             value_schema,
+            timestamp_skew: None,
             client,
+            snapshot: OnceCell::new(),
         }
+    }
+
+    /// Declares that producer timestamps are out of order by at most `skew`
+    /// (the `timestamp_skew` table option), so `_timestamp < t` can stop
+    /// each partition at its first record at or after `t + skew`.
+    pub fn with_timestamp_skew(mut self, skew: Option<Duration>) -> Self {
+        self.timestamp_skew = skew;
+        self
     }
 
     /// The topic this table reads.
     pub fn topic(&self) -> &str {
         &self.topic
     }
+
+    /// Each partition's `[log start, end)` for this query, read once.
+    async fn snapshot(&self) -> crate::Result<Arc<Vec<PartitionRange>>> {
+        self.snapshot
+            .get_or_try_init(|| async {
+                let topic = self.topic.clone();
+                let ranges = self
+                    .client
+                    .run_blocking(move |client| client.snapshot_ranges(&topic))
+                    .await?;
+                Ok(Arc::new(ranges))
+            })
+            .await
+            .cloned()
+    }
+
+    /// How far an upper time bound may narrow a partition.
+    async fn timestamp_order(&self, predicate: &RangePredicate) -> TimestampOrder {
+        if !predicate.has_timestamps() {
+            return TimestampOrder::Unordered;
+        }
+        if self.client.log_append_time(&self.topic).await {
+            return TimestampOrder::Ordered;
+        }
+        match self.timestamp_skew {
+            Some(skew) => {
+                TimestampOrder::Skewed(i64::try_from(skew.as_millis()).unwrap_or(i64::MAX))
+            }
+            None => TimestampOrder::Unordered,
+        }
+    }
+
+    /// The ranges `filters` allow within this query's snapshot.
+    async fn ranges(&self, filters: &[Expr]) -> crate::Result<Vec<PartitionRange>> {
+        let predicate = RangePredicate::from_filters(filters);
+        let snapshot = self.snapshot().await?;
+        let candidates = candidate_partitions(&predicate, &snapshot);
+        let order = self.timestamp_order(&predicate).await;
+        let mut times = Vec::new();
+        predicate.timestamps(order, &mut times);
+        times.sort_unstable();
+        times.dedup();
+        let answers: HashMap<(i32, i64), i64> = if times.is_empty() || candidates.is_empty() {
+            HashMap::new()
+        } else {
+            let topic = self.topic.clone();
+            let partitions: Vec<i32> = candidates.iter().map(|r| r.partition).collect();
+            self.client
+                .run_blocking(move |client| {
+                    let mut answers = HashMap::new();
+                    // One request per distinct time, for all partitions at once.
+                    for t in times {
+                        for (partition, offset) in
+                            client.offsets_for_time(&topic, &partitions, t)?
+                        {
+                            answers.insert((partition, t), offset);
+                        }
+                    }
+                    Ok(answers)
+                })
+                .await?
+        };
+        let lookup = |partition: i32, t: i64| {
+            *answers
+                .get(&(partition, t))
+                .expect("offsets-for-times answered every partition and time")
+        };
+        Ok(plan_ranges(&predicate, &candidates, &lookup, order))
+    }
+}
+
+/// Whether `expr` reads any metadata column the scan can bound.
+fn mentions_metadata(expr: &Expr) -> bool {
+    expr.column_refs()
+        .iter()
+        .any(|c| matches!(c.name.as_str(), PARTITION | OFFSET | TIMESTAMP))
 }
 
 #[async_trait]
@@ -61,27 +163,50 @@ impl TableProvider for KafkaTable {
         TableType::Base
     }
 
+    /// `Exact` where offsets alone decide the filter (`_partition`,
+    /// `_offset`), so DataFusion neither filters again nor stops a LIMIT from
+    /// reaching the scan; `Inexact` where the scan narrows by time but cannot
+    /// promise every record in range matches; `Unsupported` otherwise.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|filter| {
+                if !mentions_metadata(filter) {
+                    TableProviderFilterPushDown::Unsupported
+                } else if RangePredicate::from_expr(filter).is_exact() {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
+        filters: &[Expr],
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let topic = self.topic.clone();
-        let ranges = self
-            .client
-            .run_blocking(move |client| client.snapshot_ranges(&topic))
-            .await?;
-        let groups = group_ranges(&ranges, state.config().target_partitions());
+        let ranges = self.ranges(filters).await?;
         let schema = project_schema(&self.schema, projection)?;
+        let spec = ScanSpec {
+            topic: self.topic.clone(),
+            format: self.format,
+            value_schema: Arc::clone(&self.value_schema),
+            projection: projection.cloned(),
+            ranges,
+            pushed_filters: filters.iter().map(ToString::to_string).collect(),
+            limit,
+        };
         Ok(Arc::new(KafkaScanExec::new(
-            self.topic.clone(),
-            self.format,
-            Arc::clone(&self.value_schema),
-            projection.cloned(),
+            spec,
             schema,
-            groups,
+            state.config().target_partitions(),
             Arc::clone(&self.client),
         )))
     }

@@ -54,6 +54,8 @@ pub fn catalog_status(err: &CatalogError) -> Status {
         CatalogError::Config(_) => Code::InvalidArgument,
         CatalogError::TopicNotFound(_) => Code::NotFound,
         CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) => Code::Unavailable,
+        // The snapshot changed under the query: running it again succeeds.
+        CatalogError::RecordsVanished { .. } => Code::Aborted,
         CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,
     };
     status(code, err.to_string())
