@@ -158,6 +158,68 @@ impl PartitionCursor {
     }
 }
 
+/// Walks one partition's ranges backwards from the newest offset, in
+/// windows, until `n` records were read or the ranges are exhausted: the
+/// reads behind "the last n records" (`ORDER BY _offset DESC LIMIT n`).
+///
+/// The first window is the last `n` offsets; where offsets have gaps
+/// (compaction, retention, transaction markers) it holds fewer than `n`
+/// records, and the next window reaches back by exactly the shortfall.
+#[derive(Debug, Clone)]
+pub struct TailCursor {
+    /// Ranges of one partition, newest first.
+    ranges: Vec<PartitionRange>,
+    current: usize,
+    window_end: i64,
+    wanted: usize,
+    collected: usize,
+}
+
+impl TailCursor {
+    /// A cursor for the last `wanted` records of `ranges` (one partition's).
+    pub fn new(mut ranges: Vec<PartitionRange>, wanted: usize) -> Self {
+        ranges.retain(|r| !r.is_empty());
+        ranges.sort_by(|a, b| b.end.cmp(&a.end));
+        let window_end = ranges.first().map_or(0, |r| r.end);
+        Self {
+            ranges,
+            current: 0,
+            window_end,
+            wanted,
+            collected: 0,
+        }
+    }
+
+    /// The next window to read, or `None` when enough records were read or
+    /// nothing older is left.
+    pub fn next_window(&mut self) -> Option<PartitionRange> {
+        while self.collected < self.wanted && self.current < self.ranges.len() {
+            let range = self.ranges[self.current];
+            if self.window_end <= range.start {
+                self.current += 1;
+                if let Some(next) = self.ranges.get(self.current) {
+                    self.window_end = self.window_end.min(next.end);
+                }
+                continue;
+            }
+            let missing = i64::try_from(self.wanted - self.collected).unwrap_or(i64::MAX);
+            let start = range.start.max(self.window_end.saturating_sub(missing));
+            return Some(PartitionRange {
+                partition: range.partition,
+                start,
+                end: self.window_end,
+            });
+        }
+        None
+    }
+
+    /// Records that `window` (the last [`Self::next_window`]) held.
+    pub fn read(&mut self, window: PartitionRange, records: usize) {
+        self.collected += records;
+        self.window_end = window.start;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +324,57 @@ mod tests {
         assert!(group_ranges(&[range(0, 1, 1)], 4).is_empty());
         let all: usize = group_ranges(&ranges, 1).iter().map(Vec::len).sum();
         assert_eq!(all, 3);
+    }
+
+    /// Runs a tail cursor over a partition holding `present` offsets and
+    /// returns the windows it read and the records they held.
+    fn tail(ranges: Vec<PartitionRange>, present: &[i64], n: usize) -> (Vec<(i64, i64)>, Vec<i64>) {
+        let mut cursor = TailCursor::new(ranges, n);
+        let (mut windows, mut records) = (Vec::new(), Vec::new());
+        while let Some(w) = cursor.next_window() {
+            let held: Vec<i64> = present
+                .iter()
+                .copied()
+                .filter(|o| (w.start..w.end).contains(o))
+                .collect();
+            windows.push((w.start, w.end));
+            cursor.read(w, held.len());
+            records.extend(held);
+        }
+        (windows, records)
+    }
+
+    #[test]
+    fn the_last_records_cost_one_window_without_gaps() {
+        let present: Vec<i64> = (0..1000).collect();
+        let (windows, records) = tail(vec![range(0, 0, 1000)], &present, 100);
+        assert_eq!(windows, vec![(900, 1000)]);
+        assert_eq!(records.len(), 100);
+        // Fewer records than asked: everything, once.
+        let (_, records) = tail(vec![range(0, 0, 5)], &present, 100);
+        assert_eq!(records.len(), 5);
+    }
+
+    #[test]
+    fn gaps_reach_back_by_the_shortfall_only() {
+        // Every other offset is gone (a compacted topic).
+        let present: Vec<i64> = (0..1000).filter(|o| o % 2 == 0).collect();
+        let (windows, records) = tail(vec![range(0, 0, 1000)], &present, 10);
+        assert_eq!(windows.first(), Some(&(990, 1000)));
+        assert_eq!(records.len(), 10);
+        let mut newest: Vec<i64> = present.iter().rev().take(10).copied().collect();
+        newest.sort_unstable();
+        let mut got = records.clone();
+        got.sort_unstable();
+        assert_eq!(got, newest);
+    }
+
+    #[test]
+    fn several_ranges_are_walked_newest_first() {
+        let present: Vec<i64> = (0..100).collect();
+        let ranges = vec![range(0, 10, 20), range(0, 50, 53)];
+        let (windows, records) = tail(ranges, &present, 5);
+        assert_eq!(windows, vec![(50, 53), (18, 20)]);
+        assert_eq!(records, vec![50, 51, 52, 18, 19]);
     }
 }

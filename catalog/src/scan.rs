@@ -41,7 +41,7 @@ use crate::config::ValueFormat;
 use crate::decode::{BatchAssembler, RecordRef};
 use crate::error::{CatalogError, Result};
 use crate::kafka::KafkaClient;
-use crate::offsets::{Delivery, PartitionCursor, PartitionRange, group_ranges};
+use crate::offsets::{Delivery, PartitionCursor, PartitionRange, TailCursor, group_ranges};
 
 /// How long one poll waits before the reader re-checks cancellation and positions.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -71,6 +71,9 @@ pub struct ScanSpec {
     pub pushed_filters: Vec<String>,
     /// Stop after this many rows (only set when no filter is left above the scan).
     pub limit: Option<usize>,
+    /// Read only the newest this many records of each partition (set by
+    /// [`crate::plan::LastRecordsRule`] under `ORDER BY _offset DESC LIMIT n`).
+    pub last: Option<usize>,
 }
 
 /// Physical plan node that reads offset ranges of one topic.
@@ -118,6 +121,19 @@ impl KafkaScanExec {
     pub fn spec(&self) -> &ScanSpec {
         &self.spec
     }
+
+    /// This scan reading only the newest `n` records of each partition.
+    pub fn with_last(&self, n: usize) -> Self {
+        let mut spec = self.spec.clone();
+        spec.last = Some(n);
+        Self {
+            spec,
+            groups: self.groups.clone(),
+            client: Arc::clone(&self.client),
+            properties: Arc::clone(&self.properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
 }
 
 impl DisplayAs for KafkaScanExec {
@@ -129,6 +145,9 @@ impl DisplayAs for KafkaScanExec {
         }
         if let Some(limit) = self.spec.limit {
             write!(f, ", limit={limit}")?;
+        }
+        if let Some(last) = self.spec.last {
+            write!(f, ", last={last} per partition")?;
         }
         let all = matches!(t, DisplayFormatType::Verbose) || ranges.len() <= MAX_RANGES_SHOWN;
         let shown = if all { ranges.len() } else { MAX_RANGES_SHOWN };
@@ -220,6 +239,8 @@ impl ExecutionPlan for KafkaScanExec {
                 spec.projection.as_deref(),
             ),
             remaining: spec.limit,
+            last: spec.last,
+            taken: HashMap::new(),
             batch_size: context.session_config().batch_size().max(1),
             client: Arc::clone(&self.client),
             metrics: ScanMetrics::new(&self.metrics, partition),
@@ -280,6 +301,9 @@ struct GroupReader {
     ranges: Vec<PartitionRange>,
     assembler: BatchAssembler,
     remaining: Option<usize>,
+    last: Option<usize>,
+    /// Records taken per partition in the current round.
+    taken: HashMap<i32, usize>,
     batch_size: usize,
     client: Arc<KafkaClient>,
     metrics: ScanMetrics,
@@ -311,6 +335,9 @@ impl GroupReader {
             return Ok(());
         }
         let consumer = self.client.scan_consumer()?;
+        if let Some(n) = self.last {
+            return self.read_last(&consumer, n, tx);
+        }
         // A partition may have several ranges: read them in rounds of at
         // most one range per partition, each round a fresh assignment.
         let mut pending: VecDeque<PartitionRange> = std::mem::take(&mut self.ranges).into();
@@ -327,6 +354,44 @@ impl GroupReader {
             pending = later;
             if self.read_round(&consumer, &round, tx)? == Flow::Stop {
                 return Ok(());
+            }
+        }
+        if !self.assembler.is_empty() {
+            self.send(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the newest `n` records of each partition, window by window
+    /// backwards (see [`TailCursor`]); all partitions' windows of one step
+    /// are read as one round.
+    fn read_last(&mut self, consumer: &BaseConsumer, n: usize, tx: &BatchSender) -> Result<()> {
+        let mut by_partition: HashMap<i32, Vec<PartitionRange>> = HashMap::new();
+        for range in std::mem::take(&mut self.ranges) {
+            by_partition.entry(range.partition).or_default().push(range);
+        }
+        let mut tails: Vec<TailCursor> = by_partition
+            .into_values()
+            .map(|ranges| TailCursor::new(ranges, n))
+            .collect();
+        loop {
+            let mut round = Vec::new();
+            for (i, tail) in tails.iter_mut().enumerate() {
+                if let Some(window) = tail.next_window() {
+                    round.push((i, window));
+                }
+            }
+            if round.is_empty() {
+                break;
+            }
+            self.taken.clear();
+            let windows: Vec<PartitionRange> = round.iter().map(|(_, w)| *w).collect();
+            if self.read_round(consumer, &windows, tx)? == Flow::Stop {
+                return Ok(());
+            }
+            for (i, window) in round {
+                let records = self.taken.get(&window.partition).copied().unwrap_or(0);
+                tails[i].read(window, records);
             }
         }
         if !self.assembler.is_empty() {
@@ -376,6 +441,7 @@ impl GroupReader {
                     match cursor.deliver(message.offset()) {
                         Delivery::Take | Delivery::TakeLast => {
                             self.append(&message)?;
+                            *self.taken.entry(message.partition()).or_default() += 1;
                             if let Some(remaining) = &mut self.remaining {
                                 *remaining -= 1;
                                 if *remaining == 0 {

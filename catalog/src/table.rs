@@ -202,6 +202,7 @@ impl TableProvider for KafkaTable {
             ranges,
             pushed_filters: filters.iter().map(ToString::to_string).collect(),
             limit,
+            last: None,
         };
         Ok(Arc::new(KafkaScanExec::new(
             spec,

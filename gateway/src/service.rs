@@ -31,8 +31,10 @@ use arrow_flight::{
 use bytes::Bytes;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
+use kappa_catalog::plan::LastRecordsRule;
 use kappa_catalog::system::{PARTITIONS, partitions_schema};
 use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA, SYSTEM_SCHEMA};
 use prost::Message;
@@ -85,7 +87,12 @@ impl KappaFlightSqlService {
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config(config);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(LastRecordsRule))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         ctx.register_catalog(
             CATALOG,
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema))),

@@ -1,0 +1,120 @@
+//! "The last n records": `ORDER BY _offset DESC LIMIT n` reads only the tail
+//! of each partition.
+//!
+//! DataFusion plans it as a TopK (`SortExec` with a fetch) over the scan, and
+//! its own sort pushdown does not tell a source the fetch. This rule finds a
+//! TopK whose first key is the scan's `_offset`, descending, with nothing
+//! between them that drops or reorders rows per partition (projections of
+//! plain columns, coalescing, repartitioning), and has the scan read only the
+//! newest `n` records of each partition. The TopK stays: it picks the global
+//! `n` among them, which are a superset of the answer because within one
+//! partition `_offset` orders records completely.
+
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::error::Result as DfResult;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
+
+use crate::columns::OFFSET;
+use crate::scan::KafkaScanExec;
+
+/// The physical optimizer rule (register it on the session state).
+#[derive(Debug, Default)]
+pub struct LastRecordsRule;
+
+impl PhysicalOptimizerRule for LastRecordsRule {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        plan.transform_down(|node| {
+            let Some(sort) = node.downcast_ref::<SortExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(fetch) = sort.fetch() else {
+                return Ok(Transformed::no(node));
+            };
+            let first = sort.expr().first();
+            let Some(column) = first.expr.downcast_ref::<Column>() else {
+                return Ok(Transformed::no(node));
+            };
+            if !first.options.descending {
+                return Ok(Transformed::no(node));
+            }
+            match with_last(sort.input(), column.index(), fetch)? {
+                Some(input) => {
+                    let rewritten = replace_children(&node, input)?;
+                    Ok(Transformed::yes(rewritten))
+                }
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "kappa_last_records"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// `plan` with `child` as its only child.
+fn replace_children(
+    plan: &Arc<dyn ExecutionPlan>,
+    child: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    Arc::clone(plan).replace_children(
+        vec![child],
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+    )
+}
+
+/// `plan` with its Kafka scan reading the last `n` records per partition, if
+/// column `index` of `plan` is that scan's `_offset` and every node on the
+/// way keeps each partition's rows.
+fn with_last(
+    plan: &Arc<dyn ExecutionPlan>,
+    index: usize,
+    n: usize,
+) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
+        let is_offset = plan.schema().field(index).name() == OFFSET;
+        // A scan with a LIMIT of its own has no filter above it either way;
+        // the tail is still what ORDER BY wants.
+        return Ok(is_offset.then(|| Arc::new(scan.with_last(n)) as Arc<dyn ExecutionPlan>));
+    }
+    let child_index = if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
+        let Some(column) = projection.expr()[index].expr.downcast_ref::<Column>() else {
+            return Ok(None);
+        };
+        column.index()
+    } else if plan.fetch().is_none()
+        && (plan.downcast_ref::<CooperativeExec>().is_some()
+            || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || plan.downcast_ref::<RepartitionExec>().is_some())
+    {
+        index
+    } else {
+        return Ok(None);
+    };
+    let [child] = plan.children()[..] else {
+        return Ok(None);
+    };
+    match with_last(child, child_index, n)? {
+        Some(new_child) => Ok(Some(replace_children(plan, new_child)?)),
+        None => Ok(None),
+    }
+}
