@@ -179,7 +179,7 @@ impl TailCursor {
     /// A cursor for the last `wanted` records of `ranges` (one partition's).
     pub fn new(mut ranges: Vec<PartitionRange>, wanted: usize) -> Self {
         ranges.retain(|r| !r.is_empty());
-        ranges.sort_by(|a, b| b.end.cmp(&a.end));
+        ranges.sort_by_key(|r| std::cmp::Reverse(r.end));
         let window_end = ranges.first().map_or(0, |r| r.end);
         Self {
             ranges,
