@@ -418,6 +418,9 @@ impl GroupReader {
             cursors.insert(range.partition, PartitionCursor::new(*range));
         }
         consumer.assign(&assignment)?;
+        // A partition paused when it finished an earlier round stays paused
+        // across assignments.
+        consumer.resume(&assignment)?;
 
         let fetch_timeout = self.client.options().fetch_timeout;
         let mut last_progress = Instant::now();

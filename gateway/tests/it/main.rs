@@ -4,6 +4,7 @@ mod cancel;
 mod discovery;
 mod errors;
 mod metadata;
+mod ranges;
 mod records;
 mod snapshot;
 mod statements;

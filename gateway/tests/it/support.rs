@@ -52,14 +52,27 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Creates `name` with `partitions` partitions, keeping records forever.
-pub async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
-        .expect("admin client");
-    let topic =
+        .expect("admin client")
+}
+
+/// Creates `name` with `partitions` partitions, keeping records forever.
+pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await;
+}
+
+/// [`create_topic`] with extra topic configs (`cleanup.policy`,
+/// `message.timestamp.type`…).
+pub async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let admin = admin();
+    let mut topic =
         NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1");
+    for (key, value) in configs {
+        topic = topic.set(key, value);
+    }
     let results = admin
         .create_topics(
             [&topic],
@@ -69,6 +82,39 @@ pub async fn create_topic(name: &str, partitions: i32) {
         .expect("create_topics");
     for result in results {
         result.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// Deletes the records of `partition` below `before` (DeleteRecords): the
+/// log start offset moves to `before`.
+pub async fn delete_records(topic: &str, partition: i32, before: i64) {
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets
+        .add_partition_offset(topic, partition, rdkafka::Offset::Offset(before))
+        .expect("offset");
+    let result = admin()
+        .delete_records(
+            &offsets,
+            &AdminOptions::new().operation_timeout(Some(DEADLINE)),
+        )
+        .await
+        .expect("delete_records");
+    for elem in result.elements() {
+        elem.error().expect("records deleted");
+    }
+}
+
+/// Grows `topic` to `total` partitions.
+pub async fn add_partitions(topic: &str, total: usize) {
+    let results = admin()
+        .create_partitions(
+            [&rdkafka::admin::NewPartitions::new(topic, total)],
+            &AdminOptions::new().operation_timeout(Some(DEADLINE)),
+        )
+        .await
+        .expect("create_partitions");
+    for result in results {
+        result.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
     }
 }
 
@@ -322,6 +368,22 @@ impl Client {
         Ok(FlightRecordBatchStream::new_from_flight_data(
             flight.map_err(|s| FlightError::Tonic(Box::new(s))),
         ))
+    }
+
+    /// The plan `EXPLAIN [ANALYZE] …` printed, all rows' `plan` column joined.
+    pub async fn explain(&mut self, sql: &str) -> String {
+        let result = self.query(sql).await.expect("explain");
+        let batch = result.batch();
+        batch
+            .column_by_name("plan")
+            .expect("plan column")
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("plan is a string")
+            .iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Runs `sql` as a Flight SQL statement query.
