@@ -90,11 +90,18 @@ pub enum Delivery {
 }
 
 /// Read position of one partition within its range.
+///
+/// A jump in offsets is either a hole in the log (compaction, transaction
+/// markers) or records deleted while the scan read them (retention,
+/// DeleteRecords), which some brokers answer by serving from the new log
+/// start. The cursor remembers the first unexplained jump; the reader checks
+/// it against the log start ([`Self::verify`]) before it calls the range done.
 #[derive(Debug, Clone, Copy)]
 pub struct PartitionCursor {
     range: PartitionRange,
     next: i64,
     done: bool,
+    unverified_gap: Option<i64>,
 }
 
 impl PartitionCursor {
@@ -104,6 +111,36 @@ impl PartitionCursor {
             range,
             next: range.start,
             done: range.is_empty(),
+            unverified_gap: None,
+        }
+    }
+
+    /// Where the first jump not yet checked against the log start began.
+    pub fn unverified_gap(&self) -> Option<i64> {
+        self.unverified_gap
+    }
+
+    /// Notes that offsets from the read position on may have vanished (the
+    /// consumer reported its position outside the log).
+    pub fn suspect_gap(&mut self) {
+        if !self.done {
+            self.unverified_gap.get_or_insert(self.next);
+        }
+    }
+
+    /// Checks the jump against the partition's current log start: records
+    /// below it were deleted. Returns the offsets of the snapshot that
+    /// vanished, or clears the jump as a hole in the log.
+    pub fn verify(&mut self, log_start: i64) -> Result<(), (i64, i64)> {
+        match self.unverified_gap.take() {
+            Some(gap) if log_start > gap => Err((gap, log_start.min(self.range.end))),
+            _ => Ok(()),
+        }
+    }
+
+    fn note_jump(&mut self, to: i64) {
+        if to > self.next {
+            self.unverified_gap.get_or_insert(self.next);
         }
     }
 
@@ -134,6 +171,7 @@ impl PartitionCursor {
         if offset < self.next {
             return Delivery::Duplicate;
         }
+        self.note_jump(offset.min(self.range.end));
         if offset >= self.range.end {
             self.done = true;
             return Delivery::PastEnd;
@@ -151,7 +189,8 @@ impl PartitionCursor {
     /// that it reached the end of the log: either finishes the partition once
     /// it is at or past the range's end, whatever offsets were skipped.
     pub fn reached(&mut self, position: i64) {
-        if position >= self.range.end {
+        if position >= self.range.end && !self.done {
+            self.note_jump(self.range.end);
             self.next = self.next.max(self.range.end);
             self.done = true;
         }
@@ -295,6 +334,32 @@ mod tests {
             assert_eq!(taken, present, "mask {mask:#b}");
             assert_eq!(done, present.last() == Some(&7), "mask {mask:#b}");
         }
+    }
+
+    #[test]
+    fn jumps_are_checked_against_the_log_start() {
+        // A hole (compaction): the log start is below it, so it is real.
+        let mut c = PartitionCursor::new(range(0, 0, 10));
+        c.deliver(0);
+        c.deliver(4);
+        assert_eq!(c.unverified_gap(), Some(1));
+        assert_eq!(c.verify(0), Ok(()));
+        assert_eq!(c.unverified_gap(), None);
+        // Deleted under the scan: the broker served from the new log start.
+        c.deliver(8);
+        assert_eq!(c.verify(8), Err((5, 8)));
+        // Contiguous reads and the exact end raise nothing.
+        let mut c = PartitionCursor::new(range(0, 0, 3));
+        for o in [0, 1, 2] {
+            c.deliver(o);
+        }
+        c.reached(3);
+        assert_eq!(c.unverified_gap(), None);
+        // Reaching the end by position past unread offsets is a jump too.
+        let mut c = PartitionCursor::new(range(0, 0, 10));
+        c.deliver(0);
+        c.reached(10);
+        assert_eq!(c.verify(10), Err((1, 10)));
     }
 
     #[test]

@@ -46,6 +46,10 @@ use crate::offsets::{Delivery, PartitionCursor, PartitionRange, TailCursor, grou
 /// How long one poll waits before the reader re-checks cancellation and positions.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often jumps in offsets are checked against the log start while a
+/// round is read (and always when it ends).
+const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A batch is cut at `batch_size` rows or this many key/value/header bytes,
 /// whichever comes first, so large records do not make huge batches.
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
@@ -425,6 +429,7 @@ impl GroupReader {
         let fetch_timeout = self.client.options().fetch_timeout;
         let mut last_progress = Instant::now();
         let mut last_error: Option<KafkaError> = None;
+        let mut last_verified = Instant::now();
         while cursors.values().any(|c| !c.is_done()) {
             if tx.is_closed() {
                 return Ok(Flow::Stop);
@@ -489,7 +494,9 @@ impl GroupReader {
                 Some(Err(KafkaError::MessageConsumption(
                     RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
                 ))) => {
-                    self.check_vanished(&cursors)?;
+                    // A read position outside the log: something vanished.
+                    cursors.values_mut().for_each(PartitionCursor::suspect_gap);
+                    self.verify_gaps(&mut cursors)?;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(topic = %self.topic, error = %e, "consumer error");
@@ -506,6 +513,10 @@ impl GroupReader {
                         }
                     }
                 }
+            }
+            if last_verified.elapsed() >= VERIFY_INTERVAL {
+                self.verify_gaps(&mut cursors)?;
+                last_verified = Instant::now();
             }
             if last_progress.elapsed() > fetch_timeout {
                 let stuck: Vec<String> = cursors
@@ -529,6 +540,8 @@ impl GroupReader {
                 )));
             }
         }
+        // No range is done before its jumps are explained.
+        self.verify_gaps(&mut cursors)?;
         Ok(Flow::Continue)
     }
 
@@ -558,31 +571,31 @@ impl GroupReader {
         self.assembler.append(record, headers)
     }
 
-    /// The consumer's position fell outside the log: if the log start passed
-    /// a partition's read position, records of the snapshot were deleted
-    /// under the query, which must fail rather than return the rest.
-    fn check_vanished(&self, cursors: &HashMap<i32, PartitionCursor>) -> Result<()> {
-        let open: Vec<i32> = cursors
+    /// Checks every unexplained jump in offsets against the partitions' log
+    /// starts: if the log start passed where a jump began, records of the
+    /// snapshot were deleted under the query, which must fail rather than
+    /// return the rest.
+    fn verify_gaps(&self, cursors: &mut HashMap<i32, PartitionCursor>) -> Result<()> {
+        let suspects: Vec<i32> = cursors
             .values()
-            .filter(|c| !c.is_done())
+            .filter(|c| c.unverified_gap().is_some())
             .map(|c| c.range().partition)
             .collect();
-        let starts = self.client.log_starts(&self.topic, &open)?;
-        let mut lost: Vec<String> = cursors
-            .values()
-            .filter(|c| !c.is_done())
-            .filter_map(|c| {
-                let start = *starts.get(&c.range().partition)?;
-                (start > c.next_offset()).then(|| {
-                    format!(
-                        "partition {}: offsets {}..{}",
-                        c.range().partition,
-                        c.next_offset(),
-                        start.min(c.range().end)
-                    )
-                })
-            })
-            .collect();
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        let starts = self.client.log_starts(&self.topic, &suspects)?;
+        let mut lost = Vec::new();
+        for partition in suspects {
+            let (Some(cursor), Some(&start)) =
+                (cursors.get_mut(&partition), starts.get(&partition))
+            else {
+                continue;
+            };
+            if let Err((from, to)) = cursor.verify(start) {
+                lost.push(format!("partition {partition}: offsets {from}..{to}"));
+            }
+        }
         if lost.is_empty() {
             return Ok(());
         }

@@ -2,6 +2,7 @@
 
 mod cancel;
 mod discovery;
+mod edges;
 mod errors;
 mod metadata;
 mod ranges;

@@ -104,18 +104,19 @@ pub async fn delete_records(topic: &str, partition: i32, before: i64) {
     }
 }
 
-/// Grows `topic` to `total` partitions.
-pub async fn add_partitions(topic: &str, total: usize) {
+/// Grows `topic` to `total` partitions; the broker's refusal is returned.
+pub async fn add_partitions(topic: &str, total: usize) -> Result<(), String> {
     let results = admin()
         .create_partitions(
             [&rdkafka::admin::NewPartitions::new(topic, total)],
             &AdminOptions::new().operation_timeout(Some(DEADLINE)),
         )
         .await
-        .expect("create_partitions");
+        .map_err(|e| e.to_string())?;
     for result in results {
-        result.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
+        result.map_err(|(t, e)| format!("adding partitions to {t}: {e}"))?;
     }
+    Ok(())
 }
 
 /// One record to produce.
@@ -228,8 +229,18 @@ impl Gateway {
 
     /// Starts the gateway against `brokers` (which may be down).
     pub async fn start_with(config: Option<&str>, brokers: String) -> Self {
+        Self::launch(config, brokers, &[]).await
+    }
+
+    /// Starts the gateway on the test broker with extra flags.
+    pub async fn start_with_args(config: Option<&str>, args: &[&str]) -> Self {
+        Self::launch(config, brokers(), args).await
+    }
+
+    async fn launch(config: Option<&str>, brokers: String, args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa-gateway"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--brokers", &brokers])
+            .args(args)
             .args([
                 "--kafka-request-timeout",
                 "3s",
