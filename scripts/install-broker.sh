@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the test broker (nisshi, a Kafka-compatible broker from crates.io) once per machine.
+# Builds the test broker (nisshi, a Kafka-compatible broker from the crate registry) once per machine.
 # See docs/testbed.md for why nisshi. It declares a dependency that asks for a newer rustc than the
 # machine has but builds and runs on it, hence --ignore-rust-version.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
