@@ -650,3 +650,54 @@ fn pause(consumer: &BaseConsumer, topic: &str, partition: i32) {
         tracing::debug!(topic, partition, error = %e, "pause failed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::KafkaOptions;
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_plan::displayable;
+
+    fn scan_of(partitions: i32) -> KafkaScanExec {
+        let ranges = (0..partitions)
+            .map(|partition| PartitionRange {
+                partition,
+                start: 10,
+                end: 20,
+            })
+            .collect();
+        let spec = ScanSpec {
+            topic: "t".into(),
+            format: ValueFormat::Raw,
+            value_schema: Arc::new(Schema::empty()),
+            projection: None,
+            ranges,
+            pushed_filters: vec!["_offset >= Int64(10)".into()],
+            limit: None,
+            last: None,
+        };
+        // The client connects lazily: no broker is contacted here.
+        let client = KafkaClient::new(KafkaOptions::new("127.0.0.1:1")).unwrap();
+        KafkaScanExec::new(spec, crate::columns::raw_schema(), 4, client)
+    }
+
+    #[test]
+    fn explain_lists_ranges_and_summarises_hundreds_of_partitions() {
+        let few = scan_of(2);
+        let shown = displayable(&few).indent(false).to_string();
+        assert_eq!(
+            shown.trim(),
+            "KafkaScanExec: topic=t, filters=[_offset >= Int64(10)], ranges=[p0:10..20, p1:10..20]"
+        );
+
+        let many = scan_of(300);
+        let compact = displayable(&many).indent(false).to_string();
+        assert!(
+            compact.contains("p7:10..20, … 292 more; 300 ranges over 300 partitions, 3000 offsets"),
+            "{compact}"
+        );
+        assert!(!compact.contains("p8:"), "{compact}");
+        let verbose = displayable(&many).indent(true).to_string();
+        assert!(verbose.contains("p299:10..20]"), "{verbose}");
+    }
+}
