@@ -117,6 +117,9 @@ def main():
          *(a for kv in args.kafka_property for a in ("--kafka-property", kv))],
         stdout=subprocess.PIPE, text=True,
     )
+    print("gateway: " + os.path.basename(args.gateway_bin)
+          + "".join(f" --kafka-property {kv}" for kv in args.kafka_property)
+          + "; tables big, small: JSON, timestamp_skew = 1s")
     try:
         address = gateway.stdout.readline().strip().removeprefix("listening on ")
         with flightsql.connect(f"grpc://{address}", autocommit=True) as conn, conn.cursor() as cur:
@@ -124,6 +127,7 @@ def main():
     finally:
         gateway.terminate()
         gateway.wait(10)
+        os.unlink(config.name)
 
 
 def bench(cur, args, n, p, small_n, big_start, big_topic):
@@ -163,6 +167,7 @@ def bench(cur, args, n, p, small_n, big_start, big_topic):
     hi = lo + n // 100
     where = f"_timestamp >= {ts_literal(lo)} AND _timestamp < {ts_literal(hi)}"
     sql = f"SELECT * FROM big WHERE {where}"
+    print(f"range: {where}")
     ts_range = timed(lambda: sql, n // 100)
     rows.append(("1% _timestamp range", ts_range, n // 100, *scan_metrics(cur, sql)[:3]))
 
@@ -189,7 +194,7 @@ def bench(cur, args, n, p, small_n, big_start, big_topic):
     *metrics, elapsed = scan_metrics(cur, f'SELECT * FROM "{big_topic}" WHERE {where}')
     rows.append(("1% range, undeclared topic (no skew bound)", elapsed, n // 100, *metrics))
 
-    print(f"\n{'query on big (' + format(n, ',') + ' records)':44s} {'seconds':>8s} {'rows':>8s}"
+    print(f"\n{'query':44s} {'seconds':>8s} {'rows':>8s}"
           f" {'planned offsets':>16s} {'records_fetched':>16s} {'output_rows':>12s}")
     for label, seconds, count, planned, fetched, out in rows:
         planned = "?" if planned is None else format(planned, ",")
