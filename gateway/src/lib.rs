@@ -13,11 +13,12 @@ pub mod type_info;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use kappa_catalog::KafkaSchema;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use service::KappaFlightSqlService;
 
@@ -57,9 +58,18 @@ pub async fn serve(
     let service = FlightServiceServer::new(KappaFlightSqlService::new(schema))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
+    // Every accepted socket gets TCP_NODELAY: without it each small
+    // response waits on the client's delayed ACK (about 40 ms a round trip).
+    // HTTP/2 pings keep idle connections (and long streams) alive through
+    // proxies and NAT.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
     let served = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     refresher.abort();
     served

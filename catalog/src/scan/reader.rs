@@ -88,9 +88,23 @@ impl GroupReader {
     pub(super) fn run(mut self, tx: BatchSender) {
         // A panic must not end the stream quietly (the query would look
         // complete with rows missing): turn it into an error.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.read(&tx)));
+        // The consumer outlives the channel: librdkafka's teardown (closing
+        // connections, joining its threads) takes up to ~100 ms, and the
+        // query's stream must not wait for it.
+        let mut consumer: Option<BaseConsumer> = None;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if self.remaining == Some(0) {
+                return Ok(());
+            }
+            let consumer = consumer.insert(self.client.scan_consumer()?);
+            self.read(consumer, &tx)
+        }));
         let error = match outcome {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                drop(tx);
+                drop(consumer);
+                return;
+            }
             Ok(Err(e)) => DataFusionError::from(e),
             Err(panic) => {
                 let why = panic
@@ -103,15 +117,13 @@ impl GroupReader {
         };
         // The receiver may be gone already; then nobody needs the error.
         let _ = tx.blocking_send(Err(error));
+        drop(tx);
+        drop(consumer);
     }
 
-    fn read(&mut self, tx: &BatchSender) -> Result<()> {
-        if self.remaining == Some(0) {
-            return Ok(());
-        }
-        let consumer = self.client.scan_consumer()?;
+    fn read(&mut self, consumer: &BaseConsumer, tx: &BatchSender) -> Result<()> {
         if let Some(n) = self.last {
-            return self.read_last(&consumer, n, tx);
+            return self.read_last(consumer, n, tx);
         }
         // A partition may have several ranges: read them in rounds of at
         // most one range per partition, each round a fresh assignment.
@@ -127,7 +139,7 @@ impl GroupReader {
                 }
             }
             pending = later;
-            if self.read_round(&consumer, &round, tx)? == Flow::Stop {
+            if self.read_round(consumer, &round, tx)? == Flow::Stop {
                 return Ok(());
             }
         }
