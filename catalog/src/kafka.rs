@@ -187,24 +187,68 @@ impl KafkaClient {
 
     /// The full-scan range of every partition of `topic`: from the log start
     /// offset to the high watermark (the last stable offset, as the client
-    /// reads `read_committed`).
+    /// reads `read_committed`). Two requests for all partitions together,
+    /// whatever their number.
     pub fn snapshot_ranges(&self, topic: &str) -> Result<Vec<PartitionRange>> {
         let partitions = self.partitions(topic)?;
-        let mut ranges = Vec::with_capacity(partitions.len());
-        for partition in partitions {
-            let (low, high) = self
-                .metadata
-                .fetch_watermarks(topic, partition, self.options.request_timeout)
-                .map_err(|e| match e.rdkafka_error_code() {
-                    // Deleted since its metadata was read.
-                    Some(
-                        RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic,
-                    ) => CatalogError::TopicNotFound(topic.to_string()),
-                    _ => self.unavailable(e),
-                })?;
-            ranges.push(PartitionRange::from_watermarks(partition, low, high));
+        let lows = self.list_offsets(topic, &partitions, Offset::Beginning)?;
+        let highs = self.list_offsets(topic, &partitions, Offset::End)?;
+        partitions
+            .iter()
+            .map(|partition| {
+                let answer = |offsets: &HashMap<i32, Offset>| match offsets.get(partition) {
+                    Some(Offset::Offset(o)) => Ok(*o),
+                    other => Err(CatalogError::BrokerUnavailable(format!(
+                        "watermarks of topic '{topic}' partition {partition}: unexpected answer {other:?}"
+                    ))),
+                };
+                Ok(PartitionRange::from_watermarks(
+                    *partition,
+                    answer(&lows)?,
+                    answer(&highs)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// One ListOffsets request for `partitions`: the log start (`Beginning`),
+    /// the end (`End`), or the first offset at or after a time
+    /// (`Offset(ms)`), as the broker answers it.
+    fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        at: Offset,
+    ) -> Result<HashMap<i32, Offset>> {
+        let mut request = TopicPartitionList::new();
+        for &partition in partitions {
+            request.add_partition_offset(topic, partition, at)?;
         }
-        Ok(ranges)
+        let answer = self
+            .metadata
+            .offsets_for_times(request, self.options.request_timeout)
+            .map_err(|e| self.offsets_error(topic, e))?;
+        let mut out = HashMap::with_capacity(partitions.len());
+        for elem in answer.elements() {
+            elem.error().map_err(|e| self.offsets_error(topic, e))?;
+            out.insert(elem.partition(), elem.offset());
+        }
+        if let Some(missing) = partitions.iter().find(|p| !out.contains_key(p)) {
+            return Err(CatalogError::BrokerUnavailable(format!(
+                "offsets of topic '{topic}': no answer for partition {missing}"
+            )));
+        }
+        Ok(out)
+    }
+
+    fn offsets_error(&self, topic: &str, e: KafkaError) -> CatalogError {
+        match e.rdkafka_error_code() {
+            // Deleted since its metadata was read.
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                CatalogError::TopicNotFound(topic.to_string())
+            }
+            _ => self.unavailable(e),
+        }
     }
 
     /// Offsets-for-times for every partition in `partitions` at once: the
@@ -216,33 +260,32 @@ impl KafkaClient {
         partitions: &[i32],
         timestamp_ms: i64,
     ) -> Result<HashMap<i32, i64>> {
-        let mut request = TopicPartitionList::new();
-        for &partition in partitions {
-            request.add_partition_offset(topic, partition, Offset::Offset(timestamp_ms))?;
-        }
-        let answer = self
-            .metadata
-            .offsets_for_times(request, self.options.request_timeout)
-            .map_err(|e| self.unavailable(e))?;
-        let mut out = HashMap::with_capacity(partitions.len());
-        for elem in answer.elements() {
-            if let Err(e) = elem.error() {
-                return Err(self.unavailable(e));
-            }
-            let offset = match elem.offset() {
-                Offset::Offset(o) if o >= 0 => o,
+        let answer = self.list_offsets(topic, partitions, Offset::Offset(timestamp_ms))?;
+        answer
+            .into_iter()
+            .map(|(partition, offset)| match offset {
+                Offset::Offset(o) if o >= 0 => Ok((partition, o)),
                 // No record at or after the time.
-                Offset::End | Offset::Offset(_) => i64::MAX,
-                other => {
-                    return Err(CatalogError::BrokerUnavailable(format!(
-                        "offsets-for-times of topic '{topic}' partition {}: unexpected answer {other:?}",
-                        elem.partition()
-                    )));
-                }
-            };
-            out.insert(elem.partition(), offset);
-        }
-        Ok(out)
+                Offset::End | Offset::Offset(_) => Ok((partition, i64::MAX)),
+                other => Err(CatalogError::BrokerUnavailable(format!(
+                    "offsets-for-times of topic '{topic}' partition {partition}: unexpected answer {other:?}"
+                ))),
+            })
+            .collect()
+    }
+
+    /// The log start offset of each of `partitions` now (to tell a hole in
+    /// the log from records deleted under a scan).
+    pub fn log_starts(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
+        self.list_offsets(topic, partitions, Offset::Beginning)?
+            .into_iter()
+            .map(|(partition, offset)| match offset {
+                Offset::Offset(o) => Ok((partition, o)),
+                other => Err(CatalogError::BrokerUnavailable(format!(
+                    "log start of topic '{topic}' partition {partition}: unexpected answer {other:?}"
+                ))),
+            })
+            .collect()
     }
 
     /// Whether the broker stamps `topic`'s records on append
@@ -264,20 +307,6 @@ impl KafkaClient {
                 false
             }
         }
-    }
-
-    /// The log start offset of each of `partitions` now (to name what a scan
-    /// lost when records vanished under it).
-    pub fn log_starts(&self, topic: &str, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
-        let mut out = HashMap::with_capacity(partitions.len());
-        for &partition in partitions {
-            let (low, _) = self
-                .metadata
-                .fetch_watermarks(topic, partition, self.options.request_timeout)
-                .map_err(|e| self.unavailable(e))?;
-            out.insert(partition, low);
-        }
-        Ok(out)
     }
 
     /// A new consumer for one scan: explicit assignment only, no group
