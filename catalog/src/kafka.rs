@@ -341,34 +341,37 @@ impl KafkaClient {
 /// The admin client takes the user's properties (security) but none of the
 /// consumer settings.
 fn admin_config(options: &KafkaOptions) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &options.brokers)
-        .set(
-            "socket.connection.setup.timeout.ms",
-            options.request_timeout.as_millis().to_string(),
-        )
-        .set("log_level", "3");
-    for (k, v) in &options.properties {
-        config.set(k, v);
-    }
-    config
+    client_config(options, &[])
 }
 
+/// Metadata and scan consumers: explicit assignment only, no commits, no
+/// topic creation, committed reads.
 fn base_config(options: &KafkaOptions) -> ClientConfig {
+    client_config(
+        options,
+        &[
+            ("group.id", "kappa"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("allow.auto.create.topics", "false"),
+            ("isolation.level", "read_committed"),
+        ],
+    )
+}
+
+/// The brokers and timeouts, `settings`, then the user's properties.
+fn client_config(options: &KafkaOptions, settings: &[(&str, &str)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &options.brokers)
-        .set("group.id", "kappa")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("allow.auto.create.topics", "false")
-        .set("isolation.level", "read_committed")
         .set(
             "socket.connection.setup.timeout.ms",
             options.request_timeout.as_millis().to_string(),
         )
         .set("log_level", "3");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
     for (k, v) in &options.properties {
         config.set(k, v);
     }

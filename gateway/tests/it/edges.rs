@@ -265,24 +265,7 @@ async fn the_scans_own_settings_cannot_be_overridden() {
         "enable.auto.commit=true",
         "group.id=x",
     ] {
-        let output = tokio::time::timeout(
-            DEADLINE,
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_kappa-gateway"))
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--brokers",
-                    "127.0.0.1:1",
-                ])
-                .args(["--kafka-property", property])
-                .output(),
-        )
-        .await
-        .expect("exits in time")
-        .expect("runs");
-        assert!(!output.status.success(), "{property} was accepted");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = crate::support::refused_start(&["--kafka-property", property]).await;
         let name = property.split('=').next().unwrap();
         assert!(stderr.contains(name), "{stderr}");
     }

@@ -53,23 +53,6 @@ async fn a_broker_that_is_down_is_unavailable_within_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_kafka_property_stops_the_gateway_with_its_name() {
-    let output = tokio::time::timeout(
-        crate::support::DEADLINE,
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kappa-gateway"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--brokers",
-                "127.0.0.1:1",
-            ])
-            .args(["--kafka-property", "no.such.property=1"])
-            .output(),
-    )
-    .await
-    .expect("exits in time")
-    .expect("runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = crate::support::refused_start(&["--kafka-property", "no.such.property=1"]).await;
     assert!(stderr.contains("no.such.property"), "{stderr}");
 }

@@ -221,6 +221,29 @@ mod tempfile_path {
     }
 }
 
+/// Runs `kappa-gateway serve` with `args` against an address nothing
+/// listens on, expecting it to refuse to start: its stderr.
+pub async fn refused_start(args: &[&str]) -> String {
+    let output = tokio::time::timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kappa-gateway"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--brokers",
+                "127.0.0.1:1",
+            ])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert!(!output.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 impl Gateway {
     /// Starts the gateway binary on port 0 with `config` as its table file.
     pub async fn start(config: Option<&str>) -> Self {
