@@ -126,7 +126,10 @@ def main():
             bench(cur, args, n, p, small_n, big_start, big_topic)
     finally:
         gateway.terminate()
-        gateway.wait(10)
+        try:
+            gateway.wait(10)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
         os.unlink(config.name)
 
 

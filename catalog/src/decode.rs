@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringArray, StringBuilder,
-    TimestampMillisecondBuilder, new_null_array,
+    ArrayRef, BinaryArray, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringArray,
+    StringBuilder, StructBuilder, TimestampMicrosecondBuilder, new_null_array,
 };
 use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -54,9 +54,9 @@ pub struct BatchAssembler {
     needs: Needs,
     partition: Int32Builder,
     offset: Int64Builder,
-    timestamp: TimestampMillisecondBuilder,
+    timestamp: TimestampMicrosecondBuilder,
     key: BinaryBuilder,
-    headers: MapBuilder<StringBuilder, BinaryBuilder>,
+    headers: ListBuilder<StructBuilder>,
     raw_values: BinaryBuilder,
     json_values: Vec<Option<Vec<u8>>>,
     rows: usize,
@@ -113,9 +113,12 @@ impl BatchAssembler {
             needs,
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
-            timestamp: TimestampMillisecondBuilder::new().with_timezone("UTC"),
+            timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             key: BinaryBuilder::new(),
-            headers: MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new()),
+            headers: ListBuilder::new(StructBuilder::from_fields(
+                crate::columns::header_fields(),
+                0,
+            )),
             raw_values: BinaryBuilder::new(),
             json_values: Vec::new(),
             rows: 0,
@@ -160,19 +163,28 @@ impl BatchAssembler {
             self.offset.append_value(record.offset);
         }
         if needs.timestamp {
-            self.timestamp.append_option(record.timestamp_ms);
+            self.timestamp
+                .append_option(record.timestamp_ms.map(|ms| ms.saturating_mul(1000)));
         }
         if needs.key {
             self.key.append_option(record.key);
             self.bytes += record.key.map_or(0, <[u8]>::len);
         }
         if needs.headers {
+            let entries = self.headers.values();
             for (name, value) in headers {
                 self.bytes += name.len() + value.map_or(0, <[u8]>::len);
-                self.headers.keys().append_value(name);
-                self.headers.values().append_option(value);
+                entries
+                    .field_builder::<StringBuilder>(0)
+                    .expect("header key builder")
+                    .append_value(name);
+                entries
+                    .field_builder::<BinaryBuilder>(1)
+                    .expect("header value builder")
+                    .append_option(value);
+                entries.append(true);
             }
-            self.headers.append(true)?;
+            self.headers.append(true);
         }
         if needs.raw_value {
             self.raw_values.append_option(record.value);
@@ -190,7 +202,7 @@ impl BatchAssembler {
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let width = match self.format {
             ValueFormat::Raw => 6,
-            ValueFormat::Json => 6 + self.value_schema.fields().len(),
+            ValueFormat::Json => 7 + self.value_schema.fields().len(),
         };
         let mut table: Vec<Option<ArrayRef>> = vec![None; width];
         let needs = self.needs;
@@ -222,7 +234,14 @@ impl BatchAssembler {
             for (i, column) in decoded.into_iter().enumerate() {
                 table[5 + i] = Some(column);
             }
-            table[width - 1] = Some(errors);
+            // The bytes of every value that did not decode, so nothing is lost.
+            let undecoded: BinaryArray = values
+                .iter()
+                .zip(errors.iter())
+                .map(|(value, error)| error.as_ref().and(value.as_deref()))
+                .collect();
+            table[width - 2] = Some(Arc::new(StringArray::from(errors)));
+            table[width - 1] = Some(Arc::new(undecoded));
         }
         let columns: Vec<ArrayRef> = self
             .output
@@ -255,7 +274,7 @@ pub fn json_supports(data_type: &datafusion::arrow::datatypes::DataType) -> bool
 fn decode_json(
     values: &[Option<Vec<u8>>],
     schema: &SchemaRef,
-) -> Result<(Vec<ArrayRef>, ArrayRef)> {
+) -> Result<(Vec<ArrayRef>, Vec<Option<String>>)> {
     let mut errors: Vec<Option<String>> = vec![None; values.len()];
     let mut decodable = Vec::with_capacity(values.len());
     for (row, value) in values.iter().enumerate() {
@@ -295,7 +314,6 @@ fn decode_json(
         let null = new_null_array(field.data_type(), 1);
         columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
     }
-    let errors: ArrayRef = Arc::new(StringArray::from(errors));
     Ok((columns, errors))
 }
 
@@ -344,7 +362,7 @@ fn decode_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Array, AsArray, MapArray};
+    use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{DataType, Int64Type};
 
     fn orders_schema() -> SchemaRef {
@@ -411,9 +429,17 @@ mod tests {
             "{}",
             errors.value(5)
         );
-        let headers = batch.column_by_name("_headers").unwrap();
-        let headers = headers.as_any().downcast_ref::<MapArray>().unwrap();
+        let headers = batch.column_by_name("_headers").unwrap().as_list::<i32>();
         assert_eq!(headers.value(5).len(), 1);
+        // The bytes of the values that did not decode are kept, only those.
+        let raw = batch.column_by_name("_value").unwrap().as_binary::<i32>();
+        assert_eq!(raw.value(1), b"not json");
+        assert_eq!(raw.value(3), br#"{"id": "seven", "customer": "bob"}"#);
+        assert!(raw.is_null(0) && raw.is_null(2) && raw.is_null(4));
+        let timestamps = batch
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+        assert_eq!(timestamps.value(1), (1_700_000_000_000 + 2) * 1000);
     }
 
     #[test]
@@ -430,10 +456,16 @@ mod tests {
         let values = batch.column_by_name("_value").unwrap().as_binary::<i32>();
         assert_eq!(values.value(0), b"\x00\xff");
         assert!(values.is_null(1));
-        let headers = batch.column_by_name("_headers").unwrap();
-        let headers = headers.as_any().downcast_ref::<MapArray>().unwrap();
+        let headers = batch.column_by_name("_headers").unwrap().as_list::<i32>();
         assert_eq!(headers.value(0).len(), 2);
         assert_eq!(headers.value(1).len(), 0);
+        let first = headers.value(0);
+        let first = first.as_struct();
+        assert_eq!(first.column(0).as_string::<i32>().value(1), "a");
+        assert!(
+            first.column(1).is_null(1),
+            "a header with no value keeps its null"
+        );
         assert!(a.is_empty());
         assert_eq!(a.buffered_bytes(), 0);
     }
@@ -462,7 +494,7 @@ mod tests {
 
         // A value column without _error still sees whole-record decoding:
         // the row whose other field is bad is null, as in a full scan.
-        let id = 5; // _partition, _offset, _timestamp, _key, _headers, id, customer, _error
+        let id = 5; // _partition, _offset, _timestamp, _key, _headers, id, customer, _error, _value
         let mut a = BatchAssembler::new(
             ValueFormat::Json,
             orders_schema(),

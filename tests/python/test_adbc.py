@@ -40,11 +40,11 @@ def test_fetch_df_gives_pandas(conn, orders):
     assert df.loc[df.customer == "c0", "total"].iloc[0] == pytest.approx(expected)
 
 
-def test_timestamps_are_utc_milliseconds(conn, orders):
+def test_timestamps_are_utc_microseconds(conn, orders):
     with conn.cursor() as cur:
         cur.execute(f"SELECT _timestamp FROM {orders['table']} LIMIT 1")
         table = cur.fetch_arrow_table()
-    assert table.schema.field("_timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert table.schema.field("_timestamp").type == pa.timestamp("us", tz="UTC")
 
 
 def test_get_objects_lists_table_and_columns(conn, orders):
@@ -57,7 +57,9 @@ def test_get_objects_lists_table_and_columns(conn, orders):
     tables = schemas[0]["db_schema_tables"]
     assert [t["table_name"] for t in tables] == [orders["table"]]
     columns = [c["column_name"] for c in tables[0]["table_columns"]]
-    assert columns == ["_partition", "_offset", "_timestamp", "_key", "_headers", "id", "customer", "amount", "_error"]
+    assert columns == [
+        "_partition", "_offset", "_timestamp", "_key", "_headers", "id", "customer", "amount", "_error", "_value"
+    ]
 
 
 def test_raw_topic_is_listed_too(conn, orders):
@@ -70,7 +72,10 @@ def test_get_table_schema(conn, orders):
     schema = conn.adbc_get_table_schema(orders["topic"], catalog_filter="kafka", db_schema_filter="default")
     assert schema.names == ["_partition", "_offset", "_timestamp", "_key", "_value", "_headers"]
     assert schema.field("_key").type == pa.binary()
-    assert schema.field("_headers").type == pa.map_(pa.string(), pa.binary())
+    assert schema.field("_headers").type == pa.list_(
+        pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.binary())])
+    )
+    assert schema.field("_timestamp").type == pa.timestamp("us", tz="UTC")
     assert not schema.field("_offset").nullable
 
 

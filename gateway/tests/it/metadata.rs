@@ -73,7 +73,8 @@ async fn catalogs_schemas_and_tables_are_listed() {
             "_headers",
             "a",
             "b",
-            "_error"
+            "_error",
+            "_value"
         ]
     );
     assert_eq!(schema_of(raw).field(4).name(), "_value");

@@ -1,8 +1,8 @@
 //! Every record comes back exactly once, with the right metadata and fields.
 
-use arrow::array::{Array, AsArray, MapArray};
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::{
-    DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMillisecondType,
+    DataType, Float64Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
 };
 
 use crate::support::{Gateway, TestRecord, create_topic, now_ms, produce, unique};
@@ -103,28 +103,33 @@ async fn every_record_comes_back_once_with_metadata_and_decoded_fields() {
 
     let partitions = batch.column(0).as_primitive::<Int32Type>();
     let got_offsets = batch.column(1).as_primitive::<Int64Type>();
-    let timestamps = batch.column(2).as_primitive::<TimestampMillisecondType>();
+    let timestamps = batch.column(2).as_primitive::<TimestampMicrosecondType>();
     let keys = batch.column(3).as_binary::<i32>();
-    let headers = batch.column(4).as_any().downcast_ref::<MapArray>().unwrap();
+    let headers = batch.column(4).as_list::<i32>();
     let ids = batch.column(5).as_primitive::<Int64Type>();
     let customers = batch.column(6).as_string::<i32>();
     let amounts = batch.column(7).as_primitive::<Float64Type>();
     let errors = batch.column(8).as_string::<i32>();
     assert_eq!(
         batch.schema().field(2).data_type(),
-        &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+        &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
     );
 
     for (row, &(i, offset)) in expected.iter().enumerate() {
         let (record, value) = &records[i];
         assert_eq!(partitions.value(row), record.partition, "row {row}");
         assert_eq!(got_offsets.value(row), offset, "row {row}");
-        assert_eq!(timestamps.value(row), record.timestamp_ms, "row {row}");
+        assert_eq!(
+            timestamps.value(row),
+            record.timestamp_ms * 1000,
+            "row {row}"
+        );
         match &record.key {
             Some(key) => assert_eq!(keys.value(row), key.as_slice(), "row {row}"),
             None => assert!(keys.is_null(row), "row {row}"),
         }
         let h = headers.value(row);
+        let h = h.as_struct();
         let names = h.column(0).as_string::<i32>();
         let values = h.column(1).as_binary::<i32>();
         assert_eq!(h.len(), record.headers.len(), "row {row} headers");
