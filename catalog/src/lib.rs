@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cli;
 pub mod columns;
 pub mod config;
 pub mod decode;

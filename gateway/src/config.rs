@@ -1,12 +1,13 @@
 //! Command-line flags; each has a `KAPPA_…` environment variable.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use kappa_catalog::KafkaOptions;
+use clap::{Args, Parser, Subcommand};
+pub use kappa_catalog::cli::{
+    KafkaArgs, LakeArgs, LogArgs, LogFormat, key_value, positive_duration,
+};
 
 /// kappa's Flight SQL gateway: SQL over Kafka topics and their lake tables.
 #[derive(Debug, Parser)]
@@ -32,9 +33,9 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
-    /// Lake location (object-store URL) for tiered history.
-    #[arg(long, env = "KAPPA_LAKE", default_value = "file://./kappa-lake")]
-    pub lake: String,
+    /// Where the lake is.
+    #[command(flatten)]
+    pub lake: LakeArgs,
 
     /// TOML file with table definitions (`[[tables]]`).
     #[arg(long, env = "KAPPA_CONFIG")]
@@ -44,113 +45,20 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
 
-    /// Logging.
-    #[command(flatten)]
-    pub log: LogArgs,
-}
-
-/// How to reach Kafka.
-#[derive(Debug, Args)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAPPA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-
-    /// Deadline for one metadata or offsets request to the brokers.
-    #[arg(long, env = "KAPPA_KAFKA_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub kafka_request_timeout: Duration,
-
-    /// A librdkafka property for every Kafka connection, `KEY=VALUE`
-    /// (repeatable; in the env var, separated by `;`, since librdkafka list
-    /// values use commas), e.g. `security.protocol=SASL_SSL`. Overrides the
-    /// config file's `[kafka.properties]`.
-    #[arg(long, env = "KAPPA_KAFKA_PROPERTIES", value_parser = key_value, value_delimiter = ';')]
-    pub kafka_property: Vec<(String, String)>,
-
     /// How often the list of topics (tables) is refreshed. A table name not
     /// in the list is looked up on the broker at once, whatever this is.
     #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = positive_duration)]
     pub topic_refresh: Duration,
 
-    /// A scan that receives nothing for this long fails with an error.
-    #[arg(long, env = "KAPPA_KAFKA_FETCH_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub kafka_fetch_timeout: Duration,
-}
-
-impl KafkaArgs {
-    /// The catalog's view of these flags; `file_properties` (the config
-    /// file's `[kafka.properties]`) come first, so flags override them.
-    pub fn options(&self, file_properties: &BTreeMap<String, String>) -> KafkaOptions {
-        let mut properties: Vec<(String, String)> = file_properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        properties.extend(self.kafka_property.iter().cloned());
-        KafkaOptions {
-            request_timeout: self.kafka_request_timeout,
-            fetch_timeout: self.kafka_fetch_timeout,
-            properties,
-            ..KafkaOptions::new(self.brokers.clone())
-        }
-    }
-}
-
-/// Parses a duration greater than zero.
-fn positive_duration(text: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err("must be greater than zero".into()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Parses `key=value`.
-fn key_value(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected KEY=VALUE, got '{text}'")),
-    }
-}
-
-/// Log format.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Logging flags.
-#[derive(Debug, Args)]
-pub struct LogArgs {
-    /// `tracing` filter directives, e.g. `info,kappa_catalog=debug`.
-    #[arg(long, env = "KAPPA_LOG", default_value = "info")]
-    pub log_filter: String,
-
-    /// Log line format.
-    #[arg(long, env = "KAPPA_LOG_FORMAT", value_enum, default_value = "plain")]
-    pub log_format: LogFormat,
-}
-
-impl LogArgs {
-    /// Installs the global `tracing` subscriber, writing to stderr (stdout
-    /// carries only the `listening on` line).
-    pub fn init(&self) {
-        let filter = tracing_subscriber::EnvFilter::new(&self.log_filter);
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match self.log_format {
-            LogFormat::Plain => builder.init(),
-            LogFormat::Json => builder.json().init(),
-        }
-    }
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn flags_override_file_properties() {

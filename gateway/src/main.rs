@@ -22,12 +22,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tables = config.resolve().await?;
     let options = args.kafka.options(&config.kafka.properties);
-    let schema = kafka_catalog(options, tables, args.kafka.topic_refresh)?;
+    let schema = kafka_catalog(options, tables, args.topic_refresh)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake, "kappa gateway started");
+    tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake.lake, "kappa gateway started");
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;

@@ -1,0 +1,40 @@
+//! Errors of the compactor library.
+
+/// Result alias for the compactor.
+pub type Result<T, E = CompactorError> = std::result::Result<T, E>;
+
+/// What can stop a table from being tiered.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactorError {
+    /// Reading Kafka or a table definition failed.
+    #[error(transparent)]
+    Catalog(#[from] kappa_catalog::CatalogError),
+
+    /// The Delta table could not be read or written.
+    #[error("Delta table: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+
+    /// Reading records through the scan failed.
+    #[error("reading the topic: {0}")]
+    Scan(#[from] datafusion::error::DataFusionError),
+
+    /// Building a batch failed.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+
+    /// The lake location is not a usable URL.
+    #[error("lake location '{0}': {1}")]
+    Lake(String, String),
+
+    /// Kafka deleted records before they were tiered.
+    #[error(
+        "table '{table}': Kafka deleted records before they were tiered ({detail}); \
+         run with --allow-data-loss to tier what is left and record the gap"
+    )]
+    DataLoss {
+        /// The table.
+        table: String,
+        /// Which partitions lost which offsets.
+        detail: String,
+    },
+}

@@ -1,0 +1,51 @@
+//! Where a table's Delta files live: `<lake>/tables/<table>/`.
+
+use std::path::Path;
+
+use url::Url;
+
+use crate::error::{CompactorError, Result};
+
+/// The Delta table location of `table` under the lake `lake`: a local
+/// folder, a `file://` URL (relative paths are relative to the working
+/// directory, so the gateway's default `file://./kappa-lake` works), or an
+/// object-store URL.
+pub fn table_url(lake: &str, table: &str) -> Result<Url> {
+    let bad = |why: String| CompactorError::Lake(lake.to_string(), why);
+    let local = match lake.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None if !lake.contains("://") => Some(lake),
+        None => None,
+    };
+    match local {
+        Some(path) => {
+            let folder = std::path::absolute(Path::new(path))
+                .map_err(|e| bad(e.to_string()))?
+                .join("tables")
+                .join(table);
+            std::fs::create_dir_all(&folder).map_err(|e| bad(e.to_string()))?;
+            Url::from_directory_path(&folder).map_err(|()| bad("not an absolute path".into()))
+        }
+        None => Url::parse(&format!("{}/tables/{table}/", lake.trim_end_matches('/')))
+            .map_err(|e| bad(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_file_urls_resolve_against_the_working_directory() {
+        let dir = std::env::temp_dir().join(format!("kappa-lake-test-{}", std::process::id()));
+        let url = table_url(&format!("file://{}", dir.display()), "orders").unwrap();
+        assert_eq!(url.scheme(), "file");
+        assert!(url.path().ends_with("/tables/orders/"), "{url}");
+        assert!(dir.join("tables/orders").is_dir());
+        let plain = table_url(dir.to_str().unwrap(), "orders").unwrap();
+        assert_eq!(plain, url);
+        std::fs::remove_dir_all(dir).unwrap();
+        let s3 = table_url("s3://bucket/lake/", "t").unwrap();
+        assert_eq!(s3.as_str(), "s3://bucket/lake/tables/t/");
+    }
+}

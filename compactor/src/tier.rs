@@ -1,0 +1,325 @@
+//! One pass of tiering for one table: Kafka records below the cutoff go into
+//! the table's Delta table, with each partition's watermark (the next offset
+//! to tier) committed in the same Delta transaction as the files holding the
+//! records below it. See docs/exactly-once.md.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake::DeltaTable;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::WriterProperties;
+use futures::TryStreamExt;
+use kappa_catalog::columns::{TIMESTAMP, table_schema};
+use kappa_catalog::offsets::PartitionRange;
+use kappa_catalog::scan::{KafkaScanExec, ScanSpec};
+use kappa_catalog::{DeclaredTable, KafkaClient};
+use url::Url;
+
+use crate::error::{CompactorError, Result};
+
+/// The lake's partition column: the UTC day of `_timestamp`.
+pub const DATE: &str = "_date";
+
+/// Microseconds in a day.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// The Delta `txn` app id that holds `table`'s watermark for `partition`.
+pub fn app_id(table: &str, partition: i32) -> String {
+    format!("kappa/{table}/{partition}")
+}
+
+/// What one run did to one table.
+#[derive(Debug, Clone, Default)]
+pub struct TierMetrics {
+    /// Delta commits made (0 when there was nothing to tier).
+    pub commits: usize,
+    /// Records written.
+    pub records: u64,
+    /// The table's Delta version after the run (`None`: no table yet).
+    pub version: Option<u64>,
+    /// Each partition's watermark after the run: the next offset to tier.
+    pub watermarks: BTreeMap<i32, i64>,
+    /// Offsets Kafka deleted before they were tiered, skipped under
+    /// `--allow-data-loss`.
+    pub lost: Vec<PartitionRange>,
+}
+
+/// Tiers one table: `TierTable::new(..).with_tier_after(..).run().await`.
+#[derive(Debug)]
+pub struct TierTable {
+    client: Arc<KafkaClient>,
+    table: DeclaredTable,
+    location: Url,
+    tier_after: Duration,
+    allow_data_loss: bool,
+    max_records_per_commit: u64,
+    target_file_size: u64,
+}
+
+impl TierTable {
+    /// Tiers `table` (read with `client`) into the Delta table at `location`.
+    pub fn new(client: Arc<KafkaClient>, table: DeclaredTable, location: Url) -> Self {
+        Self {
+            client,
+            table,
+            location,
+            tier_after: Duration::from_secs(3600),
+            allow_data_loss: false,
+            max_records_per_commit: 500_000,
+            target_file_size: 128 * 1024 * 1024,
+        }
+    }
+
+    /// Tier records older than this (`0s`: everything up to the end).
+    pub fn with_tier_after(mut self, tier_after: Duration) -> Self {
+        self.tier_after = tier_after;
+        self
+    }
+
+    /// Go on when Kafka deleted records before they were tiered, recording
+    /// the gap in the commit's metadata.
+    pub fn with_allow_data_loss(mut self, allow: bool) -> Self {
+        self.allow_data_loss = allow;
+        self
+    }
+
+    /// At most this many offsets per Delta commit (bounds memory: a commit's
+    /// records are held until written).
+    pub fn with_max_records_per_commit(mut self, max: u64) -> Self {
+        self.max_records_per_commit = max.max(1);
+        self
+    }
+
+    /// Target size of the Parquet files.
+    pub fn with_target_file_size(mut self, bytes: u64) -> Self {
+        self.target_file_size = bytes.max(1);
+        self
+    }
+
+    /// Runs the pass.
+    pub async fn run(self) -> Result<TierMetrics> {
+        let name = self.table.name.clone();
+        let mut delta = DeltaTable::try_from_url(self.location.clone()).await?;
+        let topic = self.table.topic.clone();
+        let snapshot = self
+            .client
+            .run_blocking(move |client| client.snapshot_ranges(&topic))
+            .await?;
+        let cutoffs = self.cutoffs(&snapshot).await?;
+
+        // Watermarks and files come from one Delta snapshot: the one this
+        // run's commits are made against.
+        let mut metrics = TierMetrics::default();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut lost = Vec::new();
+        for range in &snapshot {
+            let watermark = match delta.version() {
+                Some(_) => {
+                    delta
+                        .snapshot()?
+                        .transaction_version(
+                            delta.log_store().as_ref(),
+                            app_id(&name, range.partition),
+                        )
+                        .await?
+                }
+                None => None,
+            };
+            let start = match watermark {
+                // Never tiered: history starts at the log start.
+                None => range.start,
+                Some(w) if range.start > w => {
+                    lost.push(PartitionRange {
+                        partition: range.partition,
+                        start: w,
+                        end: range.start,
+                    });
+                    range.start
+                }
+                Some(w) => w,
+            };
+            next.insert(range.partition, start);
+        }
+        if !lost.is_empty() && !self.allow_data_loss {
+            return Err(CompactorError::DataLoss {
+                table: name,
+                detail: lost
+                    .iter()
+                    .map(|r| format!("partition {}: offsets {}..{}", r.partition, r.start, r.end))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+
+        let mut recorded_loss = !lost.is_empty();
+        loop {
+            let ranges = self.next_commit(&next, &cutoffs);
+            if ranges.is_empty() {
+                break;
+            }
+            let batches = self.read(&ranges).await?;
+            let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let transactions = ranges
+                .iter()
+                .map(|r| Transaction::new(app_id(&name, r.partition), r.end))
+                .collect();
+            let mut commit =
+                CommitProperties::default().with_application_transactions(transactions);
+            if recorded_loss {
+                commit = commit.with_metadata([(
+                    "kappa.lost_offsets".to_string(),
+                    serde_json::json!(lost
+                        .iter()
+                        .map(|r| serde_json::json!({"partition": r.partition, "start": r.start, "end": r.end}))
+                        .collect::<Vec<_>>()),
+                )]);
+                recorded_loss = false;
+            }
+            delta = delta
+                .write(batches)
+                .with_partition_columns([DATE])
+                .with_writer_properties(writer_properties())
+                .with_target_file_size(NonZeroU64::new(self.target_file_size))
+                .with_commit_properties(commit)
+                .await?;
+            for r in &ranges {
+                next.insert(r.partition, r.end);
+            }
+            metrics.commits += 1;
+            metrics.records += records;
+            tracing::info!(
+                table = %name,
+                version = delta.version(),
+                records,
+                ranges = %ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+                "committed"
+            );
+        }
+        metrics.version = delta.version();
+        metrics.watermarks = next;
+        metrics.lost = lost;
+        Ok(metrics)
+    }
+
+    /// Each partition's cutoff: the first offset whose timestamp is within
+    /// the last `tier_after` (offsets-for-times), or the end when it is 0.
+    async fn cutoffs(&self, snapshot: &[PartitionRange]) -> Result<BTreeMap<i32, i64>> {
+        let mut cutoffs: BTreeMap<i32, i64> =
+            snapshot.iter().map(|r| (r.partition, r.end)).collect();
+        if self.tier_after.is_zero() || snapshot.is_empty() {
+            return Ok(cutoffs);
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let before = now_ms - i64::try_from(self.tier_after.as_millis()).unwrap_or(i64::MAX);
+        let topic = self.table.topic.clone();
+        let partitions: Vec<i32> = snapshot.iter().map(|r| r.partition).collect();
+        let firsts = self
+            .client
+            .run_blocking(move |client| client.offsets_for_time(&topic, &partitions, before))
+            .await?;
+        for (partition, first_recent) in firsts {
+            if let Some(cutoff) = cutoffs.get_mut(&partition) {
+                *cutoff = (*cutoff).min(first_recent);
+            }
+        }
+        Ok(cutoffs)
+    }
+
+    /// The ranges of the next commit: from each partition's watermark
+    /// towards its cutoff, at most `max_records_per_commit` offsets in all.
+    fn next_commit(
+        &self,
+        next: &BTreeMap<i32, i64>,
+        cutoffs: &BTreeMap<i32, i64>,
+    ) -> Vec<PartitionRange> {
+        let mut budget = i64::try_from(self.max_records_per_commit).unwrap_or(i64::MAX);
+        let mut ranges = Vec::new();
+        for (&partition, &start) in next {
+            let cutoff = cutoffs.get(&partition).copied().unwrap_or(start);
+            if budget == 0 || start >= cutoff {
+                continue;
+            }
+            let end = cutoff.min(start.saturating_add(budget));
+            budget -= end - start;
+            ranges.push(PartitionRange {
+                partition,
+                start,
+                end,
+            });
+        }
+        ranges
+    }
+
+    /// Reads `ranges` one partition at a time (so rows are written in
+    /// `(_partition, _offset)` order), with the gateway's own scan and
+    /// decoders, and adds `_date`.
+    async fn read(&self, ranges: &[PartitionRange]) -> Result<Vec<RecordBatch>> {
+        let schema = table_schema(self.table.format, &self.table.value_schema);
+        let lake_schema = lake_schema(&schema);
+        let mut out = Vec::new();
+        for range in ranges {
+            let spec = ScanSpec {
+                topic: self.table.topic.clone(),
+                format: self.table.format,
+                value_schema: Arc::clone(&self.table.value_schema),
+                projection: None,
+                ranges: vec![*range],
+                pushed_filters: Vec::new(),
+                limit: None,
+                last: None,
+            };
+            let scan = KafkaScanExec::new(spec, Arc::clone(&schema), 1, Arc::clone(&self.client));
+            let batches: Vec<RecordBatch> = scan
+                .execute(0, Arc::new(TaskContext::default()))?
+                .try_collect()
+                .await?;
+            for batch in batches {
+                out.push(with_date(&lake_schema, batch)?);
+            }
+        }
+        if out.is_empty() {
+            // Only gaps in range (compaction): the commit still moves the
+            // watermarks, with no file.
+            out.push(RecordBatch::new_empty(lake_schema));
+        }
+        Ok(out)
+    }
+}
+
+/// The table's schema plus `_date`.
+pub fn lake_schema(table: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(DATE, DataType::Date32, true));
+    Arc::new(Schema::new(fields))
+}
+
+fn with_date(lake_schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+    let timestamps = batch
+        .column_by_name(TIMESTAMP)
+        .expect("every table has _timestamp")
+        .as_primitive::<TimestampMicrosecondType>();
+    let dates: Date32Array = timestamps
+        .iter()
+        .map(|ts| ts.map(|us| us.div_euclid(MICROS_PER_DAY) as i32))
+        .collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    columns.push(Arc::new(dates) as Arc<dyn Array>);
+    Ok(RecordBatch::try_new(Arc::clone(lake_schema), columns)?)
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build()
+}

@@ -1,0 +1,163 @@
+"""The compactor tiers topics into Delta Lake exactly once, as independent readers see it:
+the `deltalake` package (the Delta log, txn watermarks) and DuckDB (the Parquet files the log lists)."""
+
+import json
+import os
+import subprocess
+import time
+
+import duckdb
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+from deltalake import DeltaTable
+
+from conftest import DEADLINE_S, create_topic, produce, unique
+
+PARTITIONS = 3
+
+
+def compactor(brokers, lake, config, *flags):
+    binary = os.environ.get("KAPPA_COMPACTOR_BIN")
+    if not binary:
+        pytest.fail("KAPPA_COMPACTOR_BIN is not set: run scripts/test.sh", pytrace=False)
+    args = [binary, "run", "--once", "--brokers", brokers, "--lake", str(lake), "--config", str(config), *flags]
+    return subprocess.run(args, capture_output=True, text=True, timeout=DEADLINE_S * 4, env=dict(os.environ, KAPPA_LOG="warn"))
+
+
+def orders(count, start=0, now_ms=None, age_ms=0):
+    now_ms = now_ms or int(time.time() * 1000)
+    out = []
+    for i in range(start, start + count):
+        value = json.dumps({"id": i, "customer": f"c{i % 5}", "amount": i * 1.5}).encode()
+        if i == start + count // 2:
+            value = b"{poison"  # undecodable, in the middle of a partition
+        out.append({
+            "partition": i % PARTITIONS,
+            "key": f"k{i}".encode(),
+            "value": value,
+            "headers": [("n", str(i).encode()), ("n", None)],
+            "timestamp": now_ms - age_ms + i,
+        })
+    return out
+
+
+@pytest.fixture()
+def table(brokers, tmp_path):
+    topic = unique("tier")
+    create_topic(brokers, topic, partitions=PARTITIONS)
+    name = "orders_" + topic.split("-")[-1]
+    config = tmp_path / "kappa.toml"
+    config.write_text(
+        f'[[tables]]\nname = "{name}"\ntopic = "{topic}"\nformat = "json"\n'
+        f'columns = "id BIGINT, customer VARCHAR, amount DOUBLE"\n'
+    )
+    lake = tmp_path / "lake"
+    return {"topic": topic, "name": name, "config": config, "lake": lake, "path": lake / "tables" / name}
+
+
+def offsets_of(brokers, topic):
+    """(partition, offset) -> record, in production order per partition."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": unique("g"), "enable.auto.commit": False})
+    seen = {}
+    for p in range(PARTITIONS):
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=DEADLINE_S)
+        seen[p] = (low, high)
+    consumer.close()
+    return seen
+
+
+def lake_rows(path):
+    dt = DeltaTable(str(path))
+    rows = dt.to_pyarrow_table(columns=["_partition", "_offset", "id", "_error", "_value", "_headers", "_key"]).to_pylist()
+    return dt, rows
+
+
+def duckdb_offsets(dt):
+    files = dt.file_uris()
+    con = duckdb.connect()
+    return con.execute(
+        f"SELECT _partition, _offset FROM read_parquet({files!r}) ORDER BY 1, 2"
+    ).fetchall()
+
+
+def test_every_offset_lands_exactly_once_with_its_values(brokers, table):
+    records = orders(300)
+    produce(brokers, table["topic"], records)
+    # Small commits, so a run makes several and each carries its watermarks.
+    run = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s", "--max-records-per-commit", "70")
+    assert run.returncode == 0, run.stderr
+
+    dt, rows = lake_rows(table["path"])
+    keys = sorted((r["_partition"], r["_offset"]) for r in rows)
+    assert len(keys) == len(set(keys)) == 300
+    marks = offsets_of(brokers, table["topic"])
+    for p, (low, high) in marks.items():
+        assert sorted(o for q, o in keys if q == p) == list(range(low, high))
+        assert dt.transaction_version(f"kappa/{table['name']}/{p}") == high
+    assert duckdb_offsets(dt) == keys, "DuckDB over the listed files sees the same offsets"
+
+    by_key = {r["_key"]: r for r in rows}
+    poison = by_key[b"k150"]
+    assert poison["id"] is None and "invalid JSON" in poison["_error"]
+    assert poison["_value"] == b"{poison", "the raw bytes of a bad record are kept"
+    good = by_key[b"k7"]
+    assert good["id"] == 7 and good["_error"] is None and good["_value"] is None
+    assert good["_headers"] == [{"key": "n", "value": b"7"}, {"key": "n", "value": None}]
+    assert dt.version() >= 4, "300 offsets in commits of at most 70"
+
+
+def test_a_rerun_is_a_no_op_and_new_records_are_added_once(brokers, table):
+    produce(brokers, table["topic"], orders(90))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    version = DeltaTable(str(table["path"])).version()
+
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    assert DeltaTable(str(table["path"])).version() == version, "nothing new: no new Delta version"
+
+    produce(brokers, table["topic"], orders(60, start=90))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    dt, rows = lake_rows(table["path"])
+    assert dt.version() == version + 1
+    keys = [(r["_partition"], r["_offset"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 150
+    assert sorted(r["id"] for r in rows if r["id"] is not None) == sorted(
+        i for i in range(150) if i not in (45, 90 + 30)
+    )
+
+
+def test_only_records_older_than_tier_after_are_tiered(brokers, table):
+    now = int(time.time() * 1000)
+    produce(brokers, table["topic"], orders(30, now_ms=now, age_ms=2 * 3600 * 1000))
+    produce(brokers, table["topic"], orders(30, start=30, now_ms=now))
+    run = compactor(brokers, table["lake"], table["config"], "--tier-after", "1h")
+    assert run.returncode == 0, run.stderr
+    _, rows = lake_rows(table["path"])
+    assert len(rows) == 30
+    assert all(r["_key"] in {f"k{i}".encode() for i in range(30)} for r in rows)
+
+
+def test_records_deleted_before_tiering_stop_the_table_unless_allowed(brokers, table):
+    produce(brokers, table["topic"], orders(30))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    produce(brokers, table["topic"], orders(30, start=30))
+    admin = AdminClient({"bootstrap.servers": brokers})
+    futures = admin.delete_records([TopicPartition(table["topic"], 0, 15)], request_timeout=DEADLINE_S)
+    for future in futures.values():
+        future.result(timeout=DEADLINE_S)
+
+    refused = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s")
+    assert refused.returncode != 0
+    assert "partition 0: offsets 10..15" in refused.stderr, refused.stderr
+    version = DeltaTable(str(table["path"])).version()
+
+    allowed = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s", "--allow-data-loss")
+    assert allowed.returncode == 0, allowed.stderr
+    dt = DeltaTable(str(table["path"]))
+    assert dt.version() == version + 1
+    lost = json.loads(json.dumps(dt.history(1)[0]["kappa.lost_offsets"]))
+    assert lost == [{"partition": 0, "start": 10, "end": 15}]
+    _, rows = lake_rows(table["path"])
+    assert len(rows) == 60 - 5
