@@ -29,6 +29,25 @@ use crate::error::{CompactorError, Result};
 /// The lake's partition column: the UTC day of `_timestamp`.
 pub const DATE: &str = "_date";
 
+/// Passes tried when other writers keep committing first (each lost race
+/// is another writer's commit, so with a few writers this is never reached).
+const MAX_ATTEMPTS: u32 = 200;
+
+/// Whether a Delta error means another writer committed first (the commit
+/// did not land; the log has what the other wrote).
+fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError;
+    matches!(
+        error,
+        deltalake::DeltaTableError::VersionAlreadyExists(_)
+            | deltalake::DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+                    | TransactionError::MaxCommitAttempts(_)
+            }
+    )
+}
+
 /// Microseconds in a day.
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -105,10 +124,48 @@ impl TierTable {
         self
     }
 
-    /// Runs the pass.
+    /// Runs the pass. When another compactor commits the same partitions
+    /// first (Delta's conflict check on the txn app ids), the pass starts
+    /// again from the watermarks that commit left.
     pub async fn run(self) -> Result<TierMetrics> {
+        let mut metrics = TierMetrics::default();
+        let mut attempt = 1;
+        loop {
+            match self.pass(&mut metrics).await {
+                Err(CompactorError::Delta(e)) if is_conflict(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::info!(table = %self.table.name, attempt, error = %e, "another writer committed first; reloading");
+                    attempt += 1;
+                    // A little jitter, so writers racing for the same
+                    // partitions stop colliding: every loss is some other
+                    // writer's progress, so this ends.
+                    let jitter = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos() % 50);
+                    tokio::time::sleep(Duration::from_millis(10 + u64::from(jitter))).await;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(metrics),
+            }
+        }
+    }
+
+    /// One pass against one Delta snapshot; commits add to `metrics`.
+    async fn pass(&self, metrics: &mut TierMetrics) -> Result<()> {
         let name = self.table.name.clone();
         let mut delta = DeltaTable::try_from_url(self.location.clone()).await?;
+        if delta.version().is_none() {
+            // Create the table in a commit of its own, with no data and no
+            // watermark. deltalake 1.1 does not check a losing creator's
+            // commit against the winner's version 0, so two writers racing
+            // to create the table with data would both land their records.
+            let schema = table_schema(self.table.format, &self.table.value_schema);
+            delta
+                .write([RecordBatch::new_empty(lake_schema(&schema))])
+                .with_partition_columns([DATE])
+                .with_writer_properties(writer_properties())
+                .await?;
+            delta = DeltaTable::try_from_url(self.location.clone()).await?;
+        }
         let topic = self.table.topic.clone();
         let snapshot = self
             .client
@@ -118,7 +175,6 @@ impl TierTable {
 
         // Watermarks and files come from one Delta snapshot: the one this
         // run's commits are made against.
-        let mut metrics = TierMetrics::default();
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();
         let mut lost = Vec::new();
         for range in &snapshot {
@@ -207,7 +263,7 @@ impl TierTable {
         metrics.version = delta.version();
         metrics.watermarks = next;
         metrics.lost = lost;
-        Ok(metrics)
+        Ok(())
     }
 
     /// Each partition's cutoff: the first offset whose timestamp is within

@@ -161,3 +161,48 @@ def test_records_deleted_before_tiering_stop_the_table_unless_allowed(brokers, t
     assert lost == [{"partition": 0, "start": 10, "end": 15}]
     _, rows = lake_rows(table["path"])
     assert len(rows) == 60 - 5
+
+
+def start_compactor(brokers, table, *flags):
+    binary = os.environ["KAPPA_COMPACTOR_BIN"]
+    args = [binary, "run", "--once", "--brokers", brokers, "--lake", str(table["lake"]),
+            "--config", str(table["config"]), "--tier-after", "0s", *flags]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, KAPPA_LOG="warn"))
+
+
+def assert_exactly_once(brokers, table, count):
+    dt, rows = lake_rows(table["path"])
+    keys = sorted((r["_partition"], r["_offset"]) for r in rows)
+    assert len(keys) == len(set(keys)) == count, f"{len(keys)} rows, {len(set(keys))} distinct, {count} produced"
+    for p, (low, high) in offsets_of(brokers, table["topic"]).items():
+        assert sorted(o for q, o in keys if q == p) == list(range(low, high))
+        assert dt.transaction_version(f"kappa/{table['name']}/{p}") == high
+    assert duckdb_offsets(dt) == keys
+
+
+def test_killed_at_random_points_then_finished_it_is_still_exactly_once(brokers, table):
+    import random
+
+    rng = random.Random(int(time.time()))
+    produce(brokers, table["topic"], orders(900))
+    # Tiny commits, so kills land mid-read, mid-write and mid-commit.
+    flags = ("--max-records-per-commit", "15")
+    for _ in range(12):
+        process = start_compactor(brokers, table, *flags)
+        time.sleep(rng.uniform(0.05, 0.6))
+        process.kill()
+        process.wait(DEADLINE_S)
+    finished = start_compactor(brokers, table, *flags)
+    _, stderr = finished.communicate(timeout=DEADLINE_S * 4)
+    assert finished.returncode == 0, stderr
+    assert_exactly_once(brokers, table, 900)
+
+
+def test_three_compactors_at_once_never_duplicate(brokers, table):
+    produce(brokers, table["topic"], orders(600))
+    processes = [start_compactor(brokers, table, "--max-records-per-commit", "40") for _ in range(3)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=DEADLINE_S * 4)
+        assert process.returncode == 0, stderr
+    assert_exactly_once(brokers, table, 600)
