@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo: broker, gateway and sample data on 127.0.0.1, plus one query.
+# The demo: broker, gateway, compactor and sample data on 127.0.0.1, plus sample queries.
 #   scripts/demo.sh        # start everything, leave the gateway running
 #   scripts/demo.sh stop   # stop the demo's gateway and broker
 # Ports: KAPPA_DEMO_BROKER_PORT (9092), KAPPA_DEMO_PORT (50051).
@@ -26,8 +26,8 @@ fi
 
 bash scripts/install-deps.sh
 bash scripts/install-broker.sh
-log "building kappa-gateway"
-cargo build --locked --bin kappa-gateway
+log "building kappa-gateway and kappa-compactor"
+cargo build --locked --bin kappa-gateway --bin kappa-compactor
 stop_gateway
 
 brokers=$(bash scripts/broker.sh start "$broker_port")
@@ -48,12 +48,22 @@ grep -q "^listening on" "$gateway_log" || { cat "$gateway_log" >&2; exit 1; }
 log "sample query through ADBC Flight SQL:"
 "$KAPPA_VENV/bin/python" scripts/demo_query.py "grpc://127.0.0.1:$gateway_port"
 
+# The sample orders span the last 50 minutes: tier those older than 20 minutes into the lake,
+# then read the Delta table with two engines that know nothing of kappa.
+lake="$run_dir/demo-lake"
+rm -rf "$lake"
+log "compactor: tiering orders older than 20 minutes into $lake"
+KAPPA_LOG=error "$CARGO_TARGET_DIR/debug/kappa-compactor" run --once --brokers "$brokers" \
+  --config deploy/kappa.toml --lake "file://$lake" --tier-after 20m
+"$KAPPA_VENV/bin/python" scripts/demo_lake.py "$lake/tables/orders"
+
 cat <<MSG
 
 kappa is running.
   Flight SQL:  grpc://127.0.0.1:$gateway_port   (table 'orders'; every other topic is a table too)
   Kafka:       $brokers
   Gateway log: $gateway_log
+  Lake:        $lake/tables/orders (Delta Lake; kappa-compactor run --once tiers more)
   Python:      $KAPPA_VENV/bin/python  (has adbc_driver_flightsql, pyarrow, pandas)
   Stop with:   scripts/demo.sh stop
 MSG

@@ -89,11 +89,13 @@ pub enum LogFormat {
 /// Logging flags.
 #[derive(Debug, Args)]
 pub struct LogArgs {
-    /// `tracing` filter directives, e.g. `info,kappa_catalog=debug`.
+    /// `tracing` filter directives, e.g. `info,kappa_catalog=debug`. The default
+    /// quiets the Delta libraries' per-commit notices (a missing table is
+    /// normal before the first run; binary columns have no statistics).
     #[arg(
         long,
         env = "KAPPA_LOG",
-        default_value = "info,deltalake_core=warn,buoyant_kernel=warn,delta_kernel=warn"
+        default_value = "info,deltalake_core=warn,deltalake_core::writer::stats=error,buoyant_kernel=off,delta_kernel=warn"
     )]
     pub log_filter: String,
 

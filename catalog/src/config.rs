@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
@@ -161,6 +161,17 @@ impl TableDefinition {
     }
 }
 
+/// The type a declared column has everywhere: timestamps in microseconds,
+/// the precision Delta Lake stores (SQL's `TIMESTAMP` plans as nanoseconds).
+fn lake_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+        }
+        other => other.clone(),
+    }
+}
+
 /// Parses `id BIGINT, name VARCHAR` with DataFusion's SQL planner.
 ///
 /// Strings map to `Utf8` (not `Utf8View`) because several Flight SQL client
@@ -198,7 +209,7 @@ pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
                 field.data_type()
             )));
         }
-        fields.push(Field::new(field.name(), field.data_type().clone(), true));
+        fields.push(Field::new(field.name(), lake_type(field.data_type()), true));
     }
     if fields.is_empty() {
         return Err(bad("no columns".into()));
@@ -209,7 +220,6 @@ pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::datatypes::{DataType, TimeUnit};
 
     fn data_type_of(schema: &Schema, name: &str) -> Option<DataType> {
         schema
@@ -238,7 +248,7 @@ mod tests {
         assert_eq!(data_type_of(s, "amount"), Some(DataType::Float64));
         assert_eq!(
             data_type_of(s, "placed_at"),
-            Some(DataType::Timestamp(TimeUnit::Nanosecond, None))
+            Some(DataType::Timestamp(TimeUnit::Microsecond, None))
         );
         assert!(s.fields().iter().all(|f| f.is_nullable()));
     }
