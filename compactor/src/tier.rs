@@ -379,3 +379,73 @@ fn writer_properties() -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::TimestampMicrosecondArray;
+    use kappa_catalog::{KafkaOptions, ValueFormat};
+
+    fn tier(max_records_per_commit: u64) -> TierTable {
+        let table = DeclaredTable {
+            name: "t".into(),
+            topic: "t".into(),
+            format: ValueFormat::Raw,
+            value_schema: Arc::new(Schema::empty()),
+            timestamp_skew: None,
+        };
+        // Connects lazily: no broker is contacted.
+        let client = KafkaClient::new(KafkaOptions::new("127.0.0.1:1")).unwrap();
+        TierTable::new(client, table, Url::parse("file:///unused/").unwrap())
+            .with_max_records_per_commit(max_records_per_commit)
+    }
+
+    #[test]
+    fn commits_split_the_backlog_and_stop_at_each_cutoff() {
+        let next = BTreeMap::from([(0, 10), (1, 0), (2, 5)]);
+        let cutoffs = BTreeMap::from([(0, 100), (1, 30), (2, 5)]);
+        let ranges = tier(100).next_commit(&next, &cutoffs);
+        let spans: Vec<(i32, i64, i64)> = ranges
+            .iter()
+            .map(|r| (r.partition, r.start, r.end))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![(0, 10, 100), (1, 0, 10)],
+            "90 + 10 offsets, partition 2 has nothing"
+        );
+        assert!(
+            tier(100).next_commit(&cutoffs, &cutoffs).is_empty(),
+            "all caught up: no commit"
+        );
+    }
+
+    #[test]
+    fn the_date_is_the_utc_day_of_the_timestamp() {
+        use datafusion::arrow::array::{Int32Array, Int64Array, new_null_array};
+        let schema = table_schema(ValueFormat::Raw, &Schema::empty());
+        let timestamps = vec![Some(MICROS_PER_DAY - 1), Some(-1), None];
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                TIMESTAMP => Arc::new(
+                    TimestampMicrosecondArray::from(timestamps.clone()).with_timezone("UTC"),
+                ) as ArrayRef,
+                "_partition" => Arc::new(Int32Array::from(vec![0, 0, 0])),
+                "_offset" => Arc::new(Int64Array::from(vec![0, 1, 2])),
+                _ => new_null_array(f.data_type(), 3),
+            })
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
+        let dated = with_date(&lake_schema(&schema), batch).unwrap();
+        let dates = dated
+            .column_by_name(DATE)
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        assert_eq!(
+            dates.iter().collect::<Vec<_>>(),
+            vec![Some(0), Some(-1), None]
+        );
+    }
+}
