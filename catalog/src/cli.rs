@@ -17,6 +17,12 @@ pub struct LakeArgs {
     /// store URL.
     #[arg(long, env = "KAPPA_LAKE", default_value = "file://./kappa-lake")]
     pub lake: String,
+
+    /// An object-store option for the lake, `KEY=VALUE` (repeatable; in the
+    /// env var, separated by `;`), e.g. `AWS_ENDPOINT_URL=http://…`. The
+    /// usual `AWS_*` environment variables are read as well.
+    #[arg(long, env = "KAPPA_LAKE_OPTIONS", value_parser = key_value, value_delimiter = ';')]
+    pub lake_option: Vec<(String, String)>,
 }
 
 /// How to reach Kafka.

@@ -137,6 +137,7 @@ async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable
         let outcome = async {
             let location = lake::table_url(&args.lake.lake, &table.name)?;
             TierTable::new(Arc::clone(client), table.clone(), location)
+                .with_storage_options(args.lake.lake_option.iter().cloned().collect())
                 .with_tier_after(args.tier_after)
                 .with_allow_data_loss(args.allow_data_loss)
                 .with_max_records_per_commit(args.max_records_per_commit)

@@ -3,7 +3,7 @@
 //! to tier) committed in the same Delta transaction as the files holding the
 //! records below it. See docs/exactly-once.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,6 +78,7 @@ pub struct TierTable {
     client: Arc<KafkaClient>,
     table: DeclaredTable,
     location: Url,
+    storage_options: HashMap<String, String>,
     tier_after: Duration,
     allow_data_loss: bool,
     max_records_per_commit: u64,
@@ -91,11 +92,18 @@ impl TierTable {
             client,
             table,
             location,
+            storage_options: HashMap::new(),
             tier_after: Duration::from_secs(3600),
             allow_data_loss: false,
             max_records_per_commit: 500_000,
             target_file_size: 128 * 1024 * 1024,
         }
+    }
+
+    /// Object-store options for the lake (endpoint, region, credentials…).
+    pub fn with_storage_options(mut self, options: HashMap<String, String>) -> Self {
+        self.storage_options = options;
+        self
     }
 
     /// Tier records older than this (`0s`: everything up to the end).
@@ -152,7 +160,7 @@ impl TierTable {
     /// One pass against one Delta snapshot; commits add to `metrics`.
     async fn pass(&self, metrics: &mut TierMetrics) -> Result<()> {
         let name = self.table.name.clone();
-        let mut delta = DeltaTable::try_from_url(self.location.clone()).await?;
+        let mut delta = self.open().await?;
         if delta.version().is_none() {
             // Create the table in a commit of its own, with no data and no
             // watermark. deltalake 1.1 does not check a losing creator's
@@ -164,7 +172,7 @@ impl TierTable {
                 .with_partition_columns([DATE])
                 .with_writer_properties(writer_properties())
                 .await?;
-            delta = DeltaTable::try_from_url(self.location.clone()).await?;
+            delta = self.open().await?;
         }
         let topic = self.table.topic.clone();
         let snapshot = self
@@ -264,6 +272,15 @@ impl TierTable {
         metrics.watermarks = next;
         metrics.lost = lost;
         Ok(())
+    }
+
+    /// The Delta table at its latest version (not loaded if it does not exist).
+    async fn open(&self) -> Result<DeltaTable> {
+        Ok(DeltaTable::try_from_url_with_storage_options(
+            self.location.clone(),
+            self.storage_options.clone(),
+        )
+        .await?)
     }
 
     /// Each partition's cutoff: the first offset whose timestamp is within
