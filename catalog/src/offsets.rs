@@ -69,7 +69,8 @@ pub fn group_ranges(ranges: &[PartitionRange], max_groups: usize) -> Vec<Vec<Par
     }
     out.into_iter()
         .map(|(_, mut group)| {
-            group.sort_by_key(|r| r.partition);
+            // A partition's ranges in offset order, so reads only move forward.
+            group.sort_by_key(|r| (r.partition, r.start));
             group
         })
         .collect()

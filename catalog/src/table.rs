@@ -115,6 +115,9 @@ impl KafkaTable {
         let order = self.timestamp_order(&predicate).await;
         let mut times = Vec::new();
         predicate.timestamps(order, &mut times);
+        // Kafka timestamps are never negative: a bound at or before the epoch
+        // needs no lookup (the first record at or after it is the first one).
+        times.retain(|&t| t > 0);
         times.sort_unstable();
         times.dedup();
         let answers: HashMap<(i32, i64), i64> = if times.is_empty() || candidates.is_empty() {
@@ -138,6 +141,9 @@ impl KafkaTable {
                 .await?
         };
         let lookup = |partition: i32, t: i64| {
+            if t <= 0 {
+                return 0;
+            }
             *answers
                 .get(&(partition, t))
                 .expect("offsets-for-times answered every partition and time")

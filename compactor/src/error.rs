@@ -26,6 +26,23 @@ pub enum CompactorError {
     #[error("lake location '{0}': {1}")]
     Lake(String, String),
 
+    /// The lake holds offsets the topic does not have (the topic was deleted
+    /// and created again, or the lake belongs to another cluster).
+    #[error(
+        "table '{table}': partition {partition} is tiered up to offset {watermark}, but the topic ends at {end}; \
+         was the topic re-created? Move the table's lake folder away to start over"
+    )]
+    WatermarkAhead {
+        /// The table.
+        table: String,
+        /// The partition.
+        partition: i32,
+        /// Its watermark in the lake.
+        watermark: i64,
+        /// The partition's end in Kafka.
+        end: i64,
+    },
+
     /// Kafka deleted records before they were tiered.
     #[error(
         "table '{table}': Kafka deleted records before they were tiered ({detail}); \

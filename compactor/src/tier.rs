@@ -209,6 +209,14 @@ impl TierTable {
                     });
                     range.start
                 }
+                Some(w) if w > range.end => {
+                    return Err(CompactorError::WatermarkAhead {
+                        table: name,
+                        partition: range.partition,
+                        watermark: w,
+                        end: range.end,
+                    });
+                }
                 Some(w) => w,
             };
             next.insert(range.partition, start);
@@ -232,9 +240,20 @@ impl TierTable {
             }
             let batches = self.read(&ranges).await?;
             let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let transactions = ranges
+            // Every partition's watermark goes into every commit, not only
+            // those this commit moves: Delta then refuses the commit if any
+            // other writer committed to this table since our snapshot (its
+            // commit carries the same app ids), so a pass never builds on
+            // watermarks another writer has moved.
+            let mut after = next.clone();
+            for r in &ranges {
+                after.insert(r.partition, r.end);
+            }
+            let transactions = after
                 .iter()
-                .map(|r| Transaction::new(app_id(&name, r.partition), r.end))
+                .map(|(&partition, &watermark)| {
+                    Transaction::new(app_id(&name, partition), watermark)
+                })
                 .collect();
             let mut commit =
                 CommitProperties::default().with_application_transactions(transactions);
@@ -255,9 +274,7 @@ impl TierTable {
                 .with_target_file_size(NonZeroU64::new(self.target_file_size))
                 .with_commit_properties(commit)
                 .await?;
-            for r in &ranges {
-                next.insert(r.partition, r.end);
-            }
+            next = after;
             metrics.commits += 1;
             metrics.records += records;
             tracing::info!(

@@ -25,8 +25,11 @@ use crate::columns::{OFFSET, PARTITION, TIMESTAMP};
 pub enum RangePredicate {
     /// True for every record.
     True,
-    /// True for no record (a comparison with NULL, `false`).
+    /// False for every record (`false`).
     False,
+    /// NULL for every record (a comparison with NULL): never true, and
+    /// `NOT` of it is never true either.
+    Null,
     /// Not about the metadata columns, or not in a form the scan can bound:
     /// any record may match.
     Unknown,
@@ -98,9 +101,8 @@ impl RangePredicate {
                 negate_if(list.negated, any)
             }
             Expr::Literal(ScalarValue::Boolean(Some(true)), _) => Self::True,
-            Expr::Literal(ScalarValue::Boolean(Some(false)) | ScalarValue::Boolean(None), _) => {
-                Self::False
-            }
+            Expr::Literal(ScalarValue::Boolean(Some(false)), _) => Self::False,
+            Expr::Literal(ScalarValue::Boolean(None), _) => Self::Null,
             _ => Self::Unknown,
         }
     }
@@ -109,7 +111,7 @@ impl RangePredicate {
     /// no timestamp lookups: then DataFusion need not filter again.
     pub fn is_exact(&self) -> bool {
         match self {
-            Self::True | Self::False | Self::Partitions(_) | Self::Offsets(_) => true,
+            Self::True | Self::False | Self::Null | Self::Partitions(_) | Self::Offsets(_) => true,
             Self::Unknown | Self::TimestampAtLeast(_) | Self::TimestampBelow(_) => false,
             Self::And(parts) | Self::Or(parts) => parts.iter().all(Self::is_exact),
             Self::Not(inner) => inner.is_exact(),
@@ -158,6 +160,7 @@ impl RangePredicate {
         match self {
             Self::True => everything(),
             Self::False => nothing(),
+            Self::Null => (IntervalSet::empty(), IntervalSet::all()),
             Self::Unknown => (IntervalSet::all(), IntervalSet::empty()),
             Self::Partitions(set) if set.contains(i64::from(partition)) => everything(),
             Self::Partitions(_) => nothing(),
@@ -232,8 +235,18 @@ fn comparison(left: &Expr, op: Operator, right: &Expr) -> Option<RangePredicate>
         return None;
     };
     if value.is_null() {
-        // A comparison with NULL is never true.
-        return Some(RangePredicate::False);
+        // A comparison with NULL is NULL; any other operator (IS DISTINCT
+        // FROM…) is not bounded here.
+        return matches!(
+            op,
+            Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq
+        )
+        .then_some(RangePredicate::Null);
     }
     let bound = match column {
         MetaColumn::Partition | MetaColumn::Offset => Bound::of(op, number(value)?)?,
@@ -266,11 +279,21 @@ fn meta_column(expr: &Expr) -> Option<MetaColumn> {
 fn through_cast(inner: &Expr, to: &DataType) -> Option<MetaColumn> {
     let column = meta_column(inner)?;
     let keeps_values = match column {
-        MetaColumn::Partition => matches!(
-            to,
-            DataType::Int32 | DataType::Int64 | DataType::Float64 | DataType::Decimal128(..)
-        ),
-        MetaColumn::Offset => matches!(to, DataType::Int64 | DataType::Decimal128(..)),
+        // A decimal keeps every value only with enough integer digits.
+        MetaColumn::Partition => match to {
+            DataType::Int32 | DataType::Int64 | DataType::Float64 => true,
+            DataType::Decimal128(precision, scale) => {
+                i16::from(*precision) - i16::from(*scale) >= 10
+            }
+            _ => false,
+        },
+        MetaColumn::Offset => match to {
+            DataType::Int64 => true,
+            DataType::Decimal128(precision, scale) => {
+                i16::from(*precision) - i16::from(*scale) >= 19
+            }
+            _ => false,
+        },
         MetaColumn::Timestamp => matches!(
             to,
             DataType::Timestamp(
@@ -440,10 +463,6 @@ mod tests {
             offsets(col(OFFSET).in_list(vec![lit(1i64)], true)),
             IntervalSet::point(1).complement()
         );
-        assert_eq!(
-            offsets(col(OFFSET).eq(lit(ScalarValue::Int64(None)))),
-            IntervalSet::empty()
-        );
     }
 
     #[test]
@@ -577,5 +596,43 @@ mod tests {
             RangePredicate::TimestampBelow(-1)
         );
         assert!(p(col(TIMESTAMP).gt(ns(1))).has_timestamps());
+    }
+
+    #[test]
+    fn null_comparisons_are_never_true_even_under_not() {
+        let null = || lit(ScalarValue::Int64(None));
+        let eq_null = RangePredicate::from_expr(&col(OFFSET).eq(null()));
+        assert_eq!(eq_null, RangePredicate::Null);
+        assert_eq!(
+            eq_null.bounds(0, None, TimestampOrder::Unordered).0,
+            IntervalSet::empty()
+        );
+        // NOT IN with a NULL in the list is never true.
+        let not_in = col(OFFSET).in_list(vec![lit(1i64), lit(2i64), null()], true);
+        let predicate = RangePredicate::from_expr(&not_in);
+        assert!(predicate.is_exact());
+        assert_eq!(
+            predicate.bounds(0, None, TimestampOrder::Unordered).0,
+            IntervalSet::empty()
+        );
+        // IS DISTINCT FROM NULL is true for every record: not bounded.
+        let distinct = Expr::BinaryExpr(BinaryExpr::new(
+            Box::new(col(OFFSET)),
+            Operator::IsDistinctFrom,
+            Box::new(null()),
+        ));
+        assert_eq!(
+            RangePredicate::from_expr(&distinct),
+            RangePredicate::Unknown
+        );
+        // A narrow decimal cast is not value-preserving.
+        let narrow = Expr::Cast(datafusion::logical_expr::Cast::new(
+            Box::new(col(OFFSET)),
+            DataType::Decimal128(3, 0),
+        ));
+        assert_eq!(
+            RangePredicate::from_expr(&narrow.lt(lit(5i64))),
+            RangePredicate::Unknown
+        );
     }
 }
