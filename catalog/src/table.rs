@@ -91,20 +91,20 @@ impl KafkaTable {
             .cloned()
     }
 
-    /// How far an upper time bound may narrow a partition.
+    /// How far an upper time bound may narrow a partition. A declared skew
+    /// wins (it is the user's statement about this topic's history); else a
+    /// LogAppendTime topic is taken as ordered.
     async fn timestamp_order(&self, predicate: &RangePredicate) -> TimestampOrder {
         if !predicate.has_timestamps() {
             return TimestampOrder::Unordered;
         }
+        if let Some(skew) = self.timestamp_skew {
+            return TimestampOrder::Skewed(i64::try_from(skew.as_millis()).unwrap_or(i64::MAX));
+        }
         if self.client.log_append_time(&self.topic).await {
             return TimestampOrder::Ordered;
         }
-        match self.timestamp_skew {
-            Some(skew) => {
-                TimestampOrder::Skewed(i64::try_from(skew.as_millis()).unwrap_or(i64::MAX))
-            }
-            None => TimestampOrder::Unordered,
-        }
+        TimestampOrder::Unordered
     }
 
     /// The ranges `filters` allow within this query's snapshot.
