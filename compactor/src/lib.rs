@@ -11,4 +11,4 @@ pub mod lake;
 pub mod tier;
 
 pub use error::{CompactorError, Result};
-pub use tier::{TierMetrics, TierTable};
+pub use tier::{Shard, TierMetrics, TierTable};

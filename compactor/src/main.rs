@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs};
 use kappa_catalog::{CatalogConfig, DeclaredTable, KafkaClient, ValueFormat};
-use kappa_compactor::{TierTable, lake};
+use kappa_compactor::{Shard, TierTable, lake};
 
 /// kappa's compactor: tiers Kafka topics into a Delta Lake.
 #[derive(Debug, Parser)]
@@ -56,6 +56,11 @@ struct RunArgs {
     /// Tier records older than this; `0s` tiers up to the end of each partition.
     #[arg(long, env = "KAPPA_TIER_AFTER", default_value = "1h", value_parser = humantime::parse_duration)]
     tier_after: Duration,
+
+    /// Handle only the partitions `p` with `p % COUNT == INDEX` (`INDEX/COUNT`),
+    /// so several compactors split a table without contending.
+    #[arg(long, env = "KAPPA_SHARD", default_value = "0/1")]
+    shard: Shard,
 
     /// Tier what is left when Kafka deleted records before they were tiered
     /// (the gap is recorded in the commit's metadata); otherwise that table stops.
@@ -138,6 +143,7 @@ async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable
             let location = lake::table_url(&args.lake.lake, &table.name)?;
             TierTable::new(Arc::clone(client), table.clone(), location)
                 .with_storage_options(args.lake.lake_option.iter().cloned().collect())
+                .with_shard(args.shard)
                 .with_tier_after(args.tier_after)
                 .with_allow_data_loss(args.allow_data_loss)
                 .with_max_records_per_commit(args.max_records_per_commit)

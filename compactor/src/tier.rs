@@ -83,6 +83,44 @@ pub struct TierTable {
     allow_data_loss: bool,
     max_records_per_commit: u64,
     target_file_size: u64,
+    shard: Shard,
+}
+
+/// Which partitions one compactor handles: those with `partition % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This compactor's index, below `count`.
+    pub index: u32,
+    /// How many compactors split the partitions.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Every partition.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Whether `partition` is this shard's.
+    pub fn owns(&self, partition: i32) -> bool {
+        u32::try_from(partition).is_ok_and(|p| p % self.count.max(1) == self.index)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `i/n`, with `i < n`.
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("expected INDEX/COUNT with INDEX < COUNT, like 0/3; got '{text}'");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            index.trim().parse::<u32>().map_err(|_| bad())?,
+            count.trim().parse::<u32>().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
 }
 
 impl TierTable {
@@ -97,7 +135,15 @@ impl TierTable {
             allow_data_loss: false,
             max_records_per_commit: 500_000,
             target_file_size: 128 * 1024 * 1024,
+            shard: Shard::ALL,
         }
+    }
+
+    /// Only the partitions of `shard` (several compactors split a table's
+    /// partitions between them, so they never contend).
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
     }
 
     /// Object-store options for the lake (endpoint, region, credentials…).
@@ -175,10 +221,11 @@ impl TierTable {
             delta = self.open().await?;
         }
         let topic = self.table.topic.clone();
-        let snapshot = self
+        let mut snapshot = self
             .client
             .run_blocking(move |client| client.snapshot_ranges(&topic))
             .await?;
+        snapshot.retain(|range| self.shard.owns(range.partition));
         let cutoffs = self.cutoffs(&snapshot).await?;
 
         // Watermarks and files come from one Delta snapshot: the one this
@@ -240,11 +287,11 @@ impl TierTable {
             }
             let batches = self.read(&ranges).await?;
             let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-            // Every partition's watermark goes into every commit, not only
-            // those this commit moves: Delta then refuses the commit if any
-            // other writer committed to this table since our snapshot (its
-            // commit carries the same app ids), so a pass never builds on
-            // watermarks another writer has moved.
+            // The watermark of every partition this writer handles goes into
+            // every commit, not only those this commit moves: Delta then
+            // refuses the commit if any other writer moved one of them since
+            // our snapshot (its commit carries the same app id), so a pass
+            // never builds on watermarks another writer has moved.
             let mut after = next.clone();
             for r in &ranges {
                 after.insert(r.partition, r.end);
@@ -452,6 +499,17 @@ mod tests {
             tier(100).next_commit(&cutoffs, &cutoffs).is_empty(),
             "all caught up: no commit"
         );
+    }
+
+    #[test]
+    fn shards_split_partitions_and_parse_strictly() {
+        let shard: Shard = "1/3".parse().unwrap();
+        let owned: Vec<i32> = (0..7).filter(|&p| shard.owns(p)).collect();
+        assert_eq!(owned, vec![1, 4]);
+        assert!(Shard::ALL.owns(41));
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
     }
 
     #[test]

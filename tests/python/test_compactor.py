@@ -278,3 +278,12 @@ def test_on_s3_three_compactors_at_once_are_exactly_once(brokers, table, s3, tmp
         local.append(str(path))
     con = duckdb.connect()
     assert con.execute(f"SELECT _partition, _offset FROM read_parquet({local!r}) ORDER BY 1, 2").fetchall() == keys
+
+
+def test_shards_split_the_partitions_and_together_tier_everything_once(brokers, table):
+    produce(brokers, table["topic"], orders(300))
+    processes = [start_compactor(brokers, table, "--shard", f"{i}/2", "--max-records-per-commit", "30") for i in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=DEADLINE_S * 4)
+        assert process.returncode == 0, stderr
+    assert_exactly_once(brokers, table, 300)
