@@ -37,6 +37,10 @@ pub enum CatalogError {
         detail: String,
     },
 
+    /// The lake (a Delta table) could not be read.
+    #[error("lake unavailable: {0}")]
+    Lake(String),
+
     /// A record kappa cannot represent (for example a header name that is not UTF-8).
     #[error("invalid record: {0}")]
     InvalidRecord(String),

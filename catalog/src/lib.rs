@@ -23,12 +23,14 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod kafka;
+pub mod lake;
 pub mod offsets;
 pub mod plan;
 pub mod provider;
 pub mod scan;
 pub mod system;
 pub mod table;
+pub mod union;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,8 +53,21 @@ pub fn kafka_catalog(
     tables: Vec<DeclaredTable>,
     topic_refresh: Duration,
 ) -> Result<Arc<KafkaSchema>> {
+    kafka_catalog_with_lake(options, tables, topic_refresh, None)
+}
+
+/// [`kafka_catalog`] whose tables with a lake tier under `lake` read as the
+/// union of the lake and Kafka.
+pub fn kafka_catalog_with_lake(
+    options: KafkaOptions,
+    tables: Vec<DeclaredTable>,
+    topic_refresh: Duration,
+    lake: Option<lake::Lake>,
+) -> Result<Arc<KafkaSchema>> {
     let client = KafkaClient::new(options)?;
-    Ok(Arc::new(KafkaSchema::new(client, tables, topic_refresh)))
+    Ok(Arc::new(
+        KafkaSchema::new(client, tables, topic_refresh).with_lake(lake),
+    ))
 }
 
 /// Builds the `kafka` catalog and registers it on `ctx`.

@@ -15,8 +15,10 @@ use datafusion::error::Result as DfResult;
 use crate::config::{DeclaredTable, ValueFormat};
 use crate::error::Result;
 use crate::kafka::{KafkaClient, is_legal_topic_name};
+use crate::lake::Lake;
 use crate::system::{SYSTEM_SCHEMA, SystemSchema};
 use crate::table::KafkaTable;
+use crate::union::LakeKafkaTable;
 
 /// Name of the catalog that holds the topics.
 pub const CATALOG: &str = "kafka";
@@ -62,6 +64,7 @@ struct TopicCache {
 #[derive(Debug)]
 pub struct KafkaSchema {
     client: Arc<KafkaClient>,
+    lake: Option<Lake>,
     declared: HashMap<String, DeclaredTable>,
     refresh_interval: Duration,
     cache: Mutex<TopicCache>,
@@ -76,10 +79,32 @@ impl KafkaSchema {
     ) -> Self {
         Self {
             client,
+            lake: None,
             declared: declared.into_iter().map(|t| (t.name.clone(), t)).collect(),
             refresh_interval,
             cache: Mutex::new(TopicCache::default()),
         }
+    }
+
+    /// Reads tables that have a lake tier (a Delta table the compactor
+    /// wrote under `lake`) as the union of the lake and Kafka.
+    pub fn with_lake(mut self, lake: Option<Lake>) -> Self {
+        self.lake = lake;
+        self
+    }
+
+    /// A table over Kafka alone, or the union with its lake tier if it has one.
+    async fn with_lake_tier(
+        &self,
+        name: &str,
+        table: KafkaTable,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(lake) = &self.lake
+            && let Some(delta) = lake.open(name).await?
+        {
+            return Ok(Some(Arc::new(LakeKafkaTable::new(name, table, delta))));
+        }
+        Ok(Some(Arc::new(table)))
     }
 
     /// Refreshes the topic list if it is older than the refresh interval.
@@ -131,13 +156,13 @@ impl KafkaSchema {
         cache.topics.contains(topic)
     }
 
-    fn raw_table(&self, topic: &str) -> Arc<dyn TableProvider> {
-        Arc::new(KafkaTable::new(
+    fn raw_table(&self, topic: &str) -> KafkaTable {
+        KafkaTable::new(
             topic,
             ValueFormat::Raw,
             Arc::new(datafusion::arrow::datatypes::Schema::empty()),
             Arc::clone(&self.client),
-        ))
+        )
     }
 }
 
@@ -157,15 +182,14 @@ impl SchemaProvider for KafkaSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if let Some(def) = self.declared.get(name) {
-            return Ok(Some(Arc::new(
-                KafkaTable::new(
-                    def.topic.clone(),
-                    def.format,
-                    Arc::clone(&def.value_schema),
-                    Arc::clone(&self.client),
-                )
-                .with_timestamp_skew(def.timestamp_skew),
-            )));
+            let table = KafkaTable::new(
+                def.topic.clone(),
+                def.format,
+                Arc::clone(&def.value_schema),
+                Arc::clone(&self.client),
+            )
+            .with_timestamp_skew(def.timestamp_skew);
+            return self.with_lake_tier(name, table).await;
         }
         // A name that cannot be a topic is simply not a table (the broker
         // would refuse the lookup as an error, not answer "no such topic").
@@ -173,7 +197,7 @@ impl SchemaProvider for KafkaSchema {
             return Ok(None);
         }
         if self.cached(name) {
-            return Ok(Some(self.raw_table(name)));
+            return self.with_lake_tier(name, self.raw_table(name)).await;
         }
         // Not in the cache: maybe created since the last refresh. Ask once.
         let topic = name.to_string();
@@ -182,9 +206,11 @@ impl SchemaProvider for KafkaSchema {
             .run_blocking(move |c| c.topic_exists(&topic))
             .await?
         {
-            let mut cache = self.cache.lock().expect("topic cache poisoned");
-            cache.topics.insert(name.to_string());
-            return Ok(Some(self.raw_table(name)));
+            {
+                let mut cache = self.cache.lock().expect("topic cache poisoned");
+                cache.topics.insert(name.to_string());
+            }
+            return self.with_lake_tier(name, self.raw_table(name)).await;
         }
         Ok(None)
     }

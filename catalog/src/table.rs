@@ -77,7 +77,7 @@ impl KafkaTable {
     }
 
     /// Each partition's `[log start, end)` for this query, read once.
-    async fn snapshot(&self) -> crate::Result<Arc<Vec<PartitionRange>>> {
+    pub(crate) async fn snapshot(&self) -> crate::Result<Arc<Vec<PartitionRange>>> {
         self.snapshot
             .get_or_try_init(|| async {
                 let topic = self.topic.clone();
@@ -107,10 +107,25 @@ impl KafkaTable {
         TimestampOrder::Unordered
     }
 
-    /// The ranges `filters` allow within this query's snapshot.
-    async fn ranges(&self, filters: &[Expr]) -> crate::Result<Vec<PartitionRange>> {
+    /// The ranges `filters` allow within this query's snapshot, each
+    /// partition starting no lower than its floor (the lake's watermark).
+    async fn ranges(
+        &self,
+        filters: &[Expr],
+        floors: &HashMap<i32, i64>,
+    ) -> crate::Result<Vec<PartitionRange>> {
         let predicate = RangePredicate::from_filters(filters);
-        let snapshot = self.snapshot().await?;
+        let snapshot: Vec<PartitionRange> = self
+            .snapshot()
+            .await?
+            .iter()
+            .map(|full| PartitionRange {
+                start: full
+                    .start
+                    .max(floors.get(&full.partition).copied().unwrap_or(0)),
+                ..*full
+            })
+            .collect();
         let candidates = candidate_partitions(&predicate, &snapshot);
         let order = self.timestamp_order(&predicate).await;
         let mut times = Vec::new();
@@ -198,7 +213,23 @@ impl TableProvider for KafkaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let ranges = self.ranges(filters).await?;
+        self.scan_from(state, projection, filters, limit, &HashMap::new())
+            .await
+    }
+}
+
+impl KafkaTable {
+    /// The scan of [`TableProvider::scan`], each partition read from no
+    /// lower than `floors` (the lake's watermarks, for the lake + Kafka union).
+    pub(crate) async fn scan_from(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        floors: &HashMap<i32, i64>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let ranges = self.ranges(filters, floors).await?;
         let schema = project_schema(&self.schema, projection)?;
         let spec = ScanSpec {
             topic: self.topic.clone(),

@@ -22,10 +22,6 @@ pub enum CompactorError {
     #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
 
-    /// The lake location is not a usable URL.
-    #[error("lake location '{0}': {1}")]
-    Lake(String, String),
-
     /// The lake holds offsets the topic does not have (the topic was deleted
     /// and created again, or the lake belongs to another cluster).
     #[error(

@@ -1,13 +1,12 @@
 //! kappa's compactor: tiers Kafka topics into Delta Lake tables, exactly once.
 //!
 //! [`tier::TierTable`] moves one table's old records into its Delta table at
-//! `<lake>/tables/<name>/` ([`lake`]), committing each partition's watermark
+//! `<lake>/tables/<name>/` ([`kappa_catalog::lake`]), committing each partition's watermark
 //! in the same Delta transaction as the data. The records are read and decoded
 //! by the catalog's own scan, so a table reads the same from the lake and from
 //! Kafka.
 
 pub mod error;
-pub mod lake;
 pub mod tier;
 
 pub use error::{CompactorError, Result};

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs};
+use kappa_catalog::lake;
 use kappa_catalog::{CatalogConfig, DeclaredTable, KafkaClient, ValueFormat};
-use kappa_compactor::{Shard, TierTable, lake};
+use kappa_compactor::{Shard, TierTable};
 
 /// kappa's compactor: tiers Kafka topics into a Delta Lake.
 #[derive(Debug, Parser)]
@@ -140,7 +141,7 @@ async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable
         let started = Instant::now();
         let name = table.name.clone();
         let outcome = async {
-            let location = lake::table_url(&args.lake.lake, &table.name)?;
+            let location = lake::table_url(&args.lake.lake, &table.name, true)?;
             TierTable::new(Arc::clone(client), table.clone(), location)
                 .with_storage_options(args.lake.lake_option.iter().cloned().collect())
                 .with_shard(args.shard)

@@ -51,10 +51,7 @@ fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
 /// Microseconds in a day.
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// The Delta `txn` app id that holds `table`'s watermark for `partition`.
-pub fn app_id(table: &str, partition: i32) -> String {
-    format!("kappa/{table}/{partition}")
-}
+pub use kappa_catalog::lake::app_id;
 
 /// What one run did to one table.
 #[derive(Debug, Clone, Default)]

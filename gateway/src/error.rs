@@ -53,7 +53,9 @@ pub fn catalog_status(err: &CatalogError) -> Status {
     let code = match err {
         CatalogError::Config(_) => Code::InvalidArgument,
         CatalogError::TopicNotFound(_) => Code::NotFound,
-        CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) => Code::Unavailable,
+        CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) | CatalogError::Lake(_) => {
+            Code::Unavailable
+        }
         // The snapshot changed under the query: running it again succeeds.
         CatalogError::RecordsVanished { .. } => Code::Aborted,
         CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,

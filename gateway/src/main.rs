@@ -2,7 +2,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use kappa_catalog::{CatalogConfig, kafka_catalog};
+use kappa_catalog::lake::Lake;
+use kappa_catalog::{CatalogConfig, kafka_catalog_with_lake};
 use kappa_gateway::config::{Cli, Command, ServeArgs};
 use tokio::net::TcpListener;
 
@@ -22,7 +23,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let tables = config.resolve().await?;
     let options = args.kafka.options(&config.kafka.properties);
-    let schema = kafka_catalog(options, tables, args.topic_refresh)?;
+    let lake = Lake::new(
+        args.lake.lake.clone(),
+        args.lake.lake_option.iter().cloned().collect(),
+    );
+    let schema = kafka_catalog_with_lake(options, tables, args.topic_refresh, Some(lake))?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

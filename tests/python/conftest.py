@@ -65,9 +65,9 @@ def produce(brokers, topic, records):
 
 
 class Gateway:
-    def __init__(self, brokers, config_text=None):
+    def __init__(self, brokers, config_text=None, extra_args=()):
         binary = _required_env("KAPPA_GATEWAY_BIN")
-        args = [binary, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers]
+        args = [binary, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers, *extra_args]
         self._config = None
         if config_text:
             self._config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)

@@ -237,11 +237,11 @@ fn random_pred(rng: &mut Rng, shape: &Shape, depth: u32) -> Pred {
 }
 
 /// `(partition, offset)` pairs of a result's first two columns.
-async fn pairs(client: &mut Client, sql: &str) -> Vec<(i32, i64)> {
+async fn pairs(client: &mut Client, sql: &str, context: &str) -> Vec<(i32, i64)> {
     let result = client
         .query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        .unwrap_or_else(|e| panic!("{context}: {e}"));
     let batch = result.batch();
     let partitions = batch.column(0).as_primitive::<Int32Type>();
     let offsets = batch.column(1).as_primitive::<Int64Type>();
@@ -316,7 +316,7 @@ async fn random_predicates_return_what_the_filter_selects() {
                     "SELECT _partition, _offset FROM \"{topic}\" WHERE {filter} ORDER BY 1, 2"
                 );
                 assert_eq!(
-                    pairs(&mut client, &sql).await,
+                    pairs(&mut client, &sql, &context(&sql)).await,
                     expected,
                     "{}",
                     context(&sql)
@@ -332,14 +332,19 @@ async fn random_predicates_return_what_the_filter_selects() {
                 let mut newest = expected.clone();
                 newest.sort_unstable_by_key(|&(p, o)| std::cmp::Reverse((o, p)));
                 newest.truncate(k);
-                assert_eq!(pairs(&mut client, &sql).await, newest, "{}", context(&sql));
+                assert_eq!(
+                    pairs(&mut client, &sql, &context(&sql)).await,
+                    newest,
+                    "{}",
+                    context(&sql)
+                );
             }
             // Any k rows (LIMIT reaches the scan when the filter is exact).
             _ => {
                 let k = rng.range(1, 12) as usize;
                 let sql =
                     format!("SELECT _partition, _offset FROM \"{topic}\" WHERE {filter} LIMIT {k}");
-                let got = pairs(&mut client, &sql).await;
+                let got = pairs(&mut client, &sql, &context(&sql)).await;
                 assert_eq!(got.len(), k.min(expected.len()), "{}", context(&sql));
                 let allowed: BTreeSet<_> = expected.iter().collect();
                 let distinct: BTreeSet<_> = got.iter().collect();

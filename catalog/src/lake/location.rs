@@ -1,17 +1,26 @@
-//! Where a table's Delta files live: `<lake>/tables/<table>/`.
+//! Where a table's Delta files live: `<lake>/tables/<table>/`, and how its
+//! watermarks are named.
 
 use std::path::Path;
 
 use url::Url;
 
-use crate::error::{CompactorError, Result};
+use crate::error::{CatalogError, Result};
+
+/// The Delta `txn` app id that holds `table`'s watermark for `partition`:
+/// the next offset to tier, committed with the files holding the records
+/// below it.
+pub fn app_id(table: &str, partition: i32) -> String {
+    format!("kappa/{table}/{partition}")
+}
 
 /// The Delta table location of `table` under the lake `lake`: a local
 /// folder, a `file://` URL (relative paths are relative to the working
 /// directory, so the gateway's default `file://./kappa-lake` works), or an
-/// object-store URL.
-pub fn table_url(lake: &str, table: &str) -> Result<Url> {
-    let bad = |why: String| CompactorError::Lake(lake.to_string(), why);
+/// object-store URL. With `create`, a local folder is made if missing (the
+/// compactor writes there; the gateway only looks).
+pub fn table_url(lake: &str, table: &str, create: bool) -> Result<Url> {
+    let bad = |why: String| CatalogError::Config(format!("lake location '{lake}': {why}"));
     let local = match lake.strip_prefix("file://") {
         Some(path) => Some(path),
         None if !lake.contains("://") => Some(lake),
@@ -23,7 +32,9 @@ pub fn table_url(lake: &str, table: &str) -> Result<Url> {
                 .map_err(|e| bad(e.to_string()))?
                 .join("tables")
                 .join(table);
-            std::fs::create_dir_all(&folder).map_err(|e| bad(e.to_string()))?;
+            if create {
+                std::fs::create_dir_all(&folder).map_err(|e| bad(e.to_string()))?;
+            }
             Url::from_directory_path(&folder).map_err(|()| bad("not an absolute path".into()))
         }
         None => Url::parse(&format!("{}/tables/{table}/", lake.trim_end_matches('/')))
@@ -38,14 +49,14 @@ mod tests {
     #[test]
     fn relative_file_urls_resolve_against_the_working_directory() {
         let dir = std::env::temp_dir().join(format!("kappa-lake-test-{}", std::process::id()));
-        let url = table_url(&format!("file://{}", dir.display()), "orders").unwrap();
+        let url = table_url(&format!("file://{}", dir.display()), "orders", true).unwrap();
         assert_eq!(url.scheme(), "file");
         assert!(url.path().ends_with("/tables/orders/"), "{url}");
         assert!(dir.join("tables/orders").is_dir());
-        let plain = table_url(dir.to_str().unwrap(), "orders").unwrap();
+        let plain = table_url(dir.to_str().unwrap(), "orders", false).unwrap();
         assert_eq!(plain, url);
         std::fs::remove_dir_all(dir).unwrap();
-        let s3 = table_url("s3://bucket/lake/", "t").unwrap();
+        let s3 = table_url("s3://bucket/lake/", "t", false).unwrap();
         assert_eq!(s3.as_str(), "s3://bucket/lake/tables/t/");
     }
 }
