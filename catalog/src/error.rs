@@ -37,6 +37,19 @@ pub enum CatalogError {
         detail: String,
     },
 
+    /// Kafka deleted records of a table with a lake tier before the
+    /// compactor tiered them, and the query asks for some of them.
+    #[error(
+        "table '{table}': records were deleted from Kafka before they were tiered ({detail}); \
+         the lake does not hold them, so the answer would be incomplete"
+    )]
+    HistoryGap {
+        /// The table.
+        table: String,
+        /// Which partitions miss which offsets.
+        detail: String,
+    },
+
     /// The lake (a Delta table) could not be read.
     #[error("lake unavailable: {0}")]
     Lake(String),

@@ -27,6 +27,8 @@ use deltalake::DeltaTable;
 
 use crate::error::CatalogError;
 use crate::lake::app_id;
+use crate::offsets::PartitionRange;
+use crate::plan::{IntervalSet, RangePredicate, TimestampOrder};
 use crate::table::KafkaTable;
 
 /// A table read from its Delta table below each partition's watermark and
@@ -68,6 +70,46 @@ impl LakeKafkaTable {
     }
 }
 
+impl LakeKafkaTable {
+    /// Fails when Kafka deleted records the lake does not hold (its log
+    /// start passed the watermark before they were tiered) and the query
+    /// asks for any of them: the answer would silently miss them.
+    fn check_gaps(
+        &self,
+        snapshot: &[PartitionRange],
+        floors: &HashMap<i32, i64>,
+        filters: &[Expr],
+    ) -> Result<(), CatalogError> {
+        let predicate = RangePredicate::from_filters(filters);
+        let mut gaps = Vec::new();
+        for range in snapshot {
+            let Some(&watermark) = floors.get(&range.partition) else {
+                continue;
+            };
+            if range.start <= watermark {
+                continue;
+            }
+            let (wanted, _) = predicate.bounds(range.partition, None, TimestampOrder::Unordered);
+            if !wanted
+                .intersect(&IntervalSet::range(watermark, range.start))
+                .is_empty()
+            {
+                gaps.push(format!(
+                    "partition {}: offsets {watermark}..{}",
+                    range.partition, range.start
+                ));
+            }
+        }
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        Err(CatalogError::HistoryGap {
+            table: self.name.clone(),
+            detail: gaps.join(", "),
+        })
+    }
+}
+
 #[async_trait]
 impl TableProvider for LakeKafkaTable {
     fn schema(&self) -> SchemaRef {
@@ -94,14 +136,10 @@ impl TableProvider for LakeKafkaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let partitions: Vec<i32> = self
-            .kafka
-            .snapshot()
-            .await?
-            .iter()
-            .map(|r| r.partition)
-            .collect();
+        let snapshot = self.kafka.snapshot().await?;
+        let partitions: Vec<i32> = snapshot.iter().map(|r| r.partition).collect();
         let floors = self.watermarks(&partitions).await?;
+        self.check_gaps(&snapshot, &floors, filters)?;
         let kafka = self
             .kafka
             .scan_from(state, projection, filters, limit, &floors)

@@ -56,6 +56,8 @@ pub fn catalog_status(err: &CatalogError) -> Status {
         CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) | CatalogError::Lake(_) => {
             Code::Unavailable
         }
+        // History that no tier holds any more.
+        CatalogError::HistoryGap { .. } => Code::DataLoss,
         // The snapshot changed under the query: running it again succeeds.
         CatalogError::RecordsVanished { .. } => Code::Aborted,
         CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,

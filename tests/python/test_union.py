@@ -61,3 +61,28 @@ def test_lake_and_kafka_read_as_one_table_exact_at_the_seam(brokers, table):
         assert "DeltaScanExec" in text and f"ranges=[p0:{p0}.." in text, text
     finally:
         gateway.stop()
+
+
+def test_history_deleted_before_it_was_tiered_fails_the_queries_that_ask_for_it(brokers, table):
+    produce(brokers, table["topic"], orders(60))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    produce(brokers, table["topic"], orders(60, start=60))
+    # Partition 1 loses 5 records that were never tiered (its watermark is 20).
+    admin = AdminClient({"bootstrap.servers": brokers})
+    futures = admin.delete_records([TopicPartition(table["topic"], 1, 25)], request_timeout=DEADLINE_S)
+    for future in futures.values():
+        future.result(timeout=DEADLINE_S)
+
+    gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
+    try:
+        name = table["name"]
+        try:
+            query(gateway, f"SELECT count(*) FROM {name}")
+            raise AssertionError("a query over the gap returned an answer")
+        except flightsql.Error as e:
+            assert "partition 1: offsets 20..25" in str(e), str(e)
+        # Queries that do not need the lost offsets still work.
+        assert query(gateway, f"SELECT count(*) AS n FROM {name} WHERE _partition <> 1").to_pylist() == [{"n": 80}]
+        assert query(gateway, f"SELECT count(*) AS n FROM {name} WHERE _partition = 1 AND _offset >= 25").to_pylist() == [{"n": 15}]
+    finally:
+        gateway.stop()
