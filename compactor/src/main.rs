@@ -116,7 +116,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "no tables to tier: declare them in --config or name topics with --table"
     );
     let client = KafkaClient::new(args.kafka.options(&config.kafka.properties))?;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut shutdown = std::pin::pin!(kappa_catalog::cli::shutdown_signal());
     loop {
         let failed = pass(&args, &client, &tables).await;
         let Some(every) = args.every else {
@@ -211,23 +211,4 @@ fn select_tables(
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .context("selecting tables")
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

@@ -64,6 +64,16 @@ def produce(brokers, topic, records):
     assert remaining == 0 and not errors, f"undelivered: {remaining}, errors: {errors}"
 
 
+def delete_records(brokers, topic, partition, before):
+    """DeleteRecords: the partition's log start moves to `before`."""
+    from confluent_kafka import TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": brokers})
+    futures = admin.delete_records([TopicPartition(topic, partition, before)], request_timeout=DEADLINE_S)
+    for future in futures.values():
+        future.result(timeout=DEADLINE_S)
+
+
 class Gateway:
     def __init__(self, brokers, config_text=None, extra_args=()):
         binary = _required_env("KAPPA_GATEWAY_BIN")

@@ -9,10 +9,9 @@ import time
 import duckdb
 import pytest
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
-from conftest import DEADLINE_S, create_topic, produce, unique
+from conftest import DEADLINE_S, create_topic, delete_records, produce, unique
 
 PARTITIONS = 3
 
@@ -143,10 +142,7 @@ def test_records_deleted_before_tiering_stop_the_table_unless_allowed(brokers, t
     produce(brokers, table["topic"], orders(30))
     assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
     produce(brokers, table["topic"], orders(30, start=30))
-    admin = AdminClient({"bootstrap.servers": brokers})
-    futures = admin.delete_records([TopicPartition(table["topic"], 0, 15)], request_timeout=DEADLINE_S)
-    for future in futures.values():
-        future.result(timeout=DEADLINE_S)
+    delete_records(brokers, table["topic"], 0, 15)
 
     refused = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s")
     assert refused.returncode != 0

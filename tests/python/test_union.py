@@ -3,11 +3,9 @@ partition's watermark) and Kafka (from it on), exact at the seam, and keeps serv
 Kafka has deleted."""
 
 import adbc_driver_flightsql.dbapi as flightsql
-from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
 from deltalake import DeltaTable
 
-from conftest import DEADLINE_S, Gateway, produce
+from conftest import Gateway, delete_records, produce
 from test_compactor import PARTITIONS, compactor, offsets_of, orders, table  # noqa: F401 (fixture)
 
 
@@ -49,10 +47,7 @@ def test_lake_and_kafka_read_as_one_table_exact_at_the_seam(brokers, table):
         assert whole.schema.field("_headers").type.value_type.field(0).name == "key"
 
         # Kafka deletes what was tiered: history is still there, from the lake.
-        admin = AdminClient({"bootstrap.servers": brokers})
-        futures = admin.delete_records([TopicPartition(table["topic"], 0, p0)], request_timeout=DEADLINE_S)
-        for future in futures.values():
-            future.result(timeout=DEADLINE_S)
+        delete_records(brokers, table["topic"], 0, p0)
         after = query(gateway, f"SELECT count(*) AS n, count(DISTINCT (_partition, _offset)) AS d FROM {name}").to_pylist()
         assert after == [{"n": 390, "d": 390}]
 
@@ -68,10 +63,7 @@ def test_history_deleted_before_it_was_tiered_fails_the_queries_that_ask_for_it(
     assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
     produce(brokers, table["topic"], orders(60, start=60))
     # Partition 1 loses 5 records that were never tiered (its watermark is 20).
-    admin = AdminClient({"bootstrap.servers": brokers})
-    futures = admin.delete_records([TopicPartition(table["topic"], 1, 25)], request_timeout=DEADLINE_S)
-    for future in futures.values():
-        future.result(timeout=DEADLINE_S)
+    delete_records(brokers, table["topic"], 1, 25)
 
     gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
     try:
