@@ -53,9 +53,9 @@ log "sample query through ADBC Flight SQL:"
 lake="$run_dir/demo-lake"
 rm -rf "$lake"
 log "compactor: tiering orders older than 20 minutes into $lake"
-KAPPA_LOG=error "$CARGO_TARGET_DIR/debug/kappa-compactor" run --once --brokers "$brokers" \
+KAPPA_LOG="error,buoyant_kernel=off" "$CARGO_TARGET_DIR/debug/kappa-compactor" run --once --brokers "$brokers" \
   --config deploy/kappa.toml --lake "file://$lake" --tier-after 20m
-"$KAPPA_VENV/bin/python" scripts/demo_lake.py "$lake/tables/orders"
+"$KAPPA_VENV/bin/python" scripts/demo_lake.py "$lake/tables/orders" "grpc://127.0.0.1:$gateway_port"
 
 cat <<MSG
 
