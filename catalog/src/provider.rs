@@ -128,6 +128,26 @@ impl KafkaSchema {
         Ok(())
     }
 
+    /// The lake, if the gateway has one.
+    pub fn lake(&self) -> Option<&Lake> {
+        self.lake.as_ref()
+    }
+
+    /// The table a topic's lake tier is named after: the declared table
+    /// reading it (the first by name), else the topic itself.
+    pub fn table_name_for_topic(&self, topic: &str) -> String {
+        let mut names: Vec<&String> = self
+            .declared
+            .values()
+            .filter(|t| t.topic == topic)
+            .map(|t| &t.name)
+            .collect();
+        names.sort();
+        names
+            .first()
+            .map_or_else(|| topic.to_string(), |n| (*n).clone())
+    }
+
     /// How often the topic list is refreshed.
     pub fn refresh_interval(&self) -> Duration {
         self.refresh_interval

@@ -2,7 +2,8 @@
 //! (and joined) with the same SQL as the data.
 //!
 //! * `system.partitions`: every partition of every topic with its log start
-//!   offset and high watermark, read when the query is planned.
+//!   offset, high watermark and, for tables with a lake tier, the lake's
+//!   watermark, read when the query is planned.
 
 use std::sync::{Arc, LazyLock};
 
@@ -28,6 +29,9 @@ pub fn partitions_schema() -> SchemaRef {
             Field::new("partition", DataType::Int32, false),
             Field::new("log_start_offset", DataType::Int64, false),
             Field::new("high_watermark", DataType::Int64, false),
+            // The next offset the lake tier holds records up to (its Delta
+            // watermark); null where the table has no lake tier.
+            Field::new("lake_watermark", DataType::Int64, true),
         ]))
     });
     Arc::clone(&SCHEMA)
@@ -68,11 +72,35 @@ impl SystemSchema {
         let mut partition = Int32Builder::new();
         let mut low = Int64Builder::new();
         let mut high = Int64Builder::new();
+        let mut lake = Int64Builder::new();
+        let mut tiers: std::collections::HashMap<String, Option<deltalake::DeltaTable>> =
+            std::collections::HashMap::new();
         for (name, range) in rows {
+            let table = self.topics.table_name_for_topic(&name);
+            if !tiers.contains_key(&table) {
+                let delta = match self.topics.lake() {
+                    Some(l) => l.open(&table).await?,
+                    None => None,
+                };
+                tiers.insert(table.clone(), delta);
+            }
+            let watermark = match tiers.get(&table).and_then(Option::as_ref) {
+                Some(delta) => delta
+                    .snapshot()
+                    .map_err(|e| crate::CatalogError::Lake(e.to_string()))?
+                    .transaction_version(
+                        delta.log_store().as_ref(),
+                        crate::lake::app_id(&table, range.partition),
+                    )
+                    .await
+                    .map_err(|e| crate::CatalogError::Lake(e.to_string()))?,
+                None => None,
+            };
             topic.append_value(name);
             partition.append_value(range.partition);
             low.append_value(range.start);
             high.append_value(range.end);
+            lake.append_option(watermark);
         }
         Ok(RecordBatch::try_new(
             partitions_schema(),
@@ -81,6 +109,7 @@ impl SystemSchema {
                 Arc::new(partition.finish()),
                 Arc::new(low.finish()),
                 Arc::new(high.finish()),
+                Arc::new(lake.finish()),
             ],
         )?)
     }

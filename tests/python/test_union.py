@@ -41,6 +41,13 @@ def test_lake_and_kafka_read_as_one_table_exact_at_the_seam(brokers, table):
         seam = query(gateway, f"SELECT _offset FROM {name} WHERE _partition = 0 AND _offset BETWEEN {p0 - 2} AND {p0 + 1} ORDER BY 1")
         assert seam.column("_offset").to_pylist() == [p0 - 2, p0 - 1, p0, p0 + 1]
 
+        # system.partitions shows how far each partition is tiered.
+        tiered = query(
+            gateway,
+            f"SELECT partition, lake_watermark FROM system.partitions WHERE topic = '{table['topic']}' ORDER BY 1",
+        ).to_pylist()
+        assert tiered == [{"partition": p, "lake_watermark": watermarks[p]} for p in range(PARTITIONS)]
+
         # The lake's rows have the table's schema, so both sides stream as one.
         whole = query(gateway, f"SELECT * FROM {name} ORDER BY _partition, _offset")
         assert whole.num_rows == 390
