@@ -145,12 +145,6 @@ impl TableProvider for LakeKafkaTable {
             .scan_from(state, projection, filters, limit, &floors)
             .await?;
 
-        // The lake's columns are the table's plus `_date`, in the same
-        // order: the projection indexes both (and leaves `_date` out).
-        let columns: Vec<usize> = match projection {
-            Some(p) => p.clone(),
-            None => (0..self.kafka.schema().fields().len()).collect(),
-        };
         self.delta
             .update_datafusion_session(state)
             .map_err(|e| CatalogError::Lake(e.to_string()))?;
@@ -159,6 +153,24 @@ impl TableProvider for LakeKafkaTable {
             .table_provider()
             .await
             .map_err(|e| CatalogError::Lake(e.to_string()))?;
+        // The lake's columns by name (it also has `_date`, and a definition
+        // may have changed since the lake was written).
+        let lake_schema = provider.schema();
+        let columns = kafka
+            .schema()
+            .fields()
+            .iter()
+            .map(|field| {
+                lake_schema.index_of(field.name()).map_err(|_| {
+                    CatalogError::Lake(format!(
+                        "table '{}': column '{}' is not in its lake table; a definition \
+                         changed since the lake was written is not supported yet",
+                        self.name,
+                        field.name()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
         let lake = provider.scan(state, Some(&columns), filters, limit).await?;
         let lake = conform(lake, &kafka.schema())?;
         UnionExec::try_new(vec![lake, kafka])
