@@ -20,6 +20,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
+use crate::columns::{ERROR, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE};
 use crate::config::ValueFormat;
 use crate::error::Result;
 
@@ -47,10 +48,7 @@ pub struct RecordRef<'a> {
 #[derive(Debug)]
 pub struct BatchAssembler {
     schema: SchemaRef,
-    format: ValueFormat,
     value_schema: SchemaRef,
-    /// Table column indices to output, in order.
-    output: Vec<usize>,
     needs: Needs,
     partition: Int32Builder,
     offset: Int64Builder,
@@ -75,41 +73,35 @@ struct Needs {
     json: bool,
 }
 
-/// Positions of the metadata columns in every table schema
-/// (see [`crate::columns::table_schema`]).
-const PARTITION_COLUMN: usize = 0;
-const OFFSET_COLUMN: usize = 1;
-const TIMESTAMP_COLUMN: usize = 2;
-const KEY_COLUMN: usize = 3;
-
 impl BatchAssembler {
     /// An assembler for a table of `format` whose value columns are
     /// `value_schema`, producing the table's columns at `projection` (all
     /// when `None`).
     pub fn new(format: ValueFormat, value_schema: SchemaRef, projection: Option<&[usize]>) -> Self {
         let table = crate::columns::table_schema(format, &value_schema);
-        let output: Vec<usize> = match projection {
-            Some(p) => p.to_vec(),
-            None => (0..table.fields().len()).collect(),
+        let schema = match projection {
+            Some(p) => Arc::new(table.project(p).expect("projection within the table")),
+            None => table,
         };
+        // Columns are known by name, so the layout lives only in
+        // `columns::table_schema`.
         let mut needs = Needs::default();
-        for &i in &output {
-            match (format, i) {
-                (_, PARTITION_COLUMN) => needs.partition = true,
-                (_, OFFSET_COLUMN) => needs.offset = true,
-                (_, TIMESTAMP_COLUMN) => needs.timestamp = true,
-                (_, KEY_COLUMN) => needs.key = true,
-                (ValueFormat::Raw, 4) => needs.raw_value = true,
-                (ValueFormat::Raw, _) | (ValueFormat::Json, 4) => needs.headers = true,
-                (ValueFormat::Json, _) => needs.json = true,
+        for field in schema.fields() {
+            match (field.name().as_str(), format) {
+                (PARTITION, _) => needs.partition = true,
+                (OFFSET, _) => needs.offset = true,
+                (TIMESTAMP, _) => needs.timestamp = true,
+                (KEY, _) => needs.key = true,
+                (HEADERS, _) => needs.headers = true,
+                (VALUE, ValueFormat::Raw) => needs.raw_value = true,
+                // Declared columns, `_error` and the undecoded `_value`.
+                (_, ValueFormat::Json) => needs.json = true,
+                (other, ValueFormat::Raw) => unreachable!("raw tables have no column {other}"),
             }
         }
-        let schema = Arc::new(table.project(&output).expect("projection within the table"));
         Self {
             schema,
-            format,
             value_schema,
-            output,
             needs,
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
@@ -200,54 +192,44 @@ impl BatchAssembler {
 
     /// Cuts a batch of everything appended so far and resets the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
-        let width = match self.format {
-            ValueFormat::Raw => 6,
-            ValueFormat::Json => 7 + self.value_schema.fields().len(),
-        };
-        let mut table: Vec<Option<ArrayRef>> = vec![None; width];
         let needs = self.needs;
-        if needs.partition {
-            table[PARTITION_COLUMN] = Some(Arc::new(self.partition.finish()));
-        }
-        if needs.offset {
-            table[OFFSET_COLUMN] = Some(Arc::new(self.offset.finish()));
-        }
-        if needs.timestamp {
-            table[TIMESTAMP_COLUMN] = Some(Arc::new(self.timestamp.finish()));
-        }
-        if needs.key {
-            table[KEY_COLUMN] = Some(Arc::new(self.key.finish()));
-        }
-        let headers_at = match self.format {
-            ValueFormat::Raw => 5,
-            ValueFormat::Json => 4,
-        };
-        if needs.headers {
-            table[headers_at] = Some(Arc::new(self.headers.finish()));
-        }
-        if needs.raw_value {
-            table[4] = Some(Arc::new(self.raw_values.finish()));
-        }
-        if needs.json {
+        let (decoded, errors, undecoded) = if needs.json {
             let values = std::mem::take(&mut self.json_values);
             let (decoded, errors) = decode_json(&values, &self.value_schema)?;
-            for (i, column) in decoded.into_iter().enumerate() {
-                table[5 + i] = Some(column);
-            }
             // The bytes of every value that did not decode, so nothing is lost.
             let undecoded: BinaryArray = values
                 .iter()
                 .zip(errors.iter())
                 .map(|(value, error)| error.as_ref().and(value.as_deref()))
                 .collect();
-            table[width - 2] = Some(Arc::new(StringArray::from(errors)));
-            table[width - 1] = Some(Arc::new(undecoded));
+            let errors: ArrayRef = Arc::new(StringArray::from(errors));
+            (decoded, Some(errors), Some(Arc::new(undecoded) as ArrayRef))
+        } else {
+            (Vec::new(), None, None)
+        };
+        let raw_values: Option<ArrayRef> = needs
+            .raw_value
+            .then(|| Arc::new(self.raw_values.finish()) as ArrayRef);
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
+        for field in self.schema.fields() {
+            let column: ArrayRef = match field.name().as_str() {
+                PARTITION => Arc::new(self.partition.finish()),
+                OFFSET => Arc::new(self.offset.finish()),
+                TIMESTAMP => Arc::new(self.timestamp.finish()),
+                KEY => Arc::new(self.key.finish()),
+                HEADERS => Arc::new(self.headers.finish()),
+                VALUE => raw_values
+                    .clone()
+                    .or_else(|| undecoded.clone())
+                    .expect("_value was built"),
+                ERROR => errors.clone().expect("_error was built"),
+                name => {
+                    let i = self.value_schema.index_of(name)?;
+                    Arc::clone(&decoded[i])
+                }
+            };
+            columns.push(column);
         }
-        let columns: Vec<ArrayRef> = self
-            .output
-            .iter()
-            .map(|&i| table[i].clone().expect("every projected column was built"))
-            .collect();
         let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
         self.rows = 0;
         self.bytes = 0;
@@ -494,12 +476,12 @@ mod tests {
 
         // A value column without _error still sees whole-record decoding:
         // the row whose other field is bad is null, as in a full scan.
-        let id = 5; // _partition, _offset, _timestamp, _key, _headers, id, customer, _error, _value
-        let mut a = BatchAssembler::new(
-            ValueFormat::Json,
-            orders_schema(),
-            Some(&[OFFSET_COLUMN, id]),
+        let table = crate::columns::table_schema(ValueFormat::Json, &orders_schema());
+        let (offset, id) = (
+            table.index_of(OFFSET).unwrap(),
+            table.index_of("id").unwrap(),
         );
+        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema(), Some(&[offset, id]));
         a.append(record(0, Some(br#"{"id": 1, "customer": 7}"#)), [])
             .unwrap();
         a.append(record(1, Some(br#"{"id": 2, "customer": "x"}"#)), [])
