@@ -7,16 +7,9 @@
 # keeps up with the broker, not kappa's own ceiling.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$KAPPA_ROOT"
-profile="${KAPPA_BENCH_PROFILE:-release}"
 bash scripts/install-deps.sh
 bash scripts/install-broker.sh
-if [[ "$profile" == release ]]; then
-  cargo build --locked --release --bin kappa-gateway
-  bin="$CARGO_TARGET_DIR/release/kappa-gateway"
-else
-  cargo build --locked --bin kappa-gateway
-  bin="$CARGO_TARGET_DIR/debug/kappa-gateway"
-fi
+bin=$(bench_gateway_bin)
 brokers=$(bash scripts/broker.sh start 0)
 trap 'bash "$KAPPA_ROOT/scripts/broker.sh" stop "${brokers##*:}"' EXIT
 "$KAPPA_VENV/bin/python" scripts/bench_scan.py --brokers "$brokers" --gateway-bin "$bin" "$@"

@@ -11,3 +11,17 @@ KAPPA_VENV="$KAPPA_CACHE/venv"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KAPPA_CACHE/target}"
 mkdir -p "$KAPPA_CACHE"
 log() { printf '[kappa %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# The gateway binary a benchmark runs: KAPPA_GATEWAY_BIN if set, else a build of
+# KAPPA_BENCH_PROFILE (release by default; `dev` for a debug build). Prints its path.
+bench_gateway_bin() {
+  if [[ -n "${KAPPA_GATEWAY_BIN:-}" ]]; then
+    echo "$KAPPA_GATEWAY_BIN"
+  elif [[ "${KAPPA_BENCH_PROFILE:-release}" == release ]]; then
+    cargo build --locked --release --bin kappa-gateway >&2
+    echo "$CARGO_TARGET_DIR/release/kappa-gateway"
+  else
+    cargo build --locked --bin kappa-gateway >&2
+    echo "$CARGO_TARGET_DIR/debug/kappa-gateway"
+  fi
+}

@@ -20,6 +20,15 @@ pub struct PartitionRange {
 }
 
 impl PartitionRange {
+    /// Offsets `[start, end)` of `partition`.
+    pub const fn new(partition: i32, start: i64, end: i64) -> Self {
+        Self {
+            partition,
+            start,
+            end,
+        }
+    }
+
     /// The range a full scan reads, given a partition's watermarks.
     pub fn from_watermarks(partition: i32, low: i64, high: i64) -> Self {
         Self {
@@ -264,14 +273,6 @@ impl TailCursor {
 mod tests {
     use super::*;
 
-    fn range(partition: i32, start: i64, end: i64) -> PartitionRange {
-        PartitionRange {
-            partition,
-            start,
-            end,
-        }
-    }
-
     /// Feeds a sequence of delivered offsets and returns what was taken and
     /// whether the cursor finished.
     fn run(r: PartitionRange, delivered: &[i64]) -> (Vec<i64>, bool) {
@@ -288,17 +289,26 @@ mod tests {
 
     #[test]
     fn contiguous_offsets_finish_on_the_last_one() {
-        assert_eq!(run(range(0, 3, 6), &[3, 4, 5]), (vec![3, 4, 5], true));
-        assert_eq!(run(range(0, 3, 6), &[3, 4]), (vec![3, 4], false));
+        assert_eq!(
+            run(PartitionRange::new(0, 3, 6), &[3, 4, 5]),
+            (vec![3, 4, 5], true)
+        );
+        assert_eq!(
+            run(PartitionRange::new(0, 3, 6), &[3, 4]),
+            (vec![3, 4], false)
+        );
     }
 
     #[test]
     fn gaps_do_not_hang_the_scan() {
         // Compacted topic: 5 and 6 are gone; the record at 7 ends it.
-        assert_eq!(run(range(0, 0, 8), &[0, 2, 4, 7]), (vec![0, 2, 4, 7], true));
+        assert_eq!(
+            run(PartitionRange::new(0, 0, 8), &[0, 2, 4, 7]),
+            (vec![0, 2, 4, 7], true)
+        );
         // The last offsets are gone (or are transaction markers): the
         // consumer's position or end-of-partition finishes the range.
-        let mut c = PartitionCursor::new(range(0, 0, 10));
+        let mut c = PartitionCursor::new(PartitionRange::new(0, 0, 10));
         for o in [0, 1, 2] {
             c.deliver(o);
         }
@@ -311,15 +321,21 @@ mod tests {
 
     #[test]
     fn records_after_the_snapshot_are_dropped() {
-        assert_eq!(run(range(1, 0, 3), &[0, 1, 2, 3, 4]), (vec![0, 1, 2], true));
+        assert_eq!(
+            run(PartitionRange::new(1, 0, 3), &[0, 1, 2, 3, 4]),
+            (vec![0, 1, 2], true)
+        );
         // A gap straight across the end: 2 missing, 3 is past the snapshot.
-        assert_eq!(run(range(1, 0, 3), &[0, 1, 3]), (vec![0, 1], true));
+        assert_eq!(
+            run(PartitionRange::new(1, 0, 3), &[0, 1, 3]),
+            (vec![0, 1], true)
+        );
     }
 
     #[test]
     fn redelivered_records_are_dropped() {
         assert_eq!(
-            run(range(0, 0, 5), &[0, 1, 2, 1, 2, 3, 4]),
+            run(PartitionRange::new(0, 0, 5), &[0, 1, 2, 1, 2, 3, 4]),
             (vec![0, 1, 2, 3, 4], true)
         );
     }
@@ -331,7 +347,7 @@ mod tests {
         for mask in 0u32..256 {
             let present: Vec<i64> = (0..8).filter(|o| mask & (1 << o) != 0).collect();
             let delivered: Vec<i64> = present.iter().flat_map(|&o| [o, o]).collect();
-            let (taken, done) = run(range(0, 0, 8), &delivered);
+            let (taken, done) = run(PartitionRange::new(0, 0, 8), &delivered);
             assert_eq!(taken, present, "mask {mask:#b}");
             assert_eq!(done, present.last() == Some(&7), "mask {mask:#b}");
         }
@@ -340,7 +356,7 @@ mod tests {
     #[test]
     fn jumps_are_checked_against_the_log_start() {
         // A hole (compaction): the log start is below it, so it is real.
-        let mut c = PartitionCursor::new(range(0, 0, 10));
+        let mut c = PartitionCursor::new(PartitionRange::new(0, 0, 10));
         c.deliver(0);
         c.deliver(4);
         assert_eq!(c.unverified_gap(), Some(1));
@@ -350,14 +366,14 @@ mod tests {
         c.deliver(8);
         assert_eq!(c.verify(8), Err((5, 8)));
         // Contiguous reads and the exact end raise nothing.
-        let mut c = PartitionCursor::new(range(0, 0, 3));
+        let mut c = PartitionCursor::new(PartitionRange::new(0, 0, 3));
         for o in [0, 1, 2] {
             c.deliver(o);
         }
         c.reached(3);
         assert_eq!(c.unverified_gap(), None);
         // Reaching the end by position past unread offsets is a jump too.
-        let mut c = PartitionCursor::new(range(0, 0, 10));
+        let mut c = PartitionCursor::new(PartitionRange::new(0, 0, 10));
         c.deliver(0);
         c.reached(10);
         assert_eq!(c.verify(10), Err((1, 10)));
@@ -365,19 +381,22 @@ mod tests {
 
     #[test]
     fn watermarks_make_ranges() {
-        assert_eq!(PartitionRange::from_watermarks(0, 5, 9), range(0, 5, 9));
+        assert_eq!(
+            PartitionRange::from_watermarks(0, 5, 9),
+            PartitionRange::new(0, 5, 9)
+        );
         assert!(PartitionRange::from_watermarks(0, 7, 7).is_empty());
-        assert!(PartitionCursor::new(range(0, 7, 7)).is_done());
+        assert!(PartitionCursor::new(PartitionRange::new(0, 7, 7)).is_done());
         assert!(PartitionRange::from_watermarks(0, -1, -1).is_empty());
     }
 
     #[test]
     fn groups_balance_spans_and_drop_empty_ranges() {
         let ranges = [
-            range(0, 0, 100),
-            range(1, 0, 10),
-            range(2, 0, 90),
-            range(3, 5, 5),
+            PartitionRange::new(0, 0, 100),
+            PartitionRange::new(1, 0, 10),
+            PartitionRange::new(2, 0, 90),
+            PartitionRange::new(3, 5, 5),
         ];
         let groups = group_ranges(&ranges, 2);
         assert_eq!(groups.len(), 2);
@@ -387,7 +406,7 @@ mod tests {
             .collect();
         assert_eq!(spans, vec![100, 100]);
         assert_eq!(group_ranges(&ranges, 16).len(), 3);
-        assert!(group_ranges(&[range(0, 1, 1)], 4).is_empty());
+        assert!(group_ranges(&[PartitionRange::new(0, 1, 1)], 4).is_empty());
         let all: usize = group_ranges(&ranges, 1).iter().map(Vec::len).sum();
         assert_eq!(all, 3);
     }
@@ -413,11 +432,11 @@ mod tests {
     #[test]
     fn the_last_records_cost_one_window_without_gaps() {
         let present: Vec<i64> = (0..1000).collect();
-        let (windows, records) = tail(vec![range(0, 0, 1000)], &present, 100);
+        let (windows, records) = tail(vec![PartitionRange::new(0, 0, 1000)], &present, 100);
         assert_eq!(windows, vec![(900, 1000)]);
         assert_eq!(records.len(), 100);
         // Fewer records than asked: everything, once.
-        let (_, records) = tail(vec![range(0, 0, 5)], &present, 100);
+        let (_, records) = tail(vec![PartitionRange::new(0, 0, 5)], &present, 100);
         assert_eq!(records.len(), 5);
     }
 
@@ -425,7 +444,7 @@ mod tests {
     fn gaps_reach_back_by_the_shortfall_only() {
         // Every other offset is gone (a compacted topic).
         let present: Vec<i64> = (0..1000).filter(|o| o % 2 == 0).collect();
-        let (windows, records) = tail(vec![range(0, 0, 1000)], &present, 10);
+        let (windows, records) = tail(vec![PartitionRange::new(0, 0, 1000)], &present, 10);
         assert_eq!(windows.first(), Some(&(990, 1000)));
         assert_eq!(records.len(), 10);
         let mut newest: Vec<i64> = present.iter().rev().take(10).copied().collect();
@@ -438,7 +457,10 @@ mod tests {
     #[test]
     fn several_ranges_are_walked_newest_first() {
         let present: Vec<i64> = (0..100).collect();
-        let ranges = vec![range(0, 10, 20), range(0, 50, 53)];
+        let ranges = vec![
+            PartitionRange::new(0, 10, 20),
+            PartitionRange::new(0, 50, 53),
+        ];
         let (windows, records) = tail(ranges, &present, 5);
         assert_eq!(windows, vec![(50, 53), (18, 20)]);
         assert_eq!(records, vec![50, 51, 52, 18, 19]);

@@ -44,11 +44,7 @@ pub fn plan_ranges(
             wanted
                 .intervals()
                 .iter()
-                .map(|&(start, end)| PartitionRange {
-                    partition: full.partition,
-                    start,
-                    end,
-                }),
+                .map(|&(start, end)| PartitionRange::new(full.partition, start, end)),
         );
     }
     out
@@ -61,28 +57,27 @@ mod tests {
     use datafusion::common::ScalarValue;
     use datafusion::prelude::{col, lit};
 
-    fn range(partition: i32, start: i64, end: i64) -> PartitionRange {
-        PartitionRange {
-            partition,
-            start,
-            end,
-        }
-    }
-
     #[test]
     fn ranges_stay_inside_the_snapshot() {
-        let snapshot = [range(0, 10, 20), range(1, 0, 5), range(2, 7, 7)];
+        let snapshot = [
+            PartitionRange::new(0, 10, 20),
+            PartitionRange::new(1, 0, 5),
+            PartitionRange::new(2, 7, 7),
+        ];
         let expr = col(OFFSET)
             .lt(lit(12i64))
             .or(col(OFFSET).between(lit(15i64), lit(100i64)))
             .and(col(PARTITION).not_eq(lit(1)));
         let predicate = RangePredicate::from_expr(&expr);
         let candidates = candidate_partitions(&predicate, &snapshot);
-        assert_eq!(candidates, vec![range(0, 10, 20)]);
+        assert_eq!(candidates, vec![PartitionRange::new(0, 10, 20)]);
         let none = |_: i32, _: i64| -> i64 { unreachable!("no time bound") };
         assert_eq!(
             plan_ranges(&predicate, &candidates, &none, TimestampOrder::Unordered),
-            vec![range(0, 10, 12), range(0, 15, 20)]
+            vec![
+                PartitionRange::new(0, 10, 12),
+                PartitionRange::new(0, 15, 20)
+            ]
         );
         // Wholly outside the log: nothing to read, no error.
         let outside = RangePredicate::from_expr(&col(OFFSET).gt(lit(1_000i64)));
@@ -91,13 +86,16 @@ mod tests {
 
     #[test]
     fn a_start_time_narrows_each_partition_by_its_own_answer() {
-        let snapshot = [range(0, 0, 100), range(1, 50, 60)];
+        let snapshot = [
+            PartitionRange::new(0, 0, 100),
+            PartitionRange::new(1, 50, 60),
+        ];
         let t = lit(ScalarValue::TimestampMillisecond(Some(1_000), None));
         let predicate = RangePredicate::from_expr(&col(TIMESTAMP).gt_eq(t));
         let lookup = |partition: i32, _t: i64| if partition == 0 { 40 } else { i64::MAX };
         assert_eq!(
             plan_ranges(&predicate, &snapshot, &lookup, TimestampOrder::Unordered),
-            vec![range(0, 40, 100)]
+            vec![PartitionRange::new(0, 40, 100)]
         );
     }
 }
