@@ -334,6 +334,53 @@ impl KafkaClient {
         Ok(config.create()?)
     }
 
+    /// The timestamp (milliseconds) of the first record at or after each
+    /// `(partition, offset)` of `topic`, for the partitions that have one
+    /// within the request timeout. One consumer reads them all.
+    pub fn timestamps_at(
+        &self,
+        topic: &str,
+        positions: &[(i32, i64)],
+    ) -> Result<HashMap<i32, i64>> {
+        use rdkafka::message::Message;
+        let mut out = HashMap::new();
+        if positions.is_empty() {
+            return Ok(out);
+        }
+        let consumer = self.scan_consumer()?;
+        let mut assignment = TopicPartitionList::new();
+        for &(partition, offset) in positions {
+            assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        consumer.assign(&assignment)?;
+        let mut answered = std::collections::HashSet::new();
+        let deadline = std::time::Instant::now() + self.options.request_timeout;
+        while answered.len() < positions.len() {
+            let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+                break;
+            };
+            match consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(message)) => {
+                    let partition = message.partition();
+                    if answered.insert(partition)
+                        && let Some(ms) = message.timestamp().to_millis()
+                    {
+                        out.insert(partition, ms);
+                    }
+                }
+                // At the end: no record yet.
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    answered.insert(partition);
+                }
+                // A position no longer in the log: the rest is what is known.
+                Some(Err(KafkaError::MessageConsumption(_))) => break,
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
     fn unavailable(&self, err: KafkaError) -> CatalogError {
         CatalogError::BrokerUnavailable(format!(
             "{err} (brokers {}, waited up to {:?})",

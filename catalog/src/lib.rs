@@ -25,6 +25,7 @@ pub mod error;
 pub mod kafka;
 pub mod lake;
 pub mod offsets;
+pub mod options;
 pub mod plan;
 pub mod provider;
 pub mod scan;
@@ -40,6 +41,7 @@ use datafusion::prelude::SessionContext;
 pub use config::{CatalogConfig, DeclaredTable, TableDefinition, ValueFormat};
 pub use error::{CatalogError, Result};
 pub use kafka::{KafkaClient, KafkaOptions};
+pub use options::KappaOptions;
 pub use provider::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};
 pub use system::SYSTEM_SCHEMA;
 

@@ -93,16 +93,19 @@ impl KafkaSchema {
         self
     }
 
-    /// A table over Kafka alone, or the union with its lake tier if it has one.
+    /// A table over Kafka alone, or, with a lake, the union with its lake
+    /// tier (found when the table is scanned).
     async fn with_lake_tier(
         &self,
         name: &str,
         table: KafkaTable,
     ) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(lake) = &self.lake
-            && let Some(delta) = lake.open(name).await?
-        {
-            return Ok(Some(Arc::new(LakeKafkaTable::new(name, table, delta))));
+        if let Some(lake) = &self.lake {
+            return Ok(Some(Arc::new(LakeKafkaTable::new(
+                name,
+                table,
+                lake.clone(),
+            ))));
         }
         Ok(Some(Arc::new(table)))
     }
@@ -146,6 +149,11 @@ impl KafkaSchema {
         names
             .first()
             .map_or_else(|| topic.to_string(), |n| (*n).clone())
+    }
+
+    /// The names of the declared tables.
+    pub fn declared_names(&self) -> Vec<String> {
+        self.declared.keys().cloned().collect()
     }
 
     /// How often the topic list is refreshed.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::project_schema;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -23,54 +24,54 @@ use datafusion::physical_expr::expressions::{cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
-use deltalake::DeltaTable;
+use tokio::sync::OnceCell;
 
 use crate::error::CatalogError;
-use crate::lake::app_id;
+use crate::lake::{Lake, LakeSnapshot, LakeTierExec};
 use crate::offsets::PartitionRange;
+use crate::options::KappaOptions;
 use crate::plan::{IntervalSet, RangePredicate, TimestampOrder};
+use crate::scan::KafkaScanExec;
 use crate::table::KafkaTable;
 
+/// Most partitions a `_partition` filter may name for a query to be
+/// answered from the lake alone without asking Kafka for its partitions.
+const MAX_LAKE_ONLY_PARTITIONS: i64 = 4096;
+
 /// A table read from its Delta table below each partition's watermark and
-/// from Kafka above it.
+/// from Kafka above it (or from Kafka alone while the compactor has not
+/// created its Delta table).
 #[derive(Debug)]
 pub struct LakeKafkaTable {
     name: String,
     kafka: KafkaTable,
-    delta: DeltaTable,
+    lake: Lake,
+    /// The lake tier of this query, loaded by its first scan: every scan of
+    /// the table in one query reads one Delta version.
+    tier: OnceCell<Option<LakeSnapshot>>,
 }
 
 impl LakeKafkaTable {
-    /// The union of `delta` (the table's lake tier, loaded at one version)
-    /// and `kafka`.
-    pub fn new(name: impl Into<String>, kafka: KafkaTable, delta: DeltaTable) -> Self {
+    /// The union of `name`'s tier in `lake` and `kafka`. Nothing is read
+    /// until the table is scanned, so resolving and listing tables costs no
+    /// lake I/O.
+    pub fn new(name: impl Into<String>, kafka: KafkaTable, lake: Lake) -> Self {
         Self {
             name: name.into(),
             kafka,
-            delta,
+            lake,
+            tier: OnceCell::new(),
         }
     }
 
-    /// Each partition's watermark in the loaded Delta snapshot.
-    async fn watermarks(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, CatalogError> {
-        let lake = |e: deltalake::DeltaTableError| CatalogError::Lake(e.to_string());
-        let state = self.delta.snapshot().map_err(lake)?;
-        let log_store = self.delta.log_store();
-        let mut out = HashMap::new();
-        for &partition in partitions {
-            if let Some(watermark) = state
-                .transaction_version(log_store.as_ref(), app_id(&self.name, partition))
-                .await
-                .map_err(lake)?
-            {
-                out.insert(partition, watermark);
-            }
-        }
-        Ok(out)
+    async fn tier(&self) -> Result<Option<&LakeSnapshot>, CatalogError> {
+        let tier = self
+            .tier
+            .get_or_try_init(|| self.lake.snapshot(&self.name))
+            .await?;
+        Ok(tier.as_ref())
     }
-}
 
-impl LakeKafkaTable {
     /// Fails when Kafka deleted records the lake does not hold (its log
     /// start passed the watermark before they were tiered) and the query
     /// asks for any of them: the answer would silently miss them.
@@ -78,9 +79,9 @@ impl LakeKafkaTable {
         &self,
         snapshot: &[PartitionRange],
         floors: &HashMap<i32, i64>,
-        filters: &[Expr],
+        predicate: &RangePredicate,
+        options: &KappaOptions,
     ) -> Result<(), CatalogError> {
-        let predicate = RangePredicate::from_filters(filters);
         let mut gaps = Vec::new();
         for range in snapshot {
             let Some(&watermark) = floors.get(&range.partition) else {
@@ -103,11 +104,97 @@ impl LakeKafkaTable {
         if gaps.is_empty() {
             return Ok(());
         }
+        let detail = gaps.join(", ");
+        if options.allow_gaps {
+            tracing::warn!(
+                table = self.name,
+                gaps = detail,
+                "reading past a gap in history (kappa.allow_gaps)"
+            );
+            return Ok(());
+        }
         Err(CatalogError::HistoryGap {
             table: self.name.clone(),
-            detail: gaps.join(", "),
+            detail,
         })
     }
+
+    /// The lake's rows for this query, in the table's (projected) schema.
+    async fn lake_scan(
+        &self,
+        tier: &LakeSnapshot,
+        floors: &HashMap<i32, i64>,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
+        let delta = tier.delta();
+        delta
+            .update_datafusion_session(state)
+            .map_err(|e| lake_error(&e))?;
+        let provider = delta.table_provider().await.map_err(|e| lake_error(&e))?;
+        let target = project_schema(&self.kafka.schema(), projection)?;
+        // The lake's columns by name (it also has `_date`, and a definition
+        // may have changed since the lake was written).
+        let lake_schema = provider.schema();
+        let columns = target
+            .fields()
+            .iter()
+            .map(|field| {
+                lake_schema.index_of(field.name()).map_err(|_| {
+                    CatalogError::Lake(format!(
+                        "table '{}': column '{}' is not in its lake table; a definition \
+                         changed since the lake was written is not supported yet",
+                        self.name,
+                        field.name()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
+        let lake = provider.scan(state, Some(&columns), filters, limit).await?;
+        let lake = conform(lake, &target)?;
+        Ok(Arc::new(LakeTierExec::new(
+            self.name.clone(),
+            tier.version(),
+            floors.iter().map(|(&p, &w)| (p, w)).collect(),
+            lake,
+        )))
+    }
+}
+
+/// The partitions `predicate` restricts a query to, when it names few
+/// enough of them to list.
+fn named_partitions(predicate: &RangePredicate) -> Option<Vec<i32>> {
+    let (over, _) = predicate.partitions();
+    let named = over.intersect(&IntervalSet::below(i64::from(i32::MAX)));
+    let count: i64 = named.intervals().iter().map(|(s, e)| e - s).sum();
+    if over != named || count > MAX_LAKE_ONLY_PARTITIONS {
+        return None;
+    }
+    Some(
+        named
+            .intervals()
+            .iter()
+            .flat_map(|&(s, e)| s..e)
+            .map(|p| i32::try_from(p).expect("below i32::MAX"))
+            .collect(),
+    )
+}
+
+/// Whether `predicate` may select offsets of `partition` below `watermark`
+/// (and so needs the lake).
+fn wants_below(predicate: &RangePredicate, partition: i32, watermark: i64) -> bool {
+    let (over, _) = predicate.bounds(partition, None, TimestampOrder::Unordered);
+    !over.intersect(&IntervalSet::below(watermark)).is_empty()
+}
+
+/// Whether `predicate` may select offsets of `partition` at or above
+/// `watermark` (and so needs Kafka).
+fn wants_from(predicate: &RangePredicate, partition: i32, watermark: i64) -> bool {
+    let (over, _) = predicate.bounds(partition, None, TimestampOrder::Unordered);
+    !over.intersect(&IntervalSet::at_least(watermark)).is_empty()
 }
 
 #[async_trait]
@@ -136,43 +223,50 @@ impl TableProvider for LakeKafkaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let Some(tier) = self.tier().await? else {
+            return self.kafka.scan(state, projection, filters, limit).await;
+        };
+        let predicate = RangePredicate::from_filters(filters);
+        // Wholly below the watermarks of the partitions it names: the lake
+        // alone answers, and Kafka is not contacted (it may be down). Without
+        // a `_partition` filter Kafka must say which partitions exist (one
+        // may have been added since the last tiering).
+        if let Some(partitions) = named_partitions(&predicate) {
+            let floors = tier.watermarks(&partitions).await?;
+            let below = partitions.iter().all(|p| {
+                floors
+                    .get(p)
+                    .is_some_and(|&w| !wants_from(&predicate, *p, w))
+            });
+            if below {
+                return self
+                    .lake_scan(tier, &floors, state, projection, filters, limit)
+                    .await;
+            }
+        }
         let snapshot = self.kafka.snapshot().await?;
         let partitions: Vec<i32> = snapshot.iter().map(|r| r.partition).collect();
-        let floors = self.watermarks(&partitions).await?;
-        self.check_gaps(&snapshot, &floors, filters)?;
+        let floors = tier.watermarks(&partitions).await?;
+        let options = KappaOptions::from_config(state.config_options());
+        self.check_gaps(&snapshot, &floors, &predicate, &options)?;
         let kafka = self
             .kafka
             .scan_from(state, projection, filters, limit, &floors)
             .await?;
-
-        self.delta
-            .update_datafusion_session(state)
-            .map_err(|e| CatalogError::Lake(e.to_string()))?;
-        let provider = self
-            .delta
-            .table_provider()
-            .await
-            .map_err(|e| CatalogError::Lake(e.to_string()))?;
-        // The lake's columns by name (it also has `_date`, and a definition
-        // may have changed since the lake was written).
-        let lake_schema = provider.schema();
-        let columns = kafka
-            .schema()
-            .fields()
-            .iter()
-            .map(|field| {
-                lake_schema.index_of(field.name()).map_err(|_| {
-                    CatalogError::Lake(format!(
-                        "table '{}': column '{}' is not in its lake table; a definition \
-                         changed since the lake was written is not supported yet",
-                        self.name,
-                        field.name()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>, _>>()?;
-        let lake = provider.scan(state, Some(&columns), filters, limit).await?;
-        let lake = conform(lake, &kafka.schema())?;
+        // Wholly at or above the watermarks: no lake file is planned.
+        if !floors.iter().any(|(&p, &w)| wants_below(&predicate, p, w)) {
+            return Ok(kafka);
+        }
+        let lake = self
+            .lake_scan(tier, &floors, state, projection, filters, limit)
+            .await?;
+        // Nothing above the watermarks: Kafka has nothing to add.
+        if kafka
+            .downcast_ref::<KafkaScanExec>()
+            .is_some_and(|scan| scan.spec().ranges.is_empty())
+        {
+            return Ok(lake);
+        }
         UnionExec::try_new(vec![lake, kafka])
     }
 }

@@ -35,8 +35,8 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
 use kappa_catalog::plan::LastRecordsRule;
-use kappa_catalog::system::{PARTITIONS, partitions_schema};
-use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA, SYSTEM_SCHEMA};
+use kappa_catalog::system;
+use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, KappaOptions, SCHEMA, SYSTEM_SCHEMA};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -78,15 +78,21 @@ impl KappaFlightSqlService {
     }
 
     /// A fresh session: `kafka.default` as the default catalog and schema,
-    /// strings as `Utf8`, read-only SQL.
-    fn session(&self) -> SessionContext {
+    /// strings as `Utf8`, read-only SQL, and the client's `kappa.*` settings.
+    fn session(&self, settings: &Settings) -> Result<SessionContext, Status> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true);
+            .with_information_schema(true)
+            .with_option_extension(KappaOptions::default());
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
+        for (name, value) in &settings.0 {
+            options
+                .set(name, value)
+                .map_err(|e| invalid_request(format!("setting {name}={value}: {e}")))?;
+        }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
@@ -97,17 +103,17 @@ impl KappaFlightSqlService {
             CATALOG,
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema))),
         );
-        ctx
+        Ok(ctx)
     }
 
     /// Plans `sql` (a read-only query) and returns it with its client schema.
-    async fn plan(&self, sql: &str) -> Result<(DataFrame, SchemaRef), Status> {
+    async fn plan(&self, sql: &str, settings: &Settings) -> Result<(DataFrame, SchemaRef), Status> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
         let df = self
-            .session()
+            .session(settings)?
             .sql_with_options(sql, options)
             .await
             .map_err(|e| {
@@ -123,9 +129,11 @@ impl KappaFlightSqlService {
     async fn statement_info(
         &self,
         sql: String,
-        descriptor: FlightDescriptor,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (_, schema) = self.plan(&sql).await?;
+        let settings = Settings::of(request.metadata())?;
+        let descriptor = request.into_inner();
+        let (_, schema) = self.plan(&sql, &settings).await?;
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(sql),
         };
@@ -133,9 +141,13 @@ impl KappaFlightSqlService {
     }
 
     /// Runs `sql` and streams its batches as Flight data.
-    async fn execute(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
+    async fn execute(
+        &self,
+        sql: &str,
+        settings: &Settings,
+    ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
-        let (df, schema) = self.plan(sql).await?;
+        let (df, schema) = self.plan(sql, settings).await?;
         let mut log = QueryLog::new(sql, started);
         let stream = df.execute_stream().await.map_err(|e| {
             let status = datafusion_status(&e);
@@ -143,6 +155,33 @@ impl KappaFlightSqlService {
             status
         })?;
         Ok(Response::new(encode_stream(stream, schema, log)))
+    }
+}
+
+/// The `kappa.*` settings a call carries as request headers (gRPC
+/// metadata), such as `kappa.allow_gaps: true`. Handles are stateless, so a
+/// setting travels with every call instead of living in a server session:
+/// ADBC sends it with `adbc.flight.sql.rpc.call_header.kappa.allow_gaps`
+/// on a connection or a statement, pyarrow.flight with `FlightCallOptions`.
+#[derive(Debug, Default)]
+struct Settings(Vec<(String, String)>);
+
+impl Settings {
+    fn of(metadata: &tonic::metadata::MetadataMap) -> Result<Self, Status> {
+        let mut settings = Vec::new();
+        for entry in metadata.iter() {
+            let tonic::metadata::KeyAndValueRef::Ascii(name, value) = entry else {
+                continue;
+            };
+            if !name.as_str().starts_with("kappa.") {
+                continue;
+            }
+            let value = value
+                .to_str()
+                .map_err(|_| invalid_request(format!("setting {}: not text", name.as_str())))?;
+            settings.push((name.as_str().to_string(), value.trim().to_string()));
+        }
+        Ok(Self(settings))
     }
 }
 
@@ -314,7 +353,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.statement_info(query.query, request.into_inner()).await
+        self.statement_info(query.query, request).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -323,33 +362,34 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let sql = sql_of_handle(&query.prepared_statement_handle)?;
-        self.statement_info(sql, request.into_inner()).await
+        self.statement_info(sql, request).await
     }
 
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let sql = sql_of_handle(&ticket.statement_handle)?;
-        self.execute(&sql).await
+        self.execute(&sql, &Settings::of(request.metadata())?).await
     }
 
     async fn do_get_prepared_statement(
         &self,
         query: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let sql = sql_of_handle(&query.prepared_statement_handle)?;
-        self.execute(&sql).await
+        self.execute(&sql, &Settings::of(request.metadata())?).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let (_, schema) = self.plan(&query.query).await?;
+        let settings = Settings::of(request.metadata())?;
+        let (_, schema) = self.plan(&query.query, &settings).await?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: Bytes::from(query.query),
             dataset_schema: encode_schema(&schema)?,
@@ -455,15 +495,11 @@ impl FlightSqlService for KappaFlightSqlService {
                     .map_err(internal)?;
             }
         }
-        builder
-            .append(
-                CATALOG,
-                SYSTEM_SCHEMA,
-                PARTITIONS,
-                TABLE_TYPE,
-                &partitions_schema(),
-            )
-            .map_err(internal)?;
+        for (name, schema) in system::tables() {
+            builder
+                .append(CATALOG, SYSTEM_SCHEMA, name, TABLE_TYPE, &schema)
+                .map_err(internal)?;
+        }
         let schema = builder.schema();
         Ok(Response::new(one_batch(builder.build(), schema)))
     }

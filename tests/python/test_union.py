@@ -101,3 +101,153 @@ def test_a_definition_changed_since_tiering_is_refused_not_misread(brokers, tabl
             assert "column 'note' is not in its lake table" in str(e), str(e)
     finally:
         gateway.stop()
+
+
+def query_with(gateway, sql, **headers):
+    """`sql` with `kappa.*` settings sent as call headers on the connection, as ADBC users do."""
+    options = {f"adbc.flight.sql.rpc.call_header.{k}": v for k, v in headers.items()}
+    with flightsql.connect(gateway.uri, db_kwargs=options, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def test_allow_gaps_lets_a_query_through_a_gap_from_adbc(brokers, table):
+    produce(brokers, table["topic"], orders(60))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    produce(brokers, table["topic"], orders(60, start=60))
+    delete_records(brokers, table["topic"], 1, 25)  # partition 1 loses offsets 20..25, never tiered
+
+    gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
+    try:
+        name = table["name"]
+        sql = f"SELECT count(*) AS n FROM {name}"
+        # Per connection: the setting travels with every call of the connection.
+        assert query_with(gateway, sql, **{"kappa.allow_gaps": "true"}).to_pylist() == [{"n": 115}]
+        # Per statement, on a connection without it.
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.adbc_statement.set_options(**{"adbc.flight.sql.rpc.call_header.kappa.allow_gaps": "true"})
+            cur.execute(sql)
+            assert cur.fetch_arrow_table().to_pylist() == [{"n": 115}]
+        # Off again: the gap is an error, named.
+        try:
+            query_with(gateway, sql, **{"kappa.allow_gaps": "false"})
+            raise AssertionError("allow_gaps=false let the gap through")
+        except flightsql.Error as e:
+            assert "partition 1: offsets 20..25" in str(e), str(e)
+        # A misspelt setting is refused, not ignored.
+        try:
+            query_with(gateway, sql, **{"kappa.allow_gapz": "true"})
+            raise AssertionError("an unknown setting was accepted")
+        except flightsql.ProgrammingError as e:
+            assert "allow_gapz" in str(e), str(e)
+    finally:
+        gateway.stop()
+
+
+def test_a_query_wholly_below_the_watermarks_needs_no_broker(brokers, table, tmp_path):
+    produce(brokers, table["topic"], orders(90))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    watermarks = {
+        p: DeltaTable(str(table["path"])).transaction_version(f"kappa/{table['name']}/{p}") for p in range(PARTITIONS)
+    }
+    expected = query_lake_offsets(table, watermarks)
+
+    # A gateway whose broker is down (nothing listens on its address).
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{s.getsockname()[1]}"
+    gateway = Gateway(dead, table["config"].read_text(),
+                      ["--lake", str(table["lake"]), "--kafka-request-timeout", "2s"])
+    try:
+        name = table["name"]
+        low = min(watermarks.values())
+        rows = query(
+            gateway,
+            f"SELECT _partition, _offset, id FROM {name} WHERE _partition IN (0, 1, 2) AND _offset < {low} "
+            "ORDER BY 1, 2",
+        ).to_pylist()
+        assert [(r["_partition"], r["_offset"], r["id"]) for r in rows] == [
+            k for k in expected if k[1] < low
+        ]
+        # Without a partition filter Kafka must say which partitions exist: a clear error, in bounded time.
+        try:
+            query(gateway, f"SELECT count(*) FROM {name} WHERE _offset < {low}")
+            raise AssertionError("answered without knowing the partitions")
+        except flightsql.Error as e:
+            assert "broker" in str(e).lower() or "unavailable" in str(e).lower(), str(e)
+    finally:
+        gateway.stop()
+
+
+def query_lake_offsets(table, watermarks):
+    dt = DeltaTable(str(table["path"]))
+    rows = dt.to_pyarrow_table(columns=["_partition", "_offset", "id"]).to_pylist()
+    return sorted((r["_partition"], r["_offset"], r["id"]) for r in rows)
+
+
+def test_system_tables_and_explain_show_both_tiers(brokers, table):
+    produce(brokers, table["topic"], orders(300))
+    run = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s", "--max-records-per-commit", "100")
+    assert run.returncode == 0, run.stderr
+    produce(brokers, table["topic"], orders(30, start=300))  # only in Kafka
+    dt = DeltaTable(str(table["path"]))
+    name = table["name"]
+    watermarks = {p: dt.transaction_version(f"kappa/{name}/{p}") for p in range(PARTITIONS)}
+
+    gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
+    try:
+        # Listing tables reads no system table but shows all three.
+        listed = query(gateway, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'system'")
+        assert sorted(listed.column("table_name").to_pylist()) == ["compactions", "lake_files", "partitions"]
+
+        parts = query(
+            gateway,
+            "SELECT partition, high_watermark, lake_watermark, lake_lag_records, lake_lag_seconds "
+            f"FROM system.partitions WHERE topic = '{table['topic']}' ORDER BY 1",
+        ).to_pylist()
+        for row in parts:
+            p = row["partition"]
+            assert row["lake_watermark"] == watermarks[p]
+            assert row["lake_lag_records"] == row["high_watermark"] - watermarks[p] == 10
+            assert 0 <= row["lake_lag_seconds"] < 600, row
+
+        files = query(
+            gateway,
+            f"SELECT path, partition_values, min_offset, max_offset, rows, bytes FROM system.lake_files "
+            f"WHERE \"table\" = '{name}'",
+        ).to_pylist()
+        assert sorted(f["path"] for f in files) == sorted(
+            p.rsplit("/tables/" + name + "/", 1)[-1] for p in dt.file_uris()
+        )
+        assert sum(f["rows"] for f in files) == 300
+        assert all(f["partition_values"].startswith("_date=") and f["bytes"] > 0 for f in files)
+        assert max(f["max_offset"] for f in files) == max(watermarks.values()) - 1
+
+        commits = query(
+            gateway,
+            f"SELECT version, operation, records, files, watermarks FROM system.compactions "
+            f"WHERE \"table\" = '{name}' ORDER BY version DESC",
+        ).to_pylist()
+        assert [c["version"] for c in commits] == list(range(dt.version(), -1, -1))
+        assert sum(c["records"] for c in commits) == 300
+        assert commits[0]["watermarks"] == ",".join(f"{p}:{watermarks[p]}" for p in range(PARTITIONS))
+        assert commits[0]["operation"] == "WRITE" and commits[0]["files"] >= 1
+
+        # EXPLAIN shows the lake part (version, watermarks) and the Kafka part (ranges) apart.
+        def explain(sql):
+            return "\n".join(query(gateway, "EXPLAIN " + sql).column("plan").to_pylist())
+
+        both = explain(f"SELECT * FROM {name}")
+        below = ", ".join(f"p{p}:{watermarks[p]}" for p in range(PARTITIONS))
+        assert f"LakeTierExec: table={name}, version={dt.version()}, below=[{below}]" in both, both
+        assert f"ranges=[p0:{watermarks[0]}..{watermarks[0] + 10}" in both, both
+        # Wholly above the watermarks: no lake file is planned.
+        above = explain(f"SELECT * FROM {name} WHERE _offset >= {max(watermarks.values())}")
+        assert "LakeTierExec" not in above and "KafkaScanExec" in above, above
+        # Wholly below, partitions named: Kafka is not part of the plan.
+        lake_only = explain(f"SELECT * FROM {name} WHERE _partition = 0 AND _offset < {watermarks[0]}")
+        assert "LakeTierExec" in lake_only and "KafkaScanExec" not in lake_only, lake_only
+    finally:
+        gateway.stop()

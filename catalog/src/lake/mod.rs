@@ -1,24 +1,34 @@
 //! The lake tier: Delta tables the compactor writes, one per table, at
 //! `<lake>/tables/<table>/`, each partition's watermark a Delta `txn` action.
 
+pub mod exec;
 pub mod location;
+pub mod snapshot;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use deltalake::DeltaTable;
 use url::Url;
 
+pub use exec::LakeTierExec;
 pub use location::{app_id, table_url};
+pub use snapshot::LakeSnapshot;
 
 use crate::error::{CatalogError, Result};
 
 /// Where the lake is and how to reach it.
+///
+/// Clones share a cache of the tables opened so far: a query brings its
+/// table up to date by reading only the commits since the last query
+/// (`update_incremental`) instead of replaying the log from its checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Lake {
     /// The lake's location (a folder, `file://…`, `s3://…`).
     pub location: String,
     /// Object-store options (endpoint, region, credentials…).
     pub storage_options: HashMap<String, String>,
+    opened: Arc<Mutex<HashMap<String, LakeSnapshot>>>,
 }
 
 impl Lake {
@@ -27,12 +37,53 @@ impl Lake {
         Self {
             location: location.into(),
             storage_options,
+            opened: Arc::default(),
         }
     }
 
     /// The Delta table of `table` at its latest version, or `None` when the
     /// compactor has not created it.
     pub async fn open(&self, table: &str) -> Result<Option<DeltaTable>> {
+        Ok(self.snapshot(table).await?.map(|s| s.delta().clone()))
+    }
+
+    /// `table`'s lake tier at its latest version, or `None` when the
+    /// compactor has not created it.
+    pub async fn snapshot(&self, table: &str) -> Result<Option<LakeSnapshot>> {
+        let cached = self
+            .opened
+            .lock()
+            .expect("lake cache poisoned")
+            .get(table)
+            .cloned();
+        let latest = match cached {
+            Some(previous) => {
+                let mut delta = previous.delta().clone();
+                match delta.update_incremental(None).await {
+                    Ok(()) if delta.version() == previous.delta().version() => {
+                        return Ok(Some(previous));
+                    }
+                    Ok(()) => LakeSnapshot::new(table, delta),
+                    // Replaced or removed since: read it afresh.
+                    Err(_) => match self.open_latest(table).await? {
+                        Some(delta) => LakeSnapshot::new(table, delta),
+                        None => return Ok(None),
+                    },
+                }
+            }
+            None => match self.open_latest(table).await? {
+                Some(delta) => LakeSnapshot::new(table, delta),
+                None => return Ok(None),
+            },
+        };
+        self.opened
+            .lock()
+            .expect("lake cache poisoned")
+            .insert(table.to_string(), latest.clone());
+        Ok(Some(latest))
+    }
+
+    async fn open_latest(&self, table: &str) -> Result<Option<DeltaTable>> {
         let url = table_url(&self.location, table, false)?;
         if url.scheme() == "file"
             && url

@@ -143,6 +143,36 @@ impl RangePredicate {
         !out.is_empty()
     }
 
+    /// `(over, under)` partitions, as [`Self::bounds`] is for offsets: the
+    /// partitions the filter may select records of, and those all of whose
+    /// records it certainly does not reject. Only `_partition` bounds them.
+    pub fn partitions(&self) -> (IntervalSet, IntervalSet) {
+        let everything = || (IntervalSet::all(), IntervalSet::all());
+        let nothing = || (IntervalSet::empty(), IntervalSet::empty());
+        match self {
+            Self::True => everything(),
+            Self::False => nothing(),
+            Self::Null => (IntervalSet::empty(), IntervalSet::all()),
+            Self::Unknown
+            | Self::Offsets(_)
+            | Self::TimestampAtLeast(_)
+            | Self::TimestampBelow(_) => (IntervalSet::all(), IntervalSet::empty()),
+            Self::Partitions(set) => (set.clone(), set.clone()),
+            Self::And(parts) => parts.iter().fold(everything(), |(over, under), p| {
+                let (o, u) = p.partitions();
+                (over.intersect(&o), under.intersect(&u))
+            }),
+            Self::Or(parts) => parts.iter().fold(nothing(), |(over, under), p| {
+                let (o, u) = p.partitions();
+                (over.union(&o), under.union(&u))
+            }),
+            Self::Not(inner) => {
+                let (over, under) = inner.partitions();
+                (under.complement(), over.complement())
+            }
+        }
+    }
+
     /// `(over, under)` offsets of `partition` (see the module docs).
     ///
     /// `first_at_or_after(t)` is the partition's first offset whose timestamp
@@ -431,6 +461,38 @@ mod tests {
             RangePredicate::from_expr(&expr).bounds(0, None, TimestampOrder::Unordered);
         assert_eq!(over, under, "offset predicates are exact");
         over
+    }
+
+    #[test]
+    fn partitions_are_bounded_by_partition_filters_alone() {
+        let partitions = |expr: Expr| RangePredicate::from_expr(&expr).partitions().0;
+        assert_eq!(
+            partitions(col(PARTITION).in_list(vec![lit(0), lit(2)], false)),
+            IntervalSet::point(0).union(&IntervalSet::point(2))
+        );
+        assert_eq!(
+            partitions(col(PARTITION).eq(lit(1)).and(col(OFFSET).lt(lit(5i64)))),
+            IntervalSet::point(1)
+        );
+        // An offset filter says nothing about which partitions.
+        assert_eq!(
+            partitions(col(PARTITION).eq(lit(1)).or(col(OFFSET).lt(lit(5i64)))),
+            IntervalSet::all()
+        );
+        assert_eq!(
+            partitions(col(PARTITION).not_eq(lit(1)).not()),
+            IntervalSet::point(1)
+        );
+        // NOT (_partition = 1 AND _offset < 5) may hold on partition 1.
+        assert_eq!(
+            partitions(
+                col(PARTITION)
+                    .eq(lit(1))
+                    .and(col(OFFSET).lt(lit(5i64)))
+                    .not()
+            ),
+            IntervalSet::all()
+        );
     }
 
     #[test]
