@@ -12,16 +12,19 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KAPPA_CACHE/target}"
 mkdir -p "$KAPPA_CACHE"
 log() { printf '[kappa %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# The gateway binary a benchmark runs: KAPPA_GATEWAY_BIN if set, else a build of
-# KAPPA_BENCH_PROFILE (release by default; `dev` for a debug build). Prints its path.
-bench_gateway_bin() {
-  if [[ -n "${KAPPA_GATEWAY_BIN:-}" ]]; then
-    echo "$KAPPA_GATEWAY_BIN"
+# The binary a benchmark runs: $2 (KAPPA_GATEWAY_BIN, KAPPA_COMPACTOR_BIN) if set, else a build
+# of KAPPA_BENCH_PROFILE (release by default; `dev` for a debug build). Prints its path.
+bench_bin() {
+  local name=$1 override=${!2:-}
+  if [[ -n "$override" ]]; then
+    echo "$override"
   elif [[ "${KAPPA_BENCH_PROFILE:-release}" == release ]]; then
-    cargo build --locked --release --bin kappa-gateway >&2
-    echo "$CARGO_TARGET_DIR/release/kappa-gateway"
+    cargo build --locked --release --bin "$name" >&2
+    echo "$CARGO_TARGET_DIR/release/$name"
   else
-    cargo build --locked --bin kappa-gateway >&2
-    echo "$CARGO_TARGET_DIR/debug/kappa-gateway"
+    cargo build --locked --bin "$name" >&2
+    echo "$CARGO_TARGET_DIR/debug/$name"
   fi
 }
+bench_gateway_bin() { bench_bin kappa-gateway KAPPA_GATEWAY_BIN; }
+bench_compactor_bin() { bench_bin kappa-compactor KAPPA_COMPACTOR_BIN; }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Lake-tier benchmark (not part of the tests): N records tiered into Delta Lake by
+# kappa-compactor, then a full scan, a filtered aggregate and a one-partition offset
+# range read through kappa (ADBC) and through DuckDB in-process over the same Delta
+# table; prints both times, their ratio and the row counts.
+#   scripts/bench_union.sh [--records N] [--partitions P] [--runs R] [--lake DIR]
+# KAPPA_BENCH_PROFILE=release (default) or dev; KAPPA_GATEWAY_BIN=PATH and
+# KAPPA_COMPACTOR_BIN=PATH run those binaries instead of building them.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+cd "$KAPPA_ROOT"
+bash scripts/install-deps.sh
+bash scripts/install-broker.sh
+gateway=$(bench_gateway_bin)
+compactor=$(bench_compactor_bin)
+brokers=$(bash scripts/broker.sh start 0)
+trap 'bash "$KAPPA_ROOT/scripts/broker.sh" stop "${brokers##*:}"' EXIT
+"$KAPPA_VENV/bin/python" scripts/bench_union.py --brokers "$brokers" --gateway-bin "$gateway" \
+  --compactor-bin "$compactor" "$@"
