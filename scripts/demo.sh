@@ -31,11 +31,13 @@ cargo build --locked --bin kappa-gateway --bin kappa-compactor
 stop_gateway
 
 brokers=$(bash scripts/broker.sh start "$broker_port")
+lake="$run_dir/demo-lake"
+rm -rf "$lake"
 "$KAPPA_VENV/bin/python" scripts/demo_data.py --brokers "$brokers" --topic orders --partitions 3 --count 3000
 
 gateway_log="$run_dir/demo-gateway.log"
 setsid "$CARGO_TARGET_DIR/debug/kappa-gateway" serve --brokers "$brokers" \
-  --listen "127.0.0.1:$gateway_port" --config deploy/kappa.toml --lake "file://$run_dir/demo-lake" \
+  --listen "127.0.0.1:$gateway_port" --config deploy/kappa.toml --lake "file://$lake" \
   >"$gateway_log" 2>&1 </dev/null &
 echo $! >"$gateway_pid"
 for _ in $(seq 1 300); do
@@ -50,11 +52,11 @@ log "sample query through ADBC Flight SQL:"
 
 # The sample orders span the last 50 minutes: tier those older than 20 minutes into the lake,
 # then read the Delta table with two engines that know nothing of kappa.
-lake="$run_dir/demo-lake"
-rm -rf "$lake"
 log "compactor: tiering orders older than 20 minutes into $lake"
 KAPPA_LOG="error,buoyant_kernel=off" "$CARGO_TARGET_DIR/debug/kappa-compactor" run --once --brokers "$brokers" \
   --config deploy/kappa.toml --lake "file://$lake" --tier-after 20m
+log "producing 200 more orders (in Kafka only, above the watermarks)"
+"$KAPPA_VENV/bin/python" scripts/demo_data.py --brokers "$brokers" --topic orders --count 200 --first-id 3000
 "$KAPPA_VENV/bin/python" scripts/demo_lake.py "$lake/tables/orders" "grpc://127.0.0.1:$gateway_port"
 
 cat <<MSG

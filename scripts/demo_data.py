@@ -18,6 +18,7 @@ def main():
     parser.add_argument("--topic", default="orders")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--first-id", type=int, default=0, help="id of the first order (to add more later)")
     args = parser.parse_args()
 
     admin = AdminClient({"bootstrap.servers": args.brokers})
@@ -32,7 +33,7 @@ def main():
     for i in range(args.count):
         ts = start_ms + i * 1000
         order = {
-            "id": i,
+            "id": args.first_id + i,
             "customer": rng.choice(CUSTOMERS),
             "amount": round(rng.uniform(5, 500), 2),
             "placed_at": datetime.fromtimestamp(ts / 1000, timezone.utc).isoformat(),

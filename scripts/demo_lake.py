@@ -21,10 +21,27 @@ print(
 
 if len(sys.argv) > 2:
     with flightsql.connect(sys.argv[2], autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*), count(DISTINCT (_partition, _offset)) FROM orders")
-        total, distinct = cur.fetchone()
-        print(f"\nthrough kappa: {total} orders ({distinct} distinct offsets), from the lake and Kafka:")
+
+        def show(title, sql):
+            cur.execute(sql)
+            print(f"\n{title}\n{cur.fetch_arrow_table().to_pandas().to_string(index=False)}")
+
+        show(
+            "through kappa, one table: each partition's rows from the lake (below its watermark) and Kafka:",
+            "SELECT o._partition AS partition, p.lake_watermark, "
+            "count(*) FILTER (WHERE o._offset < p.lake_watermark) AS from_lake, "
+            "count(*) FILTER (WHERE o._offset >= p.lake_watermark) AS from_kafka, "
+            "count(DISTINCT o._offset) AS distinct_offsets "
+            "FROM orders o JOIN system.partitions p ON p.topic = 'orders' AND p.partition = o._partition "
+            "GROUP BY 1, 2 ORDER BY 1",
+        )
+        w = watermarks[0]
+        show(
+            f"the seam in partition 0 (watermark {w}): no gap, no duplicate:",
+            f"SELECT _offset, id, customer, amount, CASE WHEN _offset < {w} THEN 'lake' ELSE 'kafka' END AS tier "
+            f"FROM orders WHERE _partition = 0 AND _offset BETWEEN {w - 2} AND {w + 1} ORDER BY _offset",
+        )
         cur.execute("EXPLAIN SELECT * FROM orders")
         plan = cur.fetch_arrow_table().column("plan")[1].as_py()
-        print("\n".join(line.strip() for line in plan.splitlines() if "ScanExec" in line or "ScanMetaExec" in line))
-
+        print("\nthe plan reads both tiers:")
+        print("\n".join(line.strip() for line in plan.splitlines() if "LakeTierExec" in line or "KafkaScanExec" in line))

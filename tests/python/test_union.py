@@ -251,3 +251,54 @@ def test_system_tables_and_explain_show_both_tiers(brokers, table):
         assert "LakeTierExec" in lake_only and "KafkaScanExec" not in lake_only, lake_only
     finally:
         gateway.stop()
+
+
+def test_limit_and_last_records_across_the_seam(brokers, table):
+    produce(brokers, table["topic"], orders(90))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    produce(brokers, table["topic"], orders(6, start=90))  # 2 per partition above the watermarks
+    name = table["name"]
+    w0 = DeltaTable(str(table["path"])).transaction_version(f"kappa/{name}/0")
+    gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
+    try:
+        # The newest 5 of partition 0: 2 from Kafka, 3 from the lake.
+        last = query(gateway, f"SELECT _offset FROM {name} WHERE _partition = 0 ORDER BY _offset DESC LIMIT 5")
+        assert last.column("_offset").to_pylist() == [w0 + 1, w0, w0 - 1, w0 - 2, w0 - 3]
+        # Without a filter between them, the Kafka side of the union reads only its tail.
+        plan = "\n".join(query(
+            gateway, f"EXPLAIN SELECT _offset FROM {name} ORDER BY _offset DESC LIMIT 5"
+        ).column("plan").to_pylist())
+        assert "last=5 per partition" in plan and "LakeTierExec" in plan, plan
+        # Newest across partitions, and a plain LIMIT, each exact.
+        top = query(gateway, f"SELECT _partition, _offset FROM {name} ORDER BY _offset DESC, _partition LIMIT 4")
+        everything = query(gateway, f"SELECT _partition, _offset FROM {name}").to_pylist()
+        expected = sorted(everything, key=lambda r: (-r["_offset"], r["_partition"]))[:4]
+        assert top.to_pylist() == expected
+        some = query(gateway, f"SELECT _partition, _offset FROM {name} LIMIT 7").to_pylist()
+        assert len(some) == 7 and len({(r["_partition"], r["_offset"]) for r in some}) == 7
+        assert all(r in everything for r in some)
+    finally:
+        gateway.stop()
+
+
+def test_a_lake_table_deleted_and_tiered_again_is_read_afresh(brokers, table):
+    import shutil
+
+    produce(brokers, table["topic"], orders(60))
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
+    try:
+        sql = f"SELECT count(*) AS n, count(DISTINCT (_partition, _offset)) AS d FROM {table['name']}"
+        assert query(gateway, sql).to_pylist() == [{"n": 60, "d": 60}]
+        version = DeltaTable(str(table["path"])).version()
+        # The same name and the same version number, but other files.
+        shutil.rmtree(table["path"])
+        assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+        assert DeltaTable(str(table["path"])).version() == version
+        assert query(gateway, sql).to_pylist() == [{"n": 60, "d": 60}]
+        # Deleted: Kafka alone serves the table.
+        shutil.rmtree(table["path"])
+        assert query(gateway, sql).to_pylist() == [{"n": 60, "d": 60}]
+        assert "LakeTierExec" not in "\n".join(query(gateway, f"EXPLAIN {sql}").column("plan").to_pylist())
+    finally:
+        gateway.stop()

@@ -57,23 +57,28 @@ impl Lake {
             .get(table)
             .cloned();
         let latest = match cached {
-            Some(previous) => {
+            // The same table, brought up to date by its new commits.
+            Some(previous) if previous.is_current_table().await? => {
                 let mut delta = previous.delta().clone();
-                match delta.update_incremental(None).await {
-                    Ok(()) if delta.version() == previous.delta().version() => {
-                        return Ok(Some(previous));
-                    }
-                    Ok(()) => LakeSnapshot::new(table, delta),
-                    // Replaced or removed since: read it afresh.
-                    Err(_) => match self.open_latest(table).await? {
-                        Some(delta) => LakeSnapshot::new(table, delta),
-                        None => return Ok(None),
-                    },
+                delta
+                    .update_incremental(None)
+                    .await
+                    .map_err(|e| CatalogError::Lake(format!("table '{table}': {e}")))?;
+                if delta.version() == previous.delta().version() {
+                    return Ok(Some(previous));
                 }
+                LakeSnapshot::new(table, delta).await?
             }
-            None => match self.open_latest(table).await? {
-                Some(delta) => LakeSnapshot::new(table, delta),
-                None => return Ok(None),
+            // Not cached, or deleted (and maybe created again) since.
+            _ => match self.open_latest(table).await? {
+                Some(delta) => LakeSnapshot::new(table, delta).await?,
+                None => {
+                    self.opened
+                        .lock()
+                        .expect("lake cache poisoned")
+                        .remove(table);
+                    return Ok(None);
+                }
             },
         };
         self.opened

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use deltalake::DeltaTable;
+use deltalake::logstore::commit_uri_from_version;
+use deltalake::logstore::object_store::{Error as StoreError, ObjectMeta, ObjectStoreExt};
 
 use super::app_id;
 use crate::error::{CatalogError, Result};
@@ -16,16 +18,28 @@ use crate::error::{CatalogError, Result};
 pub struct LakeSnapshot {
     table: String,
     delta: DeltaTable,
+    /// The log entry of the loaded version as the store describes it: a
+    /// table deleted and created again has an entry of that version too,
+    /// but not this one.
+    commit: Option<ObjectMeta>,
     watermarks: Arc<Mutex<HashMap<i32, Option<i64>>>>,
 }
 
 impl LakeSnapshot {
-    pub(crate) fn new(table: impl Into<String>, delta: DeltaTable) -> Self {
-        Self {
+    pub(crate) async fn new(table: impl Into<String>, delta: DeltaTable) -> Result<Self> {
+        let commit = commit_entry(&delta).await?;
+        Ok(Self {
             table: table.into(),
             delta,
+            commit,
             watermarks: Arc::default(),
-        }
+        })
+    }
+
+    /// Whether the loaded version's log entry is still the one in the store
+    /// (so later commits extend this table, not a new one of the same name).
+    pub(crate) async fn is_current_table(&self) -> Result<bool> {
+        Ok(self.commit.is_some() && commit_entry(&self.delta).await? == self.commit)
     }
 
     /// The loaded Delta table.
@@ -76,5 +90,18 @@ impl LakeSnapshot {
             }
         }
         Ok(out)
+    }
+}
+
+/// The store's description of the log entry of `delta`'s loaded version.
+async fn commit_entry(delta: &DeltaTable) -> Result<Option<ObjectMeta>> {
+    let Some(version) = delta.version() else {
+        return Ok(None);
+    };
+    let store = delta.log_store().object_store(None);
+    match store.head(&commit_uri_from_version(Some(version))).await {
+        Ok(meta) => Ok(Some(meta)),
+        Err(StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(CatalogError::Lake(format!("{}: {e}", delta.table_url()))),
     }
 }

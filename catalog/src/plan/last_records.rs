@@ -8,7 +8,9 @@
 //! plain columns, coalescing, repartitioning), and has the scan read only the
 //! newest `n` records of each partition. The TopK stays: it picks the global
 //! `n` among them, which are a superset of the answer because within one
-//! partition `_offset` orders records completely.
+//! partition `_offset` orders records completely. Below a union (a table
+//! with a lake tier), the Kafka side reads its tail and the lake side is
+//! read as planned.
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use crate::columns::OFFSET;
@@ -95,6 +98,30 @@ fn with_last(
         // A scan with a LIMIT of its own has no filter above it either way;
         // the tail is still what ORDER BY wants.
         return Ok(is_offset.then(|| Arc::new(scan.with_last(n)) as Arc<dyn ExecutionPlan>));
+    }
+    // A union (the lake and Kafka tiers of one table): its Kafka side reads
+    // its tail; the others are left as they are and the TopK above picks
+    // among all of them.
+    if plan.downcast_ref::<UnionExec>().is_some() {
+        let mut changed = false;
+        let mut children = Vec::new();
+        for child in plan.children() {
+            match with_last(child, index, n)? {
+                Some(new_child) => {
+                    changed = true;
+                    children.push(new_child);
+                }
+                None => children.push(Arc::clone(child)),
+            }
+        }
+        return if changed {
+            Ok(Some(Arc::clone(plan).replace_children(
+                children,
+                ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+            )?))
+        } else {
+            Ok(None)
+        };
     }
     let child_index = if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         let Some(column) = projection.expr()[index].expr.downcast_ref::<Column>() else {
