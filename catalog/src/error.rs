@@ -54,6 +54,24 @@ pub enum CatalogError {
     #[error("lake unavailable: {0}")]
     Lake(String),
 
+    /// As many streaming queries run as the gateway allows.
+    #[error("{0} streaming queries are running, the most this gateway allows (--max-streams)")]
+    TooManyStreams(usize),
+
+    /// A query shape a stream cannot run (it needs the whole input first).
+    #[error("{0}")]
+    NotStreamable(String),
+
+    /// A position a stream had not read yet was deleted (the client fell
+    /// behind retention, or DeleteRecords).
+    #[error("topic '{topic}': {detail} were deleted before the stream read them")]
+    StreamFellBehind {
+        /// The topic.
+        topic: String,
+        /// Which partitions lost which offsets.
+        detail: String,
+    },
+
     /// A record kappa cannot represent (for example a header name that is not UTF-8).
     #[error("invalid record: {0}")]
     InvalidRecord(String),

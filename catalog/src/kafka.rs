@@ -312,6 +312,16 @@ impl KafkaClient {
     /// A new consumer for one scan: explicit assignment only, no group
     /// membership, no offset commits, bounded prefetch.
     pub fn scan_consumer(&self) -> Result<BaseConsumer> {
+        self.consumer(true)
+    }
+
+    /// A new consumer for one stream: as [`Self::scan_consumer`], without
+    /// end-of-partition events (a stream never ends at a partition's end).
+    pub fn stream_consumer(&self) -> Result<BaseConsumer> {
+        self.consumer(false)
+    }
+
+    fn consumer(&self, partition_eof: bool) -> Result<BaseConsumer> {
         let mut config = base_config(&self.options);
         // Defaults the user may tune: the prefetch bound (memory per scan),
         // and how long a broker may hold a fetch. A bounded scan stops at its
@@ -327,7 +337,10 @@ impl KafkaClient {
             }
         }
         config
-            .set("enable.partition.eof", "true")
+            .set(
+                "enable.partition.eof",
+                if partition_eof { "true" } else { "false" },
+            )
             // A position outside the log is an error, never a silent jump:
             // records of the snapshot that vanished must fail the query.
             .set("auto.offset.reset", "error");

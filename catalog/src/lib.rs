@@ -31,6 +31,7 @@ pub mod provider;
 pub mod scan;
 pub mod system;
 pub mod table;
+pub mod tail;
 pub mod union;
 
 use std::sync::Arc;

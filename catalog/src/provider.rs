@@ -18,7 +18,12 @@ use crate::kafka::{KafkaClient, is_legal_topic_name};
 use crate::lake::Lake;
 use crate::system::{SYSTEM_SCHEMA, SystemSchema};
 use crate::table::KafkaTable;
+use crate::tail::table::StreamSettings;
+use crate::tail::{StartPosition, StreamRegistry, TailTable};
 use crate::union::LakeKafkaTable;
+
+/// How long a stream's batch waits for more rows by default.
+pub const DEFAULT_STREAM_LINGER: Duration = Duration::from_millis(50);
 
 /// Name of the catalog that holds the topics.
 pub const CATALOG: &str = "kafka";
@@ -68,6 +73,8 @@ pub struct KafkaSchema {
     declared: HashMap<String, DeclaredTable>,
     refresh_interval: Duration,
     cache: Mutex<TopicCache>,
+    streams: Arc<StreamRegistry>,
+    stream_linger: Duration,
 }
 
 impl KafkaSchema {
@@ -83,7 +90,51 @@ impl KafkaSchema {
             declared: declared.into_iter().map(|t| (t.name.clone(), t)).collect(),
             refresh_interval,
             cache: Mutex::new(TopicCache::default()),
+            streams: Arc::new(StreamRegistry::default()),
+            stream_linger: DEFAULT_STREAM_LINGER,
         }
+    }
+
+    /// Runs at most `max_streams` streaming queries at once, each sending a
+    /// batch once its first row has waited `linger`.
+    pub fn with_streams(mut self, max_streams: usize, linger: Duration) -> Self {
+        self.streams = Arc::new(StreamRegistry::new(max_streams));
+        self.stream_linger = linger;
+        self
+    }
+
+    /// The running streams.
+    pub fn streams(&self) -> &Arc<StreamRegistry> {
+        &self.streams
+    }
+
+    /// `tail(name, start)`: a stream of a declared table or a topic, or
+    /// `None` for a name that is neither (existence is checked when it runs).
+    pub fn tail_table(&self, name: &str, start: StartPosition) -> Option<TailTable> {
+        let settings = StreamSettings {
+            linger: self.stream_linger,
+            refresh_interval: self.refresh_interval,
+            registry: Arc::clone(&self.streams),
+        };
+        let (topic, format, value_schema) = match self.declared.get(name) {
+            Some(def) => (def.topic.clone(), def.format, Arc::clone(&def.value_schema)),
+            None if is_user_topic(name) && is_legal_topic_name(name) => (
+                name.to_string(),
+                ValueFormat::Raw,
+                Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            ),
+            None => return None,
+        };
+        Some(TailTable::new(
+            name,
+            topic,
+            format,
+            value_schema,
+            start,
+            Arc::clone(&self.client),
+            self.lake.clone(),
+            settings,
+        ))
     }
 
     /// Reads tables that have a lake tier (a Delta table the compactor

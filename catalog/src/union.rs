@@ -19,15 +19,12 @@ use datafusion::common::project_schema;
 use datafusion::datasource::TableType;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{cast, col};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use tokio::sync::OnceCell;
 
 use crate::error::CatalogError;
-use crate::lake::{Lake, LakeSnapshot, LakeTierExec};
+use crate::lake::{Lake, LakeSnapshot, LakeTierExec, lake_plan};
 use crate::offsets::PartitionRange;
 use crate::options::KappaOptions;
 use crate::plan::{IntervalSet, RangePredicate, TimestampOrder};
@@ -129,32 +126,8 @@ impl LakeKafkaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
-        let delta = tier.delta();
-        delta
-            .update_datafusion_session(state)
-            .map_err(|e| lake_error(&e))?;
-        let provider = delta.table_provider().await.map_err(|e| lake_error(&e))?;
         let target = project_schema(&self.kafka.schema(), projection)?;
-        // The lake's columns by name (it also has `_date`, and a definition
-        // may have changed since the lake was written).
-        let lake_schema = provider.schema();
-        let columns = target
-            .fields()
-            .iter()
-            .map(|field| {
-                lake_schema.index_of(field.name()).map_err(|_| {
-                    CatalogError::Lake(format!(
-                        "table '{}': column '{}' is not in its lake table; a definition \
-                         changed since the lake was written is not supported yet",
-                        self.name,
-                        field.name()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>, _>>()?;
-        let lake = provider.scan(state, Some(&columns), filters, limit).await?;
-        let lake = conform(lake, &target)?;
+        let lake = lake_plan(tier, &self.name, state, &target, filters, limit).await?;
         Ok(Arc::new(LakeTierExec::new(
             self.name.clone(),
             tier.version(),
@@ -269,30 +242,4 @@ impl TableProvider for LakeKafkaTable {
         }
         UnionExec::try_new(vec![lake, kafka])
     }
-}
-
-/// `plan` with the types of `target` (the lake may read a list's item
-/// field under another name, or strings as views): a cast where they differ.
-fn conform(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let source = plan.schema();
-    if source.fields().len() == target.fields().len()
-        && source
-            .fields()
-            .iter()
-            .zip(target.fields())
-            .all(|(a, b)| a.data_type() == b.data_type() && a.name() == b.name())
-    {
-        return Ok(plan);
-    }
-    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
-    for field in target.fields() {
-        let column = col(field.name(), &source)?;
-        let expr = if source.field_with_name(field.name())?.data_type() == field.data_type() {
-            column
-        } else {
-            cast(column, &source, field.data_type().clone())?
-        };
-        exprs.push((expr, field.name().clone()));
-    }
-    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }

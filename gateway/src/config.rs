@@ -50,6 +50,16 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = positive_duration)]
     pub topic_refresh: Duration,
 
+    /// Streaming queries (`tail`) running at once; one more is refused
+    /// with ResourceExhausted.
+    #[arg(long, env = "KAPPA_MAX_STREAMS", default_value_t = kappa_catalog::tail::registry::DEFAULT_MAX_STREAMS)]
+    pub max_streams: usize,
+
+    /// How long a streaming query's batch waits for more rows before it is
+    /// sent (records reach the client within about this long).
+    #[arg(long, env = "KAPPA_STREAM_LINGER", default_value = "50ms", value_parser = positive_duration)]
+    pub stream_linger: Duration,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,

@@ -51,7 +51,9 @@ fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
 /// Maps a catalog error to a status.
 pub fn catalog_status(err: &CatalogError) -> Status {
     let code = match err {
-        CatalogError::Config(_) => Code::InvalidArgument,
+        CatalogError::Config(_) | CatalogError::NotStreamable(_) => Code::InvalidArgument,
+        CatalogError::TooManyStreams(_) => Code::ResourceExhausted,
+        CatalogError::StreamFellBehind { .. } => Code::Aborted,
         CatalogError::TopicNotFound(_) => Code::NotFound,
         CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) | CatalogError::Lake(_) => {
             Code::Unavailable

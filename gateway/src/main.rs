@@ -1,9 +1,10 @@
 use std::io::Write;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use kappa_catalog::lake::Lake;
-use kappa_catalog::{CatalogConfig, kafka_catalog_with_lake};
+use kappa_catalog::{CatalogConfig, KafkaClient, KafkaSchema};
 use kappa_gateway::config::{Cli, Command, ServeArgs};
 use tokio::net::TcpListener;
 
@@ -27,7 +28,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.lake.lake.clone(),
         args.lake.lake_option.iter().cloned().collect(),
     );
-    let schema = kafka_catalog_with_lake(options, tables, args.topic_refresh, Some(lake))?;
+    let client = KafkaClient::new(options)?;
+    let schema = Arc::new(
+        KafkaSchema::new(client, tables, args.topic_refresh)
+            .with_lake(Some(lake))
+            .with_streams(args.max_streams, args.stream_linger),
+    );
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

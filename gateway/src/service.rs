@@ -36,6 +36,7 @@ use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
 use kappa_catalog::plan::LastRecordsRule;
 use kappa_catalog::system;
+use kappa_catalog::tail::{TAIL, TailFunction, check_streaming};
 use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, KappaOptions, SCHEMA, SYSTEM_SCHEMA};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
@@ -103,6 +104,7 @@ impl KappaFlightSqlService {
             CATALOG,
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema))),
         );
+        ctx.register_udtf(TAIL, Arc::new(TailFunction::new(Arc::clone(&self.schema))));
         Ok(ctx)
     }
 
@@ -121,6 +123,25 @@ impl KappaFlightSqlService {
                 tracing::info!(sql, error = status.message(), "query rejected");
                 status
             })?;
+        let streaming = check_streaming(df.logical_plan()).map_err(|e| {
+            let status = catalog_status(&e);
+            tracing::info!(sql, error = status.message(), "query rejected");
+            status
+        })?;
+        let df = if streaming {
+            // A stream's batches stay in one ordered flow: spreading them
+            // round-robin over partitions would reorder each partition's
+            // records.
+            let (mut state, plan) = df.into_parts();
+            state
+                .config_mut()
+                .options_mut()
+                .optimizer
+                .enable_round_robin_repartition = false;
+            DataFrame::new(state, plan)
+        } else {
+            df
+        };
         let schema = client_schema(df.schema().as_arrow());
         Ok((df, schema))
     }

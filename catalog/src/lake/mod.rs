@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod location;
+pub mod plan;
 pub mod snapshot;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use url::Url;
 
 pub use exec::LakeTierExec;
 pub use location::{app_id, table_url};
+pub use plan::lake_plan;
 pub use snapshot::LakeSnapshot;
 
 use crate::error::{CatalogError, Result};

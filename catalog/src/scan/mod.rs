@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 mod metrics;
-mod reader;
+pub(crate) mod reader;
 
 use metrics::ScanMetrics;
 use reader::GroupReader;

@@ -31,7 +31,7 @@ const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A batch is cut at `batch_size` rows or this many key/value/header bytes,
 /// whichever comes first, so large records do not make huge batches.
-const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
 pub(super) type BatchSender = mpsc::Sender<DfResult<RecordBatch>>;
 
@@ -329,29 +329,9 @@ impl GroupReader {
     }
 
     fn append(&mut self, message: &BorrowedMessage<'_>) -> Result<()> {
-        let record = RecordRef {
-            partition: message.partition(),
-            offset: message.offset(),
-            timestamp_ms: message.timestamp().to_millis(),
-            key: message.key(),
-            value: message.payload(),
-        };
-        let headers = read_headers(message).ok_or_else(|| {
-            CatalogError::InvalidRecord(format!(
-                "topic '{}' partition {} offset {}: a header name is not UTF-8",
-                self.topic,
-                message.partition(),
-                message.offset()
-            ))
-        })?;
-        let header_bytes: usize = headers
-            .iter()
-            .map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len))
-            .sum();
-        self.metrics.bytes_fetched.add(
-            record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len) + header_bytes,
-        );
-        self.assembler.append(record, headers)
+        let bytes = append_message(&mut self.assembler, &self.topic, message)?;
+        self.metrics.bytes_fetched.add(bytes);
+        Ok(())
     }
 
     /// Checks every unexplained jump in offsets against the partitions' log
@@ -395,6 +375,37 @@ impl GroupReader {
         self.metrics.output_rows.add(batch.num_rows());
         Ok(tx.blocking_send(Ok(batch)).is_ok())
     }
+}
+
+/// Appends `message` (of `topic`) to `assembler`; returns the bytes of its
+/// key, value and headers.
+pub(crate) fn append_message(
+    assembler: &mut BatchAssembler,
+    topic: &str,
+    message: &BorrowedMessage<'_>,
+) -> Result<usize> {
+    let record = RecordRef {
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key(),
+        value: message.payload(),
+    };
+    let headers = read_headers(message).ok_or_else(|| {
+        CatalogError::InvalidRecord(format!(
+            "topic '{topic}' partition {} offset {}: a header name is not UTF-8",
+            message.partition(),
+            message.offset()
+        ))
+    })?;
+    let header_bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len))
+        .sum();
+    let bytes =
+        record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len) + header_bytes;
+    assembler.append(record, headers)?;
+    Ok(bytes)
 }
 
 /// One header: name and value bytes.

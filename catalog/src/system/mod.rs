@@ -8,6 +8,7 @@
 //!   version, with the offsets and times each holds ([`lake_files`]).
 //! * `system.compactions`: the recent commits of every lake table, with the
 //!   records, files and watermarks each committed ([`compactions`]).
+//! * `system.streams`: the streaming queries running now ([`streams`]).
 //!
 //! Resolving or listing a system table reads nothing: each is read when a
 //! query scans it, so `information_schema` and `SHOW TABLES` stay cheap.
@@ -15,6 +16,7 @@
 pub mod compactions;
 pub mod lake_files;
 pub mod partitions;
+pub mod streams;
 
 use std::sync::Arc;
 
@@ -39,6 +41,8 @@ pub const PARTITIONS: &str = "partitions";
 pub const LAKE_FILES: &str = "lake_files";
 /// Name of the compactions table.
 pub const COMPACTIONS: &str = "compactions";
+/// Name of the streams table.
+pub const STREAMS: &str = "streams";
 
 /// One system table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +50,23 @@ enum SystemTableKind {
     Partitions,
     LakeFiles,
     Compactions,
+    Streams,
 }
 
 impl SystemTableKind {
-    const ALL: [Self; 3] = [Self::Partitions, Self::LakeFiles, Self::Compactions];
+    const ALL: [Self; 4] = [
+        Self::Partitions,
+        Self::LakeFiles,
+        Self::Compactions,
+        Self::Streams,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Partitions => PARTITIONS,
             Self::LakeFiles => LAKE_FILES,
             Self::Compactions => COMPACTIONS,
+            Self::Streams => STREAMS,
         }
     }
 
@@ -64,6 +75,7 @@ impl SystemTableKind {
             Self::Partitions => partitions::schema(),
             Self::LakeFiles => lake_files::schema(),
             Self::Compactions => compactions::schema(),
+            Self::Streams => streams::schema(),
         }
     }
 
@@ -147,6 +159,7 @@ impl TableProvider for SystemTable {
             SystemTableKind::Compactions => {
                 compactions::read(&lake_tables(&self.topics).await?).await?
             }
+            SystemTableKind::Streams => streams::read(self.topics.streams())?,
         };
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],

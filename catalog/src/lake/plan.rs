@@ -1,0 +1,79 @@
+//! Reading a lake tier with DataFusion: deltalake's provider, with the
+//! columns the table's schema names, in the table's types.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{cast, col};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+
+use super::LakeSnapshot;
+use crate::error::CatalogError;
+
+/// A scan of `tier` (the lake tier of `table`) yielding `target`'s columns,
+/// found by name, in `target`'s types, with `filters` pruning files and
+/// row groups (not applied row by row: callers filter again).
+pub async fn lake_plan(
+    tier: &LakeSnapshot,
+    table: &str,
+    state: &dyn Session,
+    target: &SchemaRef,
+    filters: &[Expr],
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
+    let delta = tier.delta();
+    delta
+        .update_datafusion_session(state)
+        .map_err(|e| lake_error(&e))?;
+    let provider = delta.table_provider().await.map_err(|e| lake_error(&e))?;
+    // The lake's columns by name (it also has `_date`, and a definition may
+    // have changed since the lake was written).
+    let lake_schema = provider.schema();
+    let columns = target
+        .fields()
+        .iter()
+        .map(|field| {
+            lake_schema.index_of(field.name()).map_err(|_| {
+                CatalogError::Lake(format!(
+                    "table '{table}': column '{}' is not in its lake table; a definition \
+                     changed since the lake was written is not supported yet",
+                    field.name()
+                ))
+            })
+        })
+        .collect::<Result<Vec<usize>, _>>()?;
+    let plan = provider.scan(state, Some(&columns), filters, limit).await?;
+    conform(plan, target)
+}
+
+/// `plan` with the types of `target` (the lake may read a list's item
+/// field under another name, or strings as views): a cast where they differ.
+fn conform(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let source = plan.schema();
+    if source.fields().len() == target.fields().len()
+        && source
+            .fields()
+            .iter()
+            .zip(target.fields())
+            .all(|(a, b)| a.data_type() == b.data_type() && a.name() == b.name())
+    {
+        return Ok(plan);
+    }
+    let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
+    for field in target.fields() {
+        let column = col(field.name(), &source)?;
+        let expr = if source.field_with_name(field.name())?.data_type() == field.data_type() {
+            column
+        } else {
+            cast(column, &source, field.data_type().clone())?
+        };
+        exprs.push((expr, field.name().clone()));
+    }
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
+}
