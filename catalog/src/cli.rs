@@ -125,6 +125,37 @@ impl LogArgs {
     }
 }
 
+/// A size in bytes: a number with an optional unit, `512MiB`, `2GiB`, `64MB`,
+/// `1024` (binary units are powers of 1024, decimal ones of 1000).
+pub fn byte_size(value: &str) -> Result<usize, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a size such as 512MiB or 2GiB"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("'{value}' is not a positive size that fits in memory"))
+}
+
 /// Resolves on Ctrl-C or SIGTERM (what a terminal, systemd and Kubernetes
 /// send to stop a process).
 pub async fn shutdown_signal() {
@@ -142,5 +173,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(byte_size("1024"), Ok(1024));
+        assert_eq!(byte_size("512MiB"), Ok(512 << 20));
+        assert_eq!(byte_size("2 GiB"), Ok(2 << 30));
+        assert_eq!(byte_size("64MB"), Ok(64_000_000));
+        assert!(byte_size("0").is_err());
+        assert!(byte_size("12 parsecs").is_err());
+        assert!(byte_size("MiB").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 pub use kappa_catalog::cli::{
-    KafkaArgs, LakeArgs, LogArgs, LogFormat, key_value, positive_duration,
+    KafkaArgs, LakeArgs, LogArgs, LogFormat, byte_size, key_value, positive_duration,
 };
 
 /// kappa's Flight SQL gateway: SQL over Kafka topics and their lake tables.
@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// in the list is looked up on the broker at once, whatever this is.
     #[arg(long, env = "KAPPA_TOPIC_REFRESH", default_value = "3s", value_parser = positive_duration)]
     pub topic_refresh: Duration,
+
+    /// Memory all running queries may hold together (`512MiB`, `2GiB`).
+    /// Sorts, aggregates and joins spill to disk beyond it; a query that
+    /// cannot fails with ResourceExhausted and the gateway stays up.
+    #[arg(long, env = "KAPPA_MEMORY_LIMIT", default_value = "1GiB", value_parser = byte_size)]
+    pub memory_limit: usize,
 
     /// Streaming queries (`tail`) running at once; one more is refused
     /// with ResourceExhausted.

@@ -48,14 +48,16 @@ fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()
     })
 }
 
-/// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves.
+/// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
+/// its queries holding at most `memory_limit` bytes together.
 pub async fn serve(
     listener: TcpListener,
     schema: Arc<KafkaSchema>,
+    memory_limit: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let refresher = spawn_topic_refresher(Arc::clone(&schema));
-    let service = FlightServiceServer::new(KappaFlightSqlService::new(schema))
+    let service = FlightServiceServer::new(KappaFlightSqlService::new(schema, memory_limit))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     // Every accepted socket gets TCP_NODELAY: without it each small

@@ -42,7 +42,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
-    kappa_gateway::serve(listener, schema, kappa_catalog::cli::shutdown_signal()).await?;
+    kappa_gateway::serve(
+        listener,
+        schema,
+        args.memory_limit,
+        kappa_catalog::cli::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("kappa gateway stopped");
     Ok(())
 }

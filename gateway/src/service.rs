@@ -5,6 +5,7 @@
 //! nothing but running streams. A query is planned again on DoGet, and that
 //! plan fixes each partition's end offset (the snapshot).
 
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -32,6 +33,8 @@ use bytes::Bytes;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{Stream, StreamExt, TryStreamExt};
 use kappa_catalog::plan::LastRecordsRule;
@@ -70,12 +73,25 @@ static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
 #[derive(Debug, Clone)]
 pub struct KappaFlightSqlService {
     schema: Arc<KafkaSchema>,
+    /// Shared by every query: one memory pool for the gateway, so the sum of
+    /// what queries hold stays under `--memory-limit` (sorts and joins spill
+    /// to disk; what cannot spill fails with ResourceExhausted).
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl KappaFlightSqlService {
-    /// A service answering queries over `schema`.
-    pub fn new(schema: Arc<KafkaSchema>) -> Self {
-        Self { schema }
+    /// A service answering queries over `schema`, its queries holding at
+    /// most `memory_limit` bytes together.
+    pub fn new(schema: Arc<KafkaSchema>, memory_limit: usize) -> Self {
+        let pool = TrackConsumersPool::new(
+            FairSpillPool::new(memory_limit),
+            NonZeroUsize::new(5).expect("non-zero"),
+        );
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(pool))
+            .build_arc()
+            .expect("the default runtime builds");
+        Self { schema, runtime }
     }
 
     /// A fresh session: `kafka.default` as the default catalog and schema,
@@ -96,6 +112,7 @@ impl KappaFlightSqlService {
         }
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(LastRecordsRule))
             .build();
