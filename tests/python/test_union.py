@@ -200,7 +200,7 @@ def test_system_tables_and_explain_show_both_tiers(brokers, table):
     try:
         # Listing tables reads no system table but shows all three.
         listed = query(gateway, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'system'")
-        assert sorted(listed.column("table_name").to_pylist()) == ["compactions", "lake_files", "partitions"]
+        assert sorted(listed.column("table_name").to_pylist()) == ["compactions", "lake_files", "partitions", "streams"]
 
         parts = query(
             gateway,

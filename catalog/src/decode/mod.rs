@@ -2,27 +2,26 @@
 //!
 //! [`BatchAssembler`] collects records (metadata columns straight into Arrow
 //! builders, value bytes kept until the batch is cut) and turns them into one
-//! `RecordBatch` of the table's schema. The JSON path decodes a whole batch
-//! with arrow-json and only falls back to one record at a time when the batch
-//! contains a record that does not fit the declared columns, so the common
-//! case costs one vectorised decode and a bad record costs only itself: it
+//! `RecordBatch` of the table's schema. JSON values go through arrow-json in
+//! one pass ([`json`]); a record that does not fit the declared columns
 //! becomes a row of nulls with the reason in `_error`, never a crash or a gap.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringArray,
-    StringBuilder, StructBuilder, TimestampMicrosecondBuilder, new_null_array,
+    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
+    TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::compute::interleave;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+
+pub mod json;
 
 use crate::columns::{ERROR, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE};
 use crate::config::ValueFormat;
 use crate::error::Result;
+use json::JsonColumns;
 
 /// One Kafka record, borrowed from the client's buffer.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +55,7 @@ pub struct BatchAssembler {
     key: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
     raw_values: BinaryBuilder,
-    json_values: Vec<Option<Vec<u8>>>,
+    json: Option<JsonColumns>,
     rows: usize,
     bytes: usize,
 }
@@ -99,6 +98,11 @@ impl BatchAssembler {
                 (other, ValueFormat::Raw) => unreachable!("raw tables have no column {other}"),
             }
         }
+        let json = needs
+            .json
+            .then(|| JsonColumns::new(Arc::clone(&value_schema)))
+            .transpose()
+            .expect("declared columns are checked when the table is defined");
         Self {
             schema,
             value_schema,
@@ -112,7 +116,7 @@ impl BatchAssembler {
                 0,
             )),
             raw_values: BinaryBuilder::new(),
-            json_values: Vec::new(),
+            json,
             rows: 0,
             bytes: 0,
         }
@@ -182,8 +186,8 @@ impl BatchAssembler {
             self.raw_values.append_option(record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
-        if needs.json {
-            self.json_values.push(record.value.map(<[u8]>::to_vec));
+        if let Some(json) = &mut self.json {
+            json.append(record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
         self.rows += 1;
@@ -193,19 +197,16 @@ impl BatchAssembler {
     /// Cuts a batch of everything appended so far and resets the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let needs = self.needs;
-        let (decoded, errors, undecoded) = if needs.json {
-            let values = std::mem::take(&mut self.json_values);
-            let (decoded, errors) = decode_json(&values, &self.value_schema)?;
-            // The bytes of every value that did not decode, so nothing is lost.
-            let undecoded: BinaryArray = values
-                .iter()
-                .zip(errors.iter())
-                .map(|(value, error)| error.as_ref().and(value.as_deref()))
-                .collect();
-            let errors: ArrayRef = Arc::new(StringArray::from(errors));
-            (decoded, Some(errors), Some(Arc::new(undecoded) as ArrayRef))
-        } else {
-            (Vec::new(), None, None)
+        let (decoded, errors, undecoded) = match &mut self.json {
+            Some(json) => {
+                let decoded = json.finish()?;
+                (
+                    decoded.columns,
+                    Some(decoded.errors),
+                    Some(decoded.undecoded),
+                )
+            }
+            None => (Vec::new(), None, None),
         };
         let raw_values: Option<ArrayRef> = needs
             .raw_value
@@ -245,100 +246,6 @@ impl BatchAssembler {
 pub fn json_supports(data_type: &datafusion::arrow::datatypes::DataType) -> bool {
     let schema = Schema::new(vec![Field::new("c", data_type.clone(), true)]);
     ReaderBuilder::new(Arc::new(schema)).build_decoder().is_ok()
-}
-
-/// Decodes JSON values into `schema`'s columns plus an `_error` column.
-///
-/// A `None` value (tombstone) is a row of nulls with no error. A value that is
-/// not a JSON object, or whose fields do not convert to the declared types, is
-/// a row of nulls with the reason. Fields not declared are ignored and
-/// declared fields that are missing are null.
-fn decode_json(
-    values: &[Option<Vec<u8>>],
-    schema: &SchemaRef,
-) -> Result<(Vec<ArrayRef>, Vec<Option<String>>)> {
-    let mut errors: Vec<Option<String>> = vec![None; values.len()];
-    let mut decodable = Vec::with_capacity(values.len());
-    for (row, value) in values.iter().enumerate() {
-        if let Some(bytes) = value {
-            match check_json_object(bytes) {
-                Ok(()) => decodable.push(row),
-                Err(why) => errors[row] = Some(why),
-            }
-        }
-    }
-
-    let decoded = match decode_rows(values, &decodable, schema) {
-        Ok(batch) => batch,
-        Err(_) => {
-            // Some record does not fit the declared types: find which, alone.
-            decodable.retain(|&row| match decode_rows(values, &[row], schema) {
-                Ok(_) => true,
-                Err(e) => {
-                    errors[row] = Some(match e {
-                        ArrowError::JsonError(message) => message,
-                        other => other.to_string(),
-                    });
-                    false
-                }
-            });
-            decode_rows(values, &decodable, schema)?
-        }
-    };
-
-    // Spread the decoded rows back over all rows; the others take nulls.
-    let mut indices = vec![(1, 0); values.len()];
-    for (position, &row) in decodable.iter().enumerate() {
-        indices[row] = (0, position);
-    }
-    let mut columns = Vec::with_capacity(schema.fields().len());
-    for (column, field) in decoded.columns().iter().zip(schema.fields()) {
-        let null = new_null_array(field.data_type(), 1);
-        columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
-    }
-    Ok((columns, errors))
-}
-
-/// Rejects what arrow-json would reject for the whole batch: bytes that are
-/// not exactly one JSON object.
-fn check_json_object(bytes: &[u8]) -> std::result::Result<(), String> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                Ok(_) => "JSON value is not an object".to_string(),
-                Err(e) => format!("invalid JSON: {e}"),
-            },
-        );
-    }
-    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
-        .map(|_| ())
-        .map_err(|e| format!("invalid JSON: {e}"))
-}
-
-fn decode_rows(
-    values: &[Option<Vec<u8>>],
-    rows: &[usize],
-    schema: &SchemaRef,
-) -> std::result::Result<RecordBatch, ArrowError> {
-    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
-        .with_batch_size(rows.len().max(1))
-        .build_decoder()?;
-    for &row in rows {
-        let bytes = values[row].as_deref().unwrap_or_default();
-        // Each value was checked to be exactly one object and the batch size
-        // is the row count, so the decoder must take every byte.
-        let taken = decoder.decode(bytes)? + decoder.decode(b"\n")?;
-        if taken != bytes.len() + 1 {
-            return Err(ArrowError::JsonError(format!(
-                "decoder stopped after {taken} of {} bytes",
-                bytes.len() + 1
-            )));
-        }
-    }
-    Ok(decoder
-        .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
 }
 
 #[cfg(test)]

@@ -1,0 +1,323 @@
+//! JSON values into declared columns, one pass of arrow-json per batch.
+//!
+//! Values are fed to arrow-json's decoder as they arrive, and a cheap check
+//! after each one (it starts with `{`, it added exactly one row and left no
+//! partial record) proves the rows line up with the records: so the common
+//! case is one tokenizing pass, with no per-record parse beforehand. The
+//! first value that fails the check, or a batch whose rows do not convert to
+//! the declared types, sends that batch down the careful path: each value
+//! checked alone with serde_json and, if the types still do not fit, each
+//! decoded alone, so a bad record costs only its batch and becomes a row of
+//! nulls with the reason in `_error`.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BinaryArray, BinaryBuilder, StringArray, new_null_array,
+};
+use datafusion::arrow::compute::{concat_batches, interleave};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::json::reader::Decoder;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+
+/// Rows the decoder holds before it hands them over (its buffers are sized
+/// for this many and reused from batch to batch).
+const DECODER_ROWS: usize = 8192;
+
+/// The decoded columns of a batch of JSON values.
+#[derive(Debug)]
+pub struct DecodedJson {
+    /// One column per declared field, one row per value.
+    pub columns: Vec<ArrayRef>,
+    /// Why a value did not decode (null where it did, or for a tombstone).
+    pub errors: ArrayRef,
+    /// The bytes of each value that did not decode, so nothing is lost.
+    pub undecoded: ArrayRef,
+}
+
+/// Collects JSON values and decodes them into `schema`'s columns.
+#[derive(Debug)]
+pub struct JsonColumns {
+    schema: SchemaRef,
+    raw: BinaryBuilder,
+    decoder: Decoder,
+    /// Rows decoded and handed over by the decoder so far.
+    done: Vec<RecordBatch>,
+    /// The rows (positions among all values) the decoder took, in order.
+    rows: Vec<usize>,
+    values: usize,
+    /// A value failed the check: this batch takes the careful path.
+    careful: bool,
+}
+
+impl JsonColumns {
+    /// Values decoding into `schema`.
+    pub fn new(schema: SchemaRef) -> Result<Self> {
+        Ok(Self {
+            decoder: new_decoder(&schema, DECODER_ROWS)?,
+            schema,
+            raw: BinaryBuilder::new(),
+            done: Vec::new(),
+            rows: Vec::new(),
+            values: 0,
+            careful: false,
+        })
+    }
+
+    /// Adds one value (`None`: a tombstone, a row of nulls and no error).
+    pub fn append(&mut self, value: Option<&[u8]>) {
+        let row = self.values;
+        self.values += 1;
+        self.raw.append_option(value);
+        let Some(bytes) = value else {
+            return;
+        };
+        if self.careful {
+            return;
+        }
+        if self.decoder.len() >= DECODER_ROWS {
+            match self.decoder.flush() {
+                Ok(Some(batch)) => self.done.push(batch),
+                Ok(None) => {}
+                Err(_) => {
+                    self.careful = true;
+                    return;
+                }
+            }
+        }
+        let before = self.decoder.len();
+        let one_object = first_byte(bytes) == Some(b'{')
+            && matches!(self.decoder.decode(bytes), Ok(used) if used == bytes.len())
+            && !self.decoder.has_partial_record()
+            && self.decoder.len() == before + 1;
+        if one_object {
+            self.rows.push(row);
+        } else {
+            self.careful = true;
+        }
+    }
+
+    /// Decodes everything appended since the last call.
+    pub fn finish(&mut self) -> Result<DecodedJson> {
+        let raw = self.raw.finish();
+        let values = std::mem::take(&mut self.values);
+        let rows = std::mem::take(&mut self.rows);
+        let mut done = std::mem::take(&mut self.done);
+        let fast = if std::mem::take(&mut self.careful) {
+            None
+        } else {
+            match self.decoder.flush() {
+                Ok(batch) => {
+                    done.extend(batch);
+                    Some(concat_batches(&self.schema, &done)?)
+                }
+                Err(_) => None,
+            }
+        };
+        let (decoded, rows, errors) = match fast {
+            Some(decoded) => (decoded, rows, vec![None; values]),
+            None => {
+                // The decoder may hold a partial record: start afresh.
+                self.decoder = new_decoder(&self.schema, DECODER_ROWS)?;
+                careful_decode(&raw, &self.schema)?
+            }
+        };
+        // Spread the decoded rows back over all rows; the others take nulls.
+        let mut indices = vec![(1, 0); values];
+        for (position, &row) in rows.iter().enumerate() {
+            indices[row] = (0, position);
+        }
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for (column, field) in decoded.columns().iter().zip(self.schema.fields()) {
+            let null = new_null_array(field.data_type(), 1);
+            columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
+        }
+        let undecoded: BinaryArray = (0..values)
+            .map(|row| (errors[row].is_some() && raw.is_valid(row)).then(|| raw.value(row)))
+            .collect();
+        Ok(DecodedJson {
+            columns,
+            errors: Arc::new(StringArray::from(errors)),
+            undecoded: Arc::new(undecoded),
+        })
+    }
+}
+
+fn new_decoder(schema: &SchemaRef, rows: usize) -> Result<Decoder> {
+    Ok(ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(rows)
+        .build_decoder()?)
+}
+
+fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// The careful path: each value checked alone, then the good ones decoded
+/// together, or alone if their types do not fit. Returns the decoded rows,
+/// which value each is, and each value's error.
+fn careful_decode(
+    raw: &BinaryArray,
+    schema: &SchemaRef,
+) -> Result<(RecordBatch, Vec<usize>, Vec<Option<String>>)> {
+    let mut errors: Vec<Option<String>> = vec![None; raw.len()];
+    let mut decodable = Vec::with_capacity(raw.len());
+    for (row, error) in errors.iter_mut().enumerate() {
+        if raw.is_valid(row) {
+            match check_json_object(raw.value(row)) {
+                Ok(()) => decodable.push(row),
+                Err(why) => *error = Some(why),
+            }
+        }
+    }
+    let decoded = match decode_rows(raw, &decodable, schema) {
+        Ok(batch) => batch,
+        Err(_) => {
+            // Some record does not fit the declared types: find which, alone.
+            decodable.retain(|&row| match decode_rows(raw, &[row], schema) {
+                Ok(_) => true,
+                Err(e) => {
+                    errors[row] = Some(match e {
+                        ArrowError::JsonError(message) => message,
+                        other => other.to_string(),
+                    });
+                    false
+                }
+            });
+            decode_rows(raw, &decodable, schema)?
+        }
+    };
+    Ok((decoded, decodable, errors))
+}
+
+/// Rejects what arrow-json would reject for the whole batch: bytes that are
+/// not exactly one JSON object.
+fn check_json_object(bytes: &[u8]) -> std::result::Result<(), String> {
+    let parsed = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| format!("invalid JSON: {e}"));
+    if first_byte(bytes) != Some(b'{') {
+        return Err(parsed
+            .err()
+            .unwrap_or_else(|| "JSON value is not an object".to_string()));
+    }
+    parsed.map(|_| ())
+}
+
+fn decode_rows(
+    raw: &BinaryArray,
+    rows: &[usize],
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(rows.len().max(1))
+        .build_decoder()?;
+    for &row in rows {
+        let bytes = raw.value(row);
+        // Each value was checked to be exactly one object and the batch size
+        // is the row count, so the decoder must take every byte.
+        let taken = decoder.decode(bytes)? + decoder.decode(b"\n")?;
+        if taken != bytes.len() + 1 {
+            return Err(ArrowError::JsonError(format!(
+                "decoder stopped after {taken} of {} bytes",
+                bytes.len() + 1
+            )));
+        }
+    }
+    Ok(decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    fn ids() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]))
+    }
+
+    fn decode(values: &[Option<&[u8]>]) -> (Vec<Option<i64>>, Vec<Option<String>>) {
+        let mut json = JsonColumns::new(ids()).unwrap();
+        for value in values {
+            json.append(*value);
+        }
+        let decoded = json.finish().unwrap();
+        let ids = decoded.columns[0]
+            .as_primitive::<Int64Type>()
+            .iter()
+            .collect();
+        let errors = decoded
+            .errors
+            .as_string::<i32>()
+            .iter()
+            .map(|e| e.map(str::to_string))
+            .collect();
+        (ids, errors)
+    }
+
+    #[test]
+    fn values_that_could_misalign_rows_are_errors_of_their_own() {
+        let cases: [&[Option<&[u8]>]; 4] = [
+            // An object split over two values.
+            &[
+                Some(b"{\"id\":1}{\"id\":"),
+                Some(b"2}"),
+                Some(b"{\"id\":3}"),
+            ],
+            // Two objects in one value, none in the next.
+            &[
+                Some(b"{\"id\":1} {\"id\":2}"),
+                Some(b""),
+                Some(b"{\"id\":3}"),
+            ],
+            // Not an object.
+            &[Some(b"7"), Some(b"[1]"), Some(b"{\"id\":3}")],
+            // Does not fit the declared type.
+            &[
+                Some(b"{\"id\":\"x\"}"),
+                Some(b"{\"id\":[]}"),
+                Some(b"{\"id\":3}"),
+            ],
+        ];
+        for values in cases {
+            let (ids, errors) = decode(values);
+            assert_eq!(ids, vec![None, None, Some(3)], "{values:?}");
+            assert!(
+                errors[0].is_some() && errors[1].is_some(),
+                "{values:?}: {errors:?}"
+            );
+            assert_eq!(errors[2], None);
+        }
+    }
+
+    #[test]
+    fn good_values_decode_in_one_pass_across_decoder_batches() {
+        let values: Vec<Vec<u8>> = (0..DECODER_ROWS as i64 * 2 + 5)
+            .map(|i| format!("{{\"id\": {i}, \"extra\": \"ignored\"}}").into_bytes())
+            .collect();
+        let mut json = JsonColumns::new(ids()).unwrap();
+        for (i, value) in values.iter().enumerate() {
+            // A tombstone every 1000 rows: nulls, no error.
+            json.append((i % 1000 != 0).then_some(value.as_slice()));
+        }
+        assert!(!json.careful);
+        let decoded = json.finish().unwrap();
+        let ids = decoded.columns[0].as_primitive::<Int64Type>();
+        assert_eq!(ids.len(), values.len());
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(id, (i % 1000 != 0).then_some(i as i64));
+        }
+        assert_eq!(decoded.errors.null_count(), values.len());
+        assert_eq!(decoded.undecoded.null_count(), values.len());
+        // The next batch starts clean.
+        json.append(Some(b"{\"id\": 1}"));
+        let next = json.finish().unwrap();
+        assert_eq!(next.columns[0].as_primitive::<Int64Type>().value(0), 1);
+    }
+}
