@@ -62,7 +62,13 @@ pub struct KafkaClient {
     options: KafkaOptions,
     metadata: BaseConsumer,
     admin: AdminClient<DefaultClientContext>,
+    /// Scan consumers between queries: a query takes one (connected, its
+    /// threads running) instead of paying a new client's start-up.
+    idle: std::sync::Mutex<Vec<BaseConsumer>>,
 }
+
+/// Scan consumers kept between queries at most.
+const MAX_IDLE_CONSUMERS: usize = 16;
 
 /// Properties a scan sets itself: a user value would silently change what a
 /// query returns (`isolation.level`), commit offsets on the user's groups, or
@@ -122,6 +128,7 @@ impl KafkaClient {
             options,
             metadata,
             admin,
+            idle: std::sync::Mutex::default(),
         }))
     }
 
@@ -311,8 +318,34 @@ impl KafkaClient {
 
     /// A new consumer for one scan: explicit assignment only, no group
     /// membership, no offset commits, bounded prefetch.
+    ///
+    /// It comes from the idle pool if one is there; give it back with
+    /// [`Self::return_scan_consumer`] after a scan that ended cleanly (a
+    /// consumer that saw an error is dropped, never reused).
     pub fn scan_consumer(&self) -> Result<BaseConsumer> {
+        if let Some(consumer) = self.idle.lock().expect("consumer pool poisoned").pop() {
+            return Ok(consumer);
+        }
         self.consumer(true)
+    }
+
+    /// Takes back a scan consumer whose scan ended cleanly: its assignment
+    /// is removed (which drops what it prefetched) and its partitions
+    /// resumed, so the next scan starts from its own positions only.
+    pub fn return_scan_consumer(&self, consumer: BaseConsumer) {
+        if let Ok(assignment) = consumer.assignment()
+            && assignment.count() > 0
+            && consumer.resume(&assignment).is_err()
+        {
+            return;
+        }
+        if consumer.unassign().is_err() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("consumer pool poisoned");
+        if idle.len() < MAX_IDLE_CONSUMERS {
+            idle.push(consumer);
+        }
     }
 
     /// A new consumer for one stream: as [`Self::scan_consumer`], without

@@ -29,6 +29,7 @@ def demo_gateway(brokers):
     config = (ROOT / "deploy" / "kappa.toml").read_text().replace('topic = "orders"', f'topic = "{topic}"')
     assert topic in config, "deploy/kappa.toml no longer declares topic 'orders'"
     gateway = Gateway(brokers, config)
+    gateway.topic = topic  # the notebooks that produce (tail.ipynb) write to it
     yield gateway
     gateway.stop()
 
@@ -38,8 +39,10 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path, demo_gateway, monkeypatch):
+def test_notebook_runs(path, demo_gateway, brokers, monkeypatch):
     monkeypatch.setenv("KAPPA_GATEWAY_URI", demo_gateway.uri)
+    monkeypatch.setenv("KAPPA_BROKERS", brokers)
+    monkeypatch.setenv("KAPPA_ORDERS_TOPIC", demo_gateway.topic)
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -88,9 +88,9 @@ impl GroupReader {
     pub(super) fn run(mut self, tx: BatchSender) {
         // A panic must not end the stream quietly (the query would look
         // complete with rows missing): turn it into an error.
-        // The consumer outlives the channel: librdkafka's teardown (closing
-        // connections, joining its threads) takes up to ~100 ms, and the
-        // query's stream must not wait for it.
+        // The consumer outlives the channel: returning it to the pool, or
+        // librdkafka's teardown after an error (closing connections, joining
+        // its threads, up to ~100 ms), must not hold up the query's stream.
         let mut consumer: Option<BaseConsumer> = None;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if self.remaining == Some(0) {
@@ -102,7 +102,11 @@ impl GroupReader {
         let error = match outcome {
             Ok(Ok(())) => {
                 drop(tx);
-                drop(consumer);
+                // Read cleanly (to its end, or stopped by a limit or the
+                // client going away): fit for the next scan.
+                if let Some(consumer) = consumer {
+                    self.client.return_scan_consumer(consumer);
+                }
                 return;
             }
             Ok(Err(e)) => DataFusionError::from(e),
@@ -225,6 +229,11 @@ impl GroupReader {
                 Some(Ok(message)) => {
                     last_progress = Instant::now();
                     self.metrics.records_fetched.add(1);
+                    // Only this scan's partitions count (a pooled consumer
+                    // never delivers another's, but a record is cheap to check).
+                    if message.topic() != self.topic {
+                        continue;
+                    }
                     let Some(cursor) = cursors.get_mut(&message.partition()) else {
                         continue;
                     };

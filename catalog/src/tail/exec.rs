@@ -6,6 +6,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -57,6 +59,12 @@ pub struct TailSpec {
     pub linger: Duration,
     /// How often the reader looks for new partitions (and the brokers).
     pub refresh_interval: Duration,
+    /// The query's filters, applied here to every batch as it comes: a
+    /// `FilterExec` would hold filtered rows back until a full batch of them
+    /// had matched, which on a quiet stream may be never.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The rows after which the stream ends (`LIMIT n`).
+    pub limit: Option<usize>,
 }
 
 /// A stream of a table's records: unbounded, one output partition.
@@ -133,7 +141,14 @@ impl DisplayAs for TailExec {
         if shown < spec.kafka_starts.len() {
             write!(f, ", … {} more", spec.kafka_starts.len() - shown)?;
         }
-        write!(f, "], linger={:?}", spec.linger)
+        write!(f, "], linger={:?}", spec.linger)?;
+        if let Some(filter) = &spec.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        if let Some(limit) = spec.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
     }
 }
 
@@ -234,7 +249,31 @@ impl ExecutionPlan for TailExec {
             }
         })
         .flatten();
-        let counted = replay.chain(follow).inspect(move |batch| {
+        let filter = self.spec.filter.clone();
+        let filtered = replay.chain(follow).filter_map(move |batch| {
+            let kept = match (batch, &filter) {
+                (Ok(batch), Some(filter)) => keep_matching(&batch, filter.as_ref()),
+                (other, _) => other,
+            };
+            // An empty batch says nothing: wait for rows.
+            std::future::ready(match kept {
+                Ok(batch) if batch.num_rows() == 0 => None,
+                other => Some(other),
+            })
+        });
+        let mut remaining = self.spec.limit.unwrap_or(usize::MAX);
+        let limited = filtered.scan((), move |(), batch| {
+            if remaining == 0 {
+                return std::future::ready(None);
+            }
+            let batch = batch.map(|batch| {
+                let rows = batch.num_rows().min(remaining);
+                remaining -= rows;
+                batch.slice(0, rows)
+            });
+            std::future::ready(Some(batch))
+        });
+        let counted = limited.inspect(move |batch| {
             if let Ok(batch) = batch {
                 guard.stats().add_records(batch.num_rows());
             }
@@ -244,4 +283,15 @@ impl ExecutionPlan for TailExec {
             counted,
         )))
     }
+}
+
+/// The rows of `batch` for which `filter` is true.
+fn keep_matching(batch: &RecordBatch, filter: &dyn PhysicalExpr) -> DfResult<RecordBatch> {
+    let mask = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+    let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() else {
+        return Err(DataFusionError::Internal(format!(
+            "stream filter {filter} is not a predicate"
+        )));
+    };
+    Ok(filter_record_batch(batch, mask)?)
 }

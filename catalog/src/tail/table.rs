@@ -186,13 +186,14 @@ impl TableProvider for TailTable {
         TableType::Temporary
     }
 
-    /// Filters on `_partition` and `_offset` choose where each partition
-    /// starts; DataFusion applies every filter to the rows as well.
+    /// Every filter is the stream's own: `_partition` and `_offset` filters
+    /// choose where each partition starts, and the stream applies all of
+    /// them to each batch as it comes (see [`TailSpec::filter`]).
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(vec![TableProviderFilterPushDown::Exact; filters.len()])
     }
 
     async fn scan(
@@ -200,9 +201,16 @@ impl TableProvider for TailTable {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let predicate = RangePredicate::from_filters(filters);
+        let filter = match filters.iter().cloned().reduce(Expr::and) {
+            Some(all) => {
+                let schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+                Some(state.create_physical_expr(all, &schema)?)
+            }
+            None => None,
+        };
         let topic = self.topic.clone();
         let start = self.start;
         let (snapshot, by_time) = self
@@ -311,6 +319,8 @@ impl TableProvider for TailTable {
             lake_replay: replay,
             linger: self.settings.linger,
             refresh_interval: self.settings.refresh_interval,
+            filter,
+            limit,
         };
         let tail: Arc<dyn ExecutionPlan> = Arc::new(TailExec::new(
             spec,
