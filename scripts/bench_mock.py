@@ -1,0 +1,157 @@
+"""Full-scan speed on librdkafka's mock cluster: kappa through ADBC against kcat and a plain
+confluent-kafka consumer building a pandas DataFrame, on the same topic in the same run.
+
+Not part of the test run: scripts/bench_mock.sh builds the binaries and calls this."""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pandas as pd
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+MOCK_MAX_RECORDS_PER_PARTITION = 100_000
+MOCK_MAX_BYTES_PER_PARTITION = 5_000_000
+
+
+def produce(brokers, topic, records, partitions):
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000,
+                         "batch.num.messages": 10_000})
+    now = int(time.time() * 1000)
+    size = 0
+    for i in range(records):
+        value = json.dumps({"id": i, "customer": f"c{i % 100}", "amount": i * 0.5, "pad": "x" * 40}).encode()
+        size += len(value)
+        while True:
+            try:
+                producer.produce(topic, value=value, partition=i % partitions, timestamp=now)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(120) == 0
+    return size
+
+
+def best(runs, fn):
+    times = []
+    result = None
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return result, min(times)
+
+
+def kcat(brokers, topic):
+    subprocess.run(["kcat", "-b", brokers, "-C", "-t", topic, "-e", "-o", "beginning", "-q"],
+                   stdout=subprocess.DEVNULL, check=True)
+
+
+def pandas_consumer(brokers, topic, partitions):
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": "bench", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    rows, done = [], set()
+    while len(done) < partitions:
+        for message in consumer.consume(10_000, 1.0):
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    done.add(message.partition())
+                continue
+            record = json.loads(message.value())
+            record["_partition"], record["_offset"] = message.partition(), message.offset()
+            rows.append(record)
+    consumer.close()
+    return len(pd.DataFrame(rows))
+
+
+def kappa(uri, sql):
+    with flightsql.connect(uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        table = cur.fetch_arrow_table()
+        return table.column(0)[0].as_py() if sql.lstrip().upper().startswith("SELECT COUNT") else table.num_rows
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gateway-bin", required=True)
+    parser.add_argument("--mock-bin", required=True)
+    parser.add_argument("--records", type=int, default=960_000)
+    parser.add_argument("--partitions", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    per_partition = -(-args.records // args.partitions)
+    if per_partition > MOCK_MAX_RECORDS_PER_PARTITION:
+        raise SystemExit(f"{per_partition} records per partition: the mock keeps at most "
+                         f"{MOCK_MAX_RECORDS_PER_PARTITION}; use more partitions")
+
+    topic = "bench"
+    mock = subprocess.Popen([args.mock_bin, topic, str(args.partitions)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    gateway = None
+    try:
+        brokers = mock.stdout.readline().strip()
+        started = time.perf_counter()
+        size = produce(brokers, topic, args.records, args.partitions)
+        if size / args.partitions > MOCK_MAX_BYTES_PER_PARTITION:
+            raise SystemExit("more than 5 MB per partition: the mock would drop records; use more partitions")
+        print(f"produced {args.records} records ({size / 1e6:.0f} MB) to {args.partitions} partitions "
+              f"in {time.perf_counter() - started:.1f} s")
+        config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        config.write(f'[[tables]]\nname = "orders"\ntopic = "{topic}"\nformat = "json"\n'
+                     'columns = "id BIGINT, customer VARCHAR, amount DOUBLE, pad VARCHAR"\n')
+        config.close()
+        gateway = subprocess.Popen([args.gateway_bin, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers,
+                                    "--config", config.name, "--log-filter", "warn"],
+                                   stdout=subprocess.PIPE, text=True)
+        uri = "grpc://" + gateway.stdout.readline().strip().removeprefix("listening on ")
+        assert kappa(uri, "SELECT count(*) FROM orders") == args.records, "kappa does not see every record"
+
+        _, kcat_s = best(args.runs, lambda: kcat(brokers, topic))
+        base = args.records / kcat_s
+        print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; best of {args.runs} runs\n")
+        print(f"{'reader':44s} {'records/s':>12s} {'vs kcat':>8s}")
+        print(f"{'kcat -C -e -o beginning (baseline)':44s} {base:12.0f} {1:8.2f}")
+        results = {}
+        for label, sql in [
+            ("kappa count(*) of the JSON table", "SELECT count(*) FROM orders"),
+            ("kappa SELECT * of the JSON table", "SELECT * FROM orders"),
+            ("kappa SELECT * of the raw topic", f'SELECT * FROM "{topic}"'),
+        ]:
+            rows, elapsed = best(args.runs, lambda sql=sql: kappa(uri, sql))
+            assert rows == args.records, (label, rows)
+            results[label] = args.records / elapsed
+            print(f"{label:44s} {results[label]:12.0f} {results[label] / base:8.2f}")
+        rows, pandas_s = best(1, lambda: pandas_consumer(brokers, topic, args.partitions))
+        assert rows == args.records, rows
+        pandas_rate = args.records / pandas_s
+        print(f"{'confluent-kafka consumer into pandas':44s} {pandas_rate:12.0f} {pandas_rate / base:8.2f}")
+        json_rate = results["kappa SELECT * of the JSON table"]
+        print(f"\nkappa SELECT * (JSON) vs the pandas consumer: {json_rate / pandas_rate:.1f}x")
+        print(f"gateway peak RSS: {peak_rss_mib(gateway.pid):.0f} MiB")
+    finally:
+        if gateway:
+            gateway.terminate()
+            gateway.wait(10)
+        mock.stdin.close()
+        mock.wait(10)
+
+
+if __name__ == "__main__":
+    main()
