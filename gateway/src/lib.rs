@@ -4,6 +4,7 @@
 //! [`error`] is the single mapping of errors to gRPC codes, and
 //! [`client_types`] keeps every schema a client sees free of view types.
 
+pub mod cancel;
 pub mod client_types;
 pub mod config;
 pub mod error;

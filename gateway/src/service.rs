@@ -26,8 +26,9 @@ use arrow_flight::sql::{
     TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
+    Ticket,
 };
 use bytes::Bytes;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -44,6 +45,7 @@ use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, KappaOptions, SCHEMA, SY
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cancel::{QueryTicket, RunningQueries};
 use crate::client_types::{client_schema, to_client_batch};
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
@@ -77,6 +79,8 @@ pub struct KappaFlightSqlService {
     /// what queries hold stays under `--memory-limit` (sorts and joins spill
     /// to disk; what cannot spill fails with ResourceExhausted).
     runtime: Arc<RuntimeEnv>,
+    /// The queries running now, to cancel by the id in their ticket.
+    running: Arc<RunningQueries>,
 }
 
 impl KappaFlightSqlService {
@@ -91,7 +95,11 @@ impl KappaFlightSqlService {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .expect("the default runtime builds");
-        Self { schema, runtime }
+        Self {
+            schema,
+            runtime,
+            running: Arc::default(),
+        }
     }
 
     /// A fresh session: `kafka.default` as the default catalog and schema,
@@ -173,7 +181,7 @@ impl KappaFlightSqlService {
         let descriptor = request.into_inner();
         let (_, schema) = self.plan(&sql, &settings).await?;
         let ticket = TicketStatementQuery {
-            statement_handle: Bytes::from(sql),
+            statement_handle: Bytes::from(QueryTicket::new(sql).encode()),
         };
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
@@ -183,6 +191,7 @@ impl KappaFlightSqlService {
         &self,
         sql: &str,
         settings: &Settings,
+        id: Option<u64>,
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
         let (df, schema) = self.plan(sql, settings).await?;
@@ -192,7 +201,38 @@ impl KappaFlightSqlService {
             log.failed(&status);
             status
         })?;
-        Ok(Response::new(encode_stream(stream, schema, log)))
+        let encoded = encode_stream(stream, schema, log);
+        Ok(Response::new(match id {
+            Some(id) => Box::pin(self.running.track(id, encoded)),
+            None => encoded,
+        }))
+    }
+
+    /// Cancels the queries whose tickets `info` lists.
+    fn cancel(&self, info: &FlightInfo) -> Result<CancelFlightInfoResult, Status> {
+        let mut cancelled = false;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let Ok(any) = arrow_flight::sql::Any::decode(ticket.ticket.clone()) else {
+                continue;
+            };
+            let Ok(Some(statement)) = any.unpack::<TicketStatementQuery>() else {
+                continue;
+            };
+            if let (Some(id), _) = QueryTicket::decode(&statement.statement_handle)? {
+                cancelled |= self.running.cancel(id);
+            }
+        }
+        if !cancelled {
+            return Err(Status::not_found(
+                "no such query is running on this gateway (finished, or another gateway runs it)",
+            ));
+        }
+        Ok(CancelFlightInfoResult {
+            status: CancelStatus::Cancelled as i32,
+        })
     }
 }
 
@@ -408,8 +448,9 @@ impl FlightSqlService for KappaFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let sql = sql_of_handle(&ticket.statement_handle)?;
-        self.execute(&sql, &Settings::of(request.metadata())?).await
+        let (id, sql) = QueryTicket::decode(&ticket.statement_handle)?;
+        self.execute(&sql, &Settings::of(request.metadata())?, id)
+            .await
     }
 
     async fn do_get_prepared_statement(
@@ -418,7 +459,8 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let sql = sql_of_handle(&query.prepared_statement_handle)?;
-        self.execute(&sql, &Settings::of(request.metadata())?).await
+        self.execute(&sql, &Settings::of(request.metadata())?, None)
+            .await
     }
 
     async fn do_action_create_prepared_statement(
@@ -663,6 +705,32 @@ impl FlightSqlService for KappaFlightSqlService {
         let builder = query.into_builder(&XDBC_TYPES);
         let schema = builder.schema();
         Ok(Response::new(one_batch(builder.build(), schema)))
+    }
+
+    /// `CancelFlightInfo`, which arrow-flight leaves to this fallback.
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "CancelFlightInfo" {
+            return Err(invalid_request(format!(
+                "unknown action '{}'",
+                action.r#type
+            )));
+        }
+        let cancel = CancelFlightInfoRequest::decode(action.body)
+            .map_err(|e| invalid_request(format!("CancelFlightInfo: {e}")))?;
+        let info = cancel
+            .info
+            .ok_or_else(|| invalid_request("CancelFlightInfo without a FlightInfo"))?;
+        let result = self.cancel(&info)?;
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(body)
+        }))))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as fl
@@ -650,3 +651,68 @@ def test_a_partition_added_while_streaming_is_picked_up(env, brokers):
     produce_acked(brokers, topic, [{"partition": 1, "value": b"new"}, {"partition": 0, "value": b"old"}])
     rows = stream.read(2, timeout=READ_S)
     assert sorted((r["_partition"], r["_value"]) for r in rows) == [(0, b"old"), (1, b"new")]
+
+
+def test_cancel_flight_info_stops_the_stream(env, brokers):
+    """CancelFlightInfo (pyarrow.flight's do_action, as JDBC and Go clients send it) ends the
+    stream with Cancelled and releases its consumer."""
+    gateway, name, topic = env.json_table()
+    produce_acked(brokers, topic, [order(i) for i in range(6)])
+    client = fl.FlightClient(gateway.uri)
+    try:
+        sql = f"SELECT _offset FROM tail('{name}', 'earliest')"
+
+        def field(number, payload):
+            length, out = len(payload), bytearray([number << 3 | 2])
+            while True:
+                byte, length = length & 0x7F, length >> 7
+                out.append(byte | (0x80 if length else 0))
+                if not length:
+                    return bytes(out) + payload
+
+        command = field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(
+            2, field(1, sql.encode()))
+        info = client.get_flight_info(fl.FlightDescriptor.for_command(command))
+        reader = client.do_get(info.endpoints[0].ticket)
+        seen = 0
+        while seen < 6:
+            seen += reader.read_chunk().data.num_rows
+        wait_for_streams(gateway, 1)
+        results = list(client.do_action(fl.Action("CancelFlightInfo", field(1, info.serialize()))))
+        assert len(results) == 1 and results[0].body.to_pybytes() == b"\x08\x01"  # CANCEL_STATUS_CANCELLED
+        with pytest.raises(fl.FlightCancelledError):
+            while True:
+                reader.read_chunk()
+        wait_for_streams(gateway, 0, within=RELEASE_S)
+        # A query that is not running (any more) is not found.
+        with pytest.raises(KeyError, match="no such query"):  # pyarrow raises NOT_FOUND as a KeyError
+            list(client.do_action(fl.Action("CancelFlightInfo", field(1, info.serialize()))))
+    finally:
+        client.close()
+
+
+def test_a_broker_outage_ends_the_stream_with_unavailable(tmp_path):
+    """A stream survives a quiet topic, but not brokers that stay down: after the fetch timeout it
+    fails with Unavailable (a client can tell it from an end)."""
+    root = Path(__file__).resolve().parents[2]
+    started = subprocess.run(["bash", str(root / "scripts" / "broker.sh"), "start", "0"],
+                             capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    brokers = started.stdout.strip()
+    port = brokers.rsplit(":", 1)[1]
+    env = Env(brokers)
+    try:
+        gateway, name, topic = env.json_table(3, "--kafka-fetch-timeout", "2s", "--kafka-request-timeout", "1s",
+                                              "--topic-refresh", "1s")
+        produce_acked(brokers, topic, [order(i) for i in range(3)])
+        stream = env.stream(gateway, f"SELECT _offset FROM tail('{name}', 'earliest')")
+        assert len(stream.read(3)) == 3
+        subprocess.run(["bash", str(root / "scripts" / "broker.sh"), "stop", port], check=True, timeout=60)
+        began = time.monotonic()
+        with pytest.raises((flightsql.Error, OSError)) as failed:  # ADBC raises Unavailable as an OSError
+            stream.read(1, timeout=30)
+        assert "(Unavailable;" in str(failed.value) and "lost the brokers" in str(failed.value), str(failed.value)
+        assert time.monotonic() - began < 15
+    finally:
+        env.close()
+        subprocess.run(["bash", str(root / "scripts" / "broker.sh"), "stop", port], timeout=60)

@@ -142,8 +142,12 @@ impl TailReader {
                         let since = *failing_since.get_or_insert_with(Instant::now);
                         let timeout = self.client.options().fetch_timeout;
                         if since.elapsed() >= timeout {
+                            let cause = match e {
+                                CatalogError::BrokerUnavailable(why) => why,
+                                other => other.to_string(),
+                            };
                             return Err(CatalogError::BrokerUnavailable(format!(
-                                "topic '{}': stream lost the brokers for {timeout:?}: {e}",
+                                "topic '{}': stream lost the brokers for {timeout:?}: {cause}",
                                 self.spec.topic
                             )));
                         }

@@ -1,0 +1,169 @@
+//! Cancelling running queries: `CancelFlightInfo` (and the older
+//! `CancelQuery` action) stops a query's work and its Kafka consumers.
+//!
+//! Handles stay stateless: a statement ticket carries a query id next to
+//! the SQL, and a gateway keeps the ids of the queries it is running now.
+//! Cancelling a query another gateway runs (behind a load balancer) answers
+//! NotFound; closing the stream, which every client can do, works anywhere.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tonic::Status;
+
+/// The prefix of a statement handle that carries a query id.
+const PREFIX: &str = "kappa-q:";
+
+/// A statement ticket: the query's id and its SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryTicket {
+    /// Unique within a gateway's lifetime (and very likely across gateways).
+    pub id: u64,
+    /// The statement.
+    pub sql: String,
+}
+
+impl QueryTicket {
+    /// A ticket with a new id for `sql`.
+    pub fn new(sql: String) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let id = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        Self { id, sql }
+    }
+
+    /// The statement handle bytes: `kappa-q:<id hex>\n<sql>`.
+    pub fn encode(&self) -> Vec<u8> {
+        format!("{PREFIX}{:016x}\n{}", self.id, self.sql).into_bytes()
+    }
+
+    /// A handle as [`Self::encode`] writes it, or plain SQL (a handle from a
+    /// prepared statement), which has no id.
+    pub fn decode(handle: &[u8]) -> Result<(Option<u64>, String), Status> {
+        let text = std::str::from_utf8(handle)
+            .map_err(|_| Status::invalid_argument("statement handle is not UTF-8 SQL"))?;
+        if let Some(rest) = text.strip_prefix(PREFIX)
+            && let Some((id, sql)) = rest.split_once('\n')
+            && let Ok(id) = u64::from_str_radix(id, 16)
+        {
+            return Ok((Some(id), sql.to_string()));
+        }
+        Ok((None, text.to_string()))
+    }
+}
+
+/// The queries this gateway is running, by id.
+#[derive(Debug, Default)]
+pub struct RunningQueries {
+    queries: Mutex<HashMap<u64, watch::Sender<bool>>>,
+}
+
+impl RunningQueries {
+    /// `stream` (query `id`'s results) ending with `Cancelled` as soon as the
+    /// query is cancelled; dropping the stream drops the query's work.
+    pub fn track<S, T>(
+        self: &Arc<Self>,
+        id: u64,
+        stream: S,
+    ) -> impl Stream<Item = Result<T, Status>> + Send + 'static
+    where
+        S: Stream<Item = Result<T, Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (cancel, mut cancelled) = watch::channel(false);
+        self.queries
+            .lock()
+            .expect("running queries poisoned")
+            .insert(id, cancel);
+        let listed = Listed {
+            queries: Arc::clone(self),
+            id,
+        };
+        let mut watching = cancelled.clone();
+        let stop = async move {
+            let _ = watching.wait_for(|&c| c).await;
+        };
+        let end = futures::stream::once(async move {
+            let _listed = listed;
+            (*cancelled.borrow_and_update())
+                .then(|| Err(Status::cancelled("query cancelled (CancelFlightInfo)")))
+        })
+        .filter_map(std::future::ready);
+        stream.take_until(Box::pin(stop)).chain(end)
+    }
+
+    /// Cancels query `id`; `false` if this gateway is not running it.
+    pub fn cancel(&self, id: u64) -> bool {
+        let queries = self.queries.lock().expect("running queries poisoned");
+        match queries.get(&id) {
+            Some(cancel) => {
+                cancel.send_replace(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Keeps a query listed while its stream lives.
+struct Listed {
+    queries: Arc<RunningQueries>,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.queries
+            .queries
+            .lock()
+            .expect("running queries poisoned")
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_carry_an_id_and_plain_sql_has_none() {
+        let ticket = QueryTicket::new("SELECT 1\n-- two lines".into());
+        let (id, sql) = QueryTicket::decode(&ticket.encode()).unwrap();
+        assert_eq!(
+            (id, sql.as_str()),
+            (Some(ticket.id), "SELECT 1\n-- two lines")
+        );
+        assert_ne!(
+            QueryTicket::new("x".into()).id,
+            QueryTicket::new("x".into()).id
+        );
+        assert_eq!(
+            QueryTicket::decode(b"SELECT 2").unwrap(),
+            (None, "SELECT 2".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_stream_ends_with_cancelled() {
+        let queries = Arc::new(RunningQueries::default());
+        let endless = futures::stream::repeat_with(|| Ok::<u32, Status>(1));
+        let mut stream = Box::pin(queries.track(7, endless));
+        assert_eq!(stream.next().await.unwrap().unwrap(), 1);
+        assert!(queries.cancel(7));
+        let rest: Vec<_> = stream.collect().await;
+        let last = rest.last().expect("an error at the end");
+        assert_eq!(last.as_ref().unwrap_err().code(), tonic::Code::Cancelled);
+        assert!(
+            !queries.cancel(7),
+            "no longer listed once the stream is gone"
+        );
+    }
+}
