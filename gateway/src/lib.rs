@@ -8,8 +8,10 @@ pub mod cancel;
 pub mod client_types;
 pub mod config;
 pub mod error;
+pub mod flight;
 pub mod keys;
 pub mod service;
+pub mod settings;
 pub mod type_info;
 
 use std::future::Future;

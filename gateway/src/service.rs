@@ -11,9 +11,6 @@ use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
@@ -27,17 +24,14 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
-    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
-    Ticket,
+    FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
 };
 use bytes::Bytes;
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::Stream;
 use kappa_catalog::plan::LastRecordsRule;
 use kappa_catalog::system;
 use kappa_catalog::tail::{TAIL, TailFunction, check_streaming};
@@ -46,9 +40,13 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cancel::{QueryTicket, RunningQueries};
-use crate::client_types::{client_schema, to_client_batch};
+use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
+use crate::flight::{
+    QueryLog, empty_result, encode_schema, encode_stream, flight_info, metadata_info, one_batch,
+};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
+use crate::settings::Settings;
 use crate::type_info::XDBC_TYPES;
 
 type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
@@ -234,151 +232,6 @@ impl KappaFlightSqlService {
             status: CancelStatus::Cancelled as i32,
         })
     }
-}
-
-/// The `kappa.*` settings a call carries as request headers (gRPC
-/// metadata), such as `kappa.allow_gaps: true`. Handles are stateless, so a
-/// setting travels with every call instead of living in a server session:
-/// ADBC sends it with `adbc.flight.sql.rpc.call_header.kappa.allow_gaps`
-/// on a connection or a statement, pyarrow.flight with `FlightCallOptions`.
-#[derive(Debug, Default)]
-struct Settings(Vec<(String, String)>);
-
-impl Settings {
-    fn of(metadata: &tonic::metadata::MetadataMap) -> Result<Self, Status> {
-        let mut settings = Vec::new();
-        for entry in metadata.iter() {
-            let tonic::metadata::KeyAndValueRef::Ascii(name, value) = entry else {
-                continue;
-            };
-            if !name.as_str().starts_with("kappa.") {
-                continue;
-            }
-            let value = value
-                .to_str()
-                .map_err(|_| invalid_request(format!("setting {}: not text", name.as_str())))?;
-            settings.push((name.as_str().to_string(), value.trim().to_string()));
-        }
-        Ok(Self(settings))
-    }
-}
-
-/// One line per executed query when its stream ends, fails or is dropped by
-/// the client: the SQL, rows sent, time taken and, if any, the error. (A query
-/// that does not plan is logged as rejected where it is planned.)
-struct QueryLog {
-    sql: String,
-    started: Instant,
-    rows: usize,
-    error: Option<String>,
-}
-
-impl QueryLog {
-    fn new(sql: &str, started: Instant) -> Self {
-        Self {
-            sql: sql.to_string(),
-            started,
-            rows: 0,
-            error: None,
-        }
-    }
-
-    fn sent(&mut self, rows: usize) {
-        self.rows += rows;
-    }
-
-    fn failed(&mut self, status: &Status) {
-        self.error = Some(status.message().to_string());
-    }
-}
-
-impl Drop for QueryLog {
-    fn drop(&mut self) {
-        let elapsed_ms = self.started.elapsed().as_millis() as u64;
-        match &self.error {
-            None => tracing::info!(sql = %self.sql, rows = self.rows, elapsed_ms, "query done"),
-            Some(error) => {
-                tracing::info!(sql = %self.sql, rows = self.rows, elapsed_ms, %error, "query failed")
-            }
-        }
-    }
-}
-
-fn encode_stream(
-    stream: SendableRecordBatchStream,
-    schema: SchemaRef,
-    mut log: QueryLog,
-) -> DoGetStream {
-    let target = Arc::clone(&schema);
-    let batches = stream.map(move |batch| match batch {
-        Ok(batch) => match to_client_batch(batch, &target) {
-            Ok(batch) => {
-                log.sent(batch.num_rows());
-                Ok(batch)
-            }
-            Err(e) => {
-                log.failed(&internal(&e));
-                Err(FlightError::Arrow(e))
-            }
-        },
-        Err(e) => {
-            let status = datafusion_status(&e);
-            log.failed(&status);
-            Err(FlightError::Tonic(Box::new(status)))
-        }
-    });
-    let flight = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(batches)
-        .map_err(Status::from);
-    Box::pin(flight)
-}
-
-fn one_batch(batch: Result<RecordBatch, FlightError>, schema: SchemaRef) -> DoGetStream {
-    let flight = FlightDataEncoderBuilder::new()
-        .with_schema(schema)
-        .build(futures::stream::once(async move { batch }))
-        .map_err(Status::from);
-    Box::pin(flight)
-}
-
-/// A result with no rows.
-fn empty_result(schema: SchemaRef) -> DoGetStream {
-    one_batch(Ok(RecordBatch::new_empty(Arc::clone(&schema))), schema)
-}
-
-fn flight_info(
-    schema: &Schema,
-    ticket: Vec<u8>,
-    descriptor: FlightDescriptor,
-) -> Result<Response<FlightInfo>, Status> {
-    let info = FlightInfo::new()
-        .try_with_schema(schema)
-        .map_err(internal)?
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-        .with_descriptor(descriptor);
-    Ok(Response::new(info))
-}
-
-/// FlightInfo for a metadata command: its result schema, and the command
-/// itself as the ticket (the command is all DoGet needs).
-fn metadata_info(
-    schema: &Schema,
-    command: &impl ProstMessageExt,
-    request: Request<FlightDescriptor>,
-) -> Result<Response<FlightInfo>, Status> {
-    flight_info(
-        schema,
-        command.as_any().encode_to_vec(),
-        request.into_inner(),
-    )
-}
-
-fn encode_schema(schema: &Schema) -> Result<Bytes, Status> {
-    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
-        .try_into()
-        .map_err(internal)?;
-    Ok(bytes)
 }
 
 /// The one name a LIKE pattern without `%` most likely means, to look up a

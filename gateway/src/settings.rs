@@ -1,0 +1,33 @@
+//! Per-call settings: `kappa.*` request headers set on the call's session.
+
+use tonic::Status;
+
+use crate::error::invalid_request;
+
+/// The `kappa.*` settings a call carries as request headers (gRPC
+/// metadata), such as `kappa.allow_gaps: true`. Handles are stateless, so a
+/// setting travels with every call instead of living in a server session:
+/// ADBC sends it with `adbc.flight.sql.rpc.call_header.kappa.allow_gaps`
+/// on a connection or a statement, pyarrow.flight with `FlightCallOptions`.
+#[derive(Debug, Default)]
+pub struct Settings(pub Vec<(String, String)>);
+
+impl Settings {
+    /// The `kappa.*` headers of a call.
+    pub fn of(metadata: &tonic::metadata::MetadataMap) -> Result<Self, Status> {
+        let mut settings = Vec::new();
+        for entry in metadata.iter() {
+            let tonic::metadata::KeyAndValueRef::Ascii(name, value) = entry else {
+                continue;
+            };
+            if !name.as_str().starts_with("kappa.") {
+                continue;
+            }
+            let value = value
+                .to_str()
+                .map_err(|_| invalid_request(format!("setting {}: not text", name.as_str())))?;
+            settings.push((name.as_str().to_string(), value.trim().to_string()));
+        }
+        Ok(Self(settings))
+    }
+}
