@@ -34,6 +34,9 @@ use crate::scan::reader::{MAX_BATCH_BYTES, append_message};
 /// How long one poll waits at most before the reader re-checks the client.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Records taken between two reads of the clock while records keep coming.
+const CLOCK_EVERY: usize = 64;
+
 pub(super) type BatchSender = mpsc::Sender<DfResult<RecordBatch>>;
 
 /// Follows one topic for one stream.
@@ -87,14 +90,22 @@ impl TailReader {
         let mut first_row: Option<Instant> = None;
         let mut last_refresh = Instant::now();
         let mut failing_since: Option<Instant> = None;
+        let mut unclocked = 0usize;
         loop {
             if tx.is_closed() {
                 return Ok(());
             }
-            let wait = first_row.map_or(POLL_INTERVAL, |t| {
-                linger.saturating_sub(t.elapsed()).min(POLL_INTERVAL)
+            // Records already fetched are taken without reading the clock;
+            // the clock is read when the stream goes idle or every
+            // `CLOCK_EVERY` records.
+            let polled = consumer.poll(Duration::ZERO).or_else(|| {
+                let wait = first_row.map_or(POLL_INTERVAL, |t| {
+                    linger.saturating_sub(t.elapsed()).min(POLL_INTERVAL)
+                });
+                consumer.poll(wait)
             });
-            match consumer.poll(wait) {
+            let idle = polled.is_none();
+            match polled {
                 Some(Ok(message)) => {
                     let partition = message.partition();
                     let offset = message.offset();
@@ -125,6 +136,11 @@ impl TailReader {
                 }
                 None => {}
             }
+            unclocked += 1;
+            if !idle && unclocked < CLOCK_EVERY {
+                continue;
+            }
+            unclocked = 0;
             if first_row.is_some_and(|t| t.elapsed() >= linger) {
                 first_row = None;
                 if !self.send(tx)? {
