@@ -1,19 +1,36 @@
 //! Reading a lake tier with DataFusion: deltalake's provider, with the
 //! columns the table's schema names, in the table's types.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::prelude::SessionConfig;
 
 use super::LakeSnapshot;
 use crate::error::CatalogError;
+
+/// Scan settings for the lake: strings and bytes as `Utf8`/`Binary`, the
+/// table's own types, rather than the view types deltalake reads by default
+/// (which every row would then be cast from), and filters pushed into the
+/// Parquet reader.
+static PLAIN_TYPES: LazyLock<Arc<SessionState>> = LazyLock::new(|| {
+    let mut config = SessionConfig::new();
+    let parquet = &mut config.options_mut().execution.parquet;
+    parquet.schema_force_view_types = false;
+    // deltalake's default without a session: filters applied inside the
+    // Parquet reader, so an offset range skips pages, not only row groups.
+    parquet.pushdown_filters = true;
+    Arc::new(SessionStateBuilder::new().with_config(config).build())
+});
 
 /// A scan of `tier` (the lake tier of `table`) yielding `target`'s columns,
 /// found by name, in `target`'s types, with `filters` pruning files and
@@ -31,7 +48,11 @@ pub async fn lake_plan(
     delta
         .update_datafusion_session(state)
         .map_err(|e| lake_error(&e))?;
-    let provider = delta.table_provider().await.map_err(|e| lake_error(&e))?;
+    let provider = delta
+        .table_provider()
+        .with_session(Arc::clone(&PLAIN_TYPES))
+        .await
+        .map_err(|e| lake_error(&e))?;
     // The lake's columns by name (it also has `_date`, and a definition may
     // have changed since the lake was written).
     let lake_schema = provider.schema();
