@@ -71,6 +71,10 @@ pub struct KafkaScanExec {
     metrics: ExecutionPlanMetricsSet,
 }
 
+/// Offsets a scan has per reader (consumer) before it is split over
+/// another one.
+const MIN_OFFSETS_PER_READER: i64 = 20_000;
+
 impl KafkaScanExec {
     /// A scan of `spec`, its ranges split over at most `target_partitions`
     /// output partitions, producing `schema` (the table schema after the
@@ -81,7 +85,11 @@ impl KafkaScanExec {
         target_partitions: usize,
         client: Arc<KafkaClient>,
     ) -> Self {
-        let groups = group_ranges(&spec.ranges, target_partitions);
+        // A small scan is read by one consumer: a second would cost the
+        // broker another fetch session for little parallel work.
+        let offsets: i64 = spec.ranges.iter().map(PartitionRange::span).sum();
+        let worth = usize::try_from(offsets / MIN_OFFSETS_PER_READER).unwrap_or(usize::MAX);
+        let groups = group_ranges(&spec.ranges, target_partitions.min(worth.max(1)));
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(groups.len().max(1)),

@@ -212,9 +212,17 @@ impl GroupReader {
             )?;
             cursors.insert(range.partition, PartitionCursor::new(*range));
         }
-        consumer.assign(&assignment)?;
         // A partition paused when it finished an earlier round stays paused
-        // across assignments.
+        // across assignments. Resume it before the new assignment too:
+        // librdkafka applies an assignment asynchronously, so a resume issued
+        // only after `assign` can be overtaken by it and leave the partition
+        // paused (the round then waits for records that never come).
+        if let Ok(previous) = consumer.assignment()
+            && previous.count() > 0
+        {
+            consumer.resume(&previous)?;
+        }
+        consumer.assign(&assignment)?;
         consumer.resume(&assignment)?;
 
         let fetch_timeout = self.client.options().fetch_timeout;
