@@ -393,7 +393,9 @@ impl KafkaClient {
         if positions.is_empty() {
             return Ok(out);
         }
-        let consumer = self.scan_consumer()?;
+        // A consumer of its own: one from the scan pool would leave it with
+        // this topic's assignment and prefetch.
+        let consumer = self.consumer(true)?;
         let mut assignment = TopicPartitionList::new();
         for &(partition, offset) in positions {
             assignment.add_partition_offset(topic, partition, Offset::Offset(offset))?;
