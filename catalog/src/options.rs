@@ -21,6 +21,28 @@ impl ConfigExtension for KappaOptions {
 }
 
 impl KappaOptions {
+    /// Lets a query of `table` through `gaps` in its history (each
+    /// `partition p: offsets a..b`) only with `allow_gaps`, logged; without
+    /// it they fail the query with `HistoryGap` (gRPC `DataLoss`).
+    pub fn admit_gaps(&self, table: &str, gaps: &[String]) -> crate::Result<()> {
+        if gaps.is_empty() {
+            return Ok(());
+        }
+        let detail = gaps.join(", ");
+        if !self.allow_gaps {
+            return Err(crate::CatalogError::HistoryGap {
+                table: table.to_string(),
+                detail,
+            });
+        }
+        tracing::warn!(
+            table,
+            gaps = detail,
+            "reading past a gap in history (kappa.allow_gaps)"
+        );
+        Ok(())
+    }
+
     /// The settings of `options`, or the defaults where the session did not
     /// register the extension.
     pub fn from_config(options: &datafusion::config::ConfigOptions) -> Self {

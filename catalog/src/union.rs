@@ -98,22 +98,7 @@ impl LakeKafkaTable {
                 ));
             }
         }
-        if gaps.is_empty() {
-            return Ok(());
-        }
-        let detail = gaps.join(", ");
-        if options.allow_gaps {
-            tracing::warn!(
-                table = self.name,
-                gaps = detail,
-                "reading past a gap in history (kappa.allow_gaps)"
-            );
-            return Ok(());
-        }
-        Err(CatalogError::HistoryGap {
-            table: self.name.clone(),
-            detail,
-        })
+        options.admit_gaps(&self.name, &gaps)
     }
 
     /// The lake's rows for this query, in the table's (projected) schema.

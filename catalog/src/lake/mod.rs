@@ -14,7 +14,7 @@ use url::Url;
 
 pub use exec::LakeTierExec;
 pub use location::{app_id, table_url};
-pub use plan::lake_plan;
+pub use plan::{lake_plan, lake_provider};
 pub use snapshot::LakeSnapshot;
 
 use crate::error::{CatalogError, Result};

@@ -4,7 +4,7 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::Session;
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
@@ -32,6 +32,24 @@ static PLAIN_TYPES: LazyLock<Arc<SessionState>> = LazyLock::new(|| {
     Arc::new(SessionStateBuilder::new().with_config(config).build())
 });
 
+/// deltalake's DataFusion provider of `tier`, its object store registered
+/// on `state`.
+pub async fn lake_provider(
+    tier: &LakeSnapshot,
+    state: &dyn Session,
+) -> DfResult<Arc<dyn TableProvider>> {
+    let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
+    let delta = tier.delta();
+    delta
+        .update_datafusion_session(state)
+        .map_err(|e| lake_error(&e))?;
+    delta
+        .table_provider()
+        .with_session(Arc::clone(&PLAIN_TYPES))
+        .await
+        .map_err(|e| lake_error(&e).into())
+}
+
 /// A scan of `tier` (the lake tier of `table`) yielding `target`'s columns,
 /// found by name, in `target`'s types, with `filters` pruning files and
 /// row groups (not applied row by row: callers filter again).
@@ -43,16 +61,7 @@ pub async fn lake_plan(
     filters: &[Expr],
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
-    let delta = tier.delta();
-    delta
-        .update_datafusion_session(state)
-        .map_err(|e| lake_error(&e))?;
-    let provider = delta
-        .table_provider()
-        .with_session(Arc::clone(&PLAIN_TYPES))
-        .await
-        .map_err(|e| lake_error(&e))?;
+    let provider = lake_provider(tier, state).await?;
     // The lake's columns by name (it also has `_date`, and a definition may
     // have changed since the lake was written).
     let lake_schema = provider.schema();

@@ -66,6 +66,14 @@ impl IntervalSet {
             .any(|&(start, end)| start <= value && value < end)
     }
 
+    /// The smallest value of the set at or after `from`.
+    pub fn first_at_or_after(&self, from: i64) -> Option<i64> {
+        self.intervals
+            .iter()
+            .find(|&&(_, end)| end > from)
+            .map(|&(start, _)| start.max(from))
+    }
+
     /// The intervals, sorted and disjoint.
     pub fn intervals(&self) -> &[(i64, i64)] {
         &self.intervals
@@ -150,6 +158,21 @@ mod tests {
     /// The set as a bitmap over `0..n`, for comparison with a brute force.
     fn bits(set: &IntervalSet, n: i64) -> Vec<bool> {
         (0..n).map(|v| set.contains(v)).collect()
+    }
+
+    #[test]
+    fn first_at_or_after_agrees_with_a_brute_force() {
+        for mask in 0..256u32 {
+            let set = from_mask(mask);
+            for from in -1..10 {
+                let brute = (from.max(0)..8).find(|&v| set.contains(v));
+                assert_eq!(
+                    set.first_at_or_after(from),
+                    brute,
+                    "mask {mask:#b} from {from}"
+                );
+            }
+        }
     }
 
     /// A small set from a bit mask over `0..8` (values ≥ 8 excluded).

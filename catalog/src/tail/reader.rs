@@ -28,8 +28,8 @@ use super::registry::StreamGuard;
 use crate::decode::BatchAssembler;
 use crate::error::{CatalogError, Result};
 use crate::kafka::KafkaClient;
-use crate::plan::{IntervalSet, TimestampOrder};
-use crate::scan::reader::{MAX_BATCH_BYTES, append_message};
+use crate::plan::TimestampOrder;
+use crate::scan::reader::{ClockRation, MAX_BATCH_BYTES, append_message};
 
 /// How long one poll waits at most before the reader re-checks the client.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -90,7 +90,7 @@ impl TailReader {
         let mut first_row: Option<Instant> = None;
         let mut last_refresh = Instant::now();
         let mut failing_since: Option<Instant> = None;
-        let mut unclocked = 0usize;
+        let mut clock = ClockRation::every(CLOCK_EVERY);
         loop {
             if tx.is_closed() {
                 return Ok(());
@@ -136,11 +136,9 @@ impl TailReader {
                 }
                 None => {}
             }
-            unclocked += 1;
-            if !idle && unclocked < CLOCK_EVERY {
+            if !clock.due(idle) {
                 continue;
             }
-            unclocked = 0;
             if first_row.is_some_and(|t| t.elapsed() >= linger) {
                 first_row = None;
                 if !self.send(tx)? {
@@ -214,7 +212,7 @@ impl TailReader {
                 assignment.add_partition_offset(&self.spec.topic, partition, Offset::End)?;
                 continue;
             }
-            let Some(start) = first_at_or_after(&allowed, base) else {
+            let Some(start) = allowed.first_at_or_after(base) else {
                 continue;
             };
             tracing::info!(topic = %self.spec.topic, partition, start, "stream follows a new partition");
@@ -262,13 +260,4 @@ impl TailReader {
             detail,
         }
     }
-}
-
-/// The first offset of `allowed` at or after `from`.
-pub(super) fn first_at_or_after(allowed: &IntervalSet, from: i64) -> Option<i64> {
-    allowed
-        .intersect(&IntervalSet::at_least(from))
-        .intervals()
-        .first()
-        .map(|&(start, _)| start)
 }

@@ -25,13 +25,12 @@ use datafusion::prelude::SessionContext;
 
 use super::StartPosition;
 use super::exec::{TailExec, TailSpec};
-use super::reader::first_at_or_after;
 use super::registry::StreamRegistry;
 use crate::columns::{OFFSET, PARTITION, TIMESTAMP, table_schema};
 use crate::config::ValueFormat;
 use crate::error::CatalogError;
 use crate::kafka::KafkaClient;
-use crate::lake::{Lake, LakeSnapshot, lake_plan};
+use crate::lake::{Lake, LakeSnapshot, lake_plan, lake_provider};
 use crate::options::KappaOptions;
 use crate::plan::{RangePredicate, TimestampOrder};
 
@@ -95,14 +94,7 @@ impl TailTable {
     ) -> DfResult<HashMap<i32, i64>> {
         let ctx = SessionContext::new();
         let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
-        tier.delta()
-            .update_datafusion_session(&ctx.state())
-            .map_err(|e| lake_error(&e))?;
-        let provider = tier
-            .delta()
-            .table_provider()
-            .await
-            .map_err(|e| lake_error(&e))?;
+        let provider = lake_provider(tier, &ctx.state()).await?;
         let at = lit(ScalarValue::TimestampMicrosecond(
             Some(t.saturating_mul(1000)),
             Some("UTC".into()),
@@ -264,7 +256,7 @@ impl TableProvider for TailTable {
                     lake_by_time.get(&p).copied().unwrap_or(kafka)
                 }
             };
-            let Some(first) = first_at_or_after(&allowed, base) else {
+            let Some(first) = allowed.first_at_or_after(base) else {
                 continue;
             };
             let mut from = first;
@@ -284,25 +276,11 @@ impl TableProvider for TailTable {
                 }
                 from = range.start;
             }
-            if let Some(from) = first_at_or_after(&allowed, from) {
+            if let Some(from) = allowed.first_at_or_after(from) {
                 kafka_starts.push((p, from));
             }
         }
-        if !gaps.is_empty() {
-            let detail = gaps.join(", ");
-            if !options.allow_gaps {
-                return Err(CatalogError::HistoryGap {
-                    table: self.name.clone(),
-                    detail,
-                }
-                .into());
-            }
-            tracing::warn!(
-                table = self.name,
-                gaps = detail,
-                "stream skips a gap in history (kappa.allow_gaps)"
-            );
-        }
+        options.admit_gaps(&self.name, &gaps)?;
         let lake = match (&tier, replay.is_empty()) {
             (Some(tier), false) => Some(self.replay_plan(tier, state, &replay).await?),
             _ => None,
