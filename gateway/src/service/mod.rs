@@ -1,4 +1,5 @@
-//! The Flight SQL service.
+//! The Flight SQL service: the Flight SQL calls here, statements in
+//! [`statements`].
 //!
 //! Handles are stateless: a ticket or prepared-statement handle carries the
 //! SQL text itself, so any gateway can serve any DoGet and a restart loses
@@ -8,9 +9,8 @@
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
-use std::time::Instant;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::Schema;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::FlightSqlService;
@@ -19,35 +19,30 @@ use arrow_flight::sql::{
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementQuery, ProstMessageExt, SqlInfo,
-    TicketStatementQuery,
+    CommandPreparedStatementQuery, CommandStatementQuery, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
-    FlightInfo, HandshakeRequest, HandshakeResponse, Ticket,
+    Action, CancelFlightInfoRequest, FlightDescriptor, FlightInfo, HandshakeRequest,
+    HandshakeResponse, Ticket,
 };
 use bytes::Bytes;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::Stream;
-use kappa_catalog::plan::LastRecordsRule;
 use kappa_catalog::system;
-use kappa_catalog::tail::{TAIL, TailFunction, check_streaming};
-use kappa_catalog::{CATALOG, KafkaCatalog, KafkaSchema, KappaOptions, SCHEMA, SYSTEM_SCHEMA};
+use kappa_catalog::{CATALOG, KafkaSchema, SCHEMA, SYSTEM_SCHEMA};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cancel::{QueryTicket, RunningQueries};
 use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
-use crate::flight::{
-    QueryLog, empty_result, encode_schema, encode_stream, flight_info, metadata_info, one_batch,
-};
+use crate::flight::{empty_result, encode_schema, metadata_info, one_batch};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
 use crate::settings::Settings;
 use crate::type_info::XDBC_TYPES;
+
+mod statements;
 
 type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
 
@@ -98,139 +93,6 @@ impl KappaFlightSqlService {
             runtime,
             running: Arc::default(),
         }
-    }
-
-    /// A fresh session: `kafka.default` as the default catalog and schema,
-    /// strings as `Utf8`, read-only SQL, and the client's `kappa.*` settings.
-    fn session(&self, settings: &Settings) -> Result<SessionContext, Status> {
-        let mut config = SessionConfig::new()
-            .with_default_catalog_and_schema(CATALOG, SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            .with_information_schema(true)
-            .with_option_extension(KappaOptions::default());
-        let options = config.options_mut();
-        options.sql_parser.map_string_types_to_utf8view = false;
-        options.execution.parquet.schema_force_view_types = false;
-        for (name, value) in &settings.0 {
-            options
-                .set(name, value)
-                .map_err(|e| invalid_request(format!("setting {name}={value}: {e}")))?;
-        }
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(LastRecordsRule))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(
-            CATALOG,
-            Arc::new(KafkaCatalog::new(Arc::clone(&self.schema))),
-        );
-        ctx.register_udtf(TAIL, Arc::new(TailFunction::new(Arc::clone(&self.schema))));
-        Ok(ctx)
-    }
-
-    /// Plans `sql` (a read-only query) and returns it with its client schema.
-    async fn plan(&self, sql: &str, settings: &Settings) -> Result<(DataFrame, SchemaRef), Status> {
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
-        let df = self
-            .session(settings)?
-            .sql_with_options(sql, options)
-            .await
-            .map_err(|e| {
-                let status = datafusion_status(&e);
-                tracing::info!(sql, error = status.message(), "query rejected");
-                status
-            })?;
-        let streaming = check_streaming(df.logical_plan()).map_err(|e| {
-            let status = catalog_status(&e);
-            tracing::info!(sql, error = status.message(), "query rejected");
-            status
-        })?;
-        let df = if streaming {
-            // A stream's batches stay in one ordered flow: spreading them
-            // round-robin over partitions would reorder each partition's
-            // records.
-            let (mut state, plan) = df.into_parts();
-            state
-                .config_mut()
-                .options_mut()
-                .optimizer
-                .enable_round_robin_repartition = false;
-            DataFrame::new(state, plan)
-        } else {
-            df
-        };
-        let schema = client_schema(df.schema().as_arrow());
-        Ok((df, schema))
-    }
-
-    /// FlightInfo for `sql`: its schema and one endpoint whose ticket carries the SQL.
-    async fn statement_info(
-        &self,
-        sql: String,
-        request: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let settings = Settings::of(request.metadata())?;
-        let descriptor = request.into_inner();
-        let (_, schema) = self.plan(&sql, &settings).await?;
-        let ticket = TicketStatementQuery {
-            statement_handle: Bytes::from(QueryTicket::new(sql).encode()),
-        };
-        flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
-    }
-
-    /// Runs `sql` and streams its batches as Flight data.
-    async fn execute(
-        &self,
-        sql: &str,
-        settings: &Settings,
-        id: Option<u64>,
-    ) -> Result<Response<DoGetStream>, Status> {
-        let started = Instant::now();
-        let (df, schema) = self.plan(sql, settings).await?;
-        let mut log = QueryLog::new(sql, started);
-        let stream = df.execute_stream().await.map_err(|e| {
-            let status = datafusion_status(&e);
-            log.failed(&status);
-            status
-        })?;
-        let encoded = encode_stream(stream, schema, log);
-        Ok(Response::new(match id {
-            Some(id) => Box::pin(self.running.track(id, encoded)),
-            None => encoded,
-        }))
-    }
-
-    /// Cancels the queries whose tickets `info` lists.
-    fn cancel(&self, info: &FlightInfo) -> Result<CancelFlightInfoResult, Status> {
-        let mut cancelled = false;
-        for endpoint in &info.endpoint {
-            let Some(ticket) = &endpoint.ticket else {
-                continue;
-            };
-            let Ok(any) = arrow_flight::sql::Any::decode(ticket.ticket.clone()) else {
-                continue;
-            };
-            let Ok(Some(statement)) = any.unpack::<TicketStatementQuery>() else {
-                continue;
-            };
-            if let (Some(id), _) = QueryTicket::decode(&statement.statement_handle)? {
-                cancelled |= self.running.cancel(id);
-            }
-        }
-        if !cancelled {
-            return Err(Status::not_found(
-                "no such query is running on this gateway (finished, or another gateway runs it)",
-            ));
-        }
-        Ok(CancelFlightInfoResult {
-            status: CancelStatus::Cancelled as i32,
-        })
     }
 }
 
