@@ -117,6 +117,8 @@ impl LogArgs {
         let filter = tracing_subscriber::EnvFilter::new(&self.log_filter);
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            // Colours on a terminal only: not as escape codes in a log file.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Plain => builder.init(),

@@ -50,4 +50,46 @@ pub enum CompactorError {
         /// Which partitions lost which offsets.
         detail: String,
     },
+
+    /// Another job holds the table's maintenance lease.
+    #[error(
+        "table '{table}': its lease is held by {owner} running {job} for {expires_in:.0?} more; \
+         try again later (a holder that died leaves it to expire)"
+    )]
+    LeaseHeld {
+        /// The table.
+        table: String,
+        /// What the holder runs.
+        job: String,
+        /// Who holds it.
+        owner: String,
+        /// Until it expires unless renewed.
+        expires_in: std::time::Duration,
+    },
+
+    /// Another job took the lease while this one held it (this job stalled
+    /// past the lease's time to live); this job stopped.
+    #[error("table '{table}': another job took the table's lease; this job stopped")]
+    LeaseLost {
+        /// The table.
+        table: String,
+    },
+
+    /// Reading or writing the lease failed.
+    #[error("table '{table}': the lease: {source}")]
+    Lease {
+        /// The table.
+        table: String,
+        /// The object store's error.
+        source: object_store::Error,
+    },
+
+    /// OPTIMIZE or VACUUM on a table the compactor never tiered.
+    #[error("table '{table}': no Delta table at {location} (run `kappa-compactor run` first)")]
+    NotTiered {
+        /// The table.
+        table: String,
+        /// Where it was looked for.
+        location: String,
+    },
 }

@@ -7,7 +7,15 @@
 //! Kafka.
 
 pub mod error;
+pub mod lease;
+pub mod maintain;
+pub mod progress;
+pub mod shard;
 pub mod tier;
 
 pub use error::{CompactorError, Result};
-pub use tier::{Shard, TierMetrics, TierTable};
+pub use lease::Lease;
+pub use maintain::{OptimizeMetrics, OptimizeTable, TableLocation, VacuumMetrics, VacuumTable};
+pub use progress::{ProgressSnapshot, TierProgress};
+pub use shard::Shard;
+pub use tier::{TierMetrics, TierTable};

@@ -2,7 +2,10 @@
 //!
 //! `run --once` makes one pass over every table (for cron, a Kubernetes
 //! CronJob, Airflow); `run --every 5m` repeats until SIGTERM, finishing the
-//! table it is on. `check` validates a table file.
+//! table it is on. `optimize` and `vacuum` maintain the tables, one job per
+//! table at a time (a lease in the lake). `check` validates a table file.
+
+mod display;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +16,12 @@ use clap::{Args, Parser, Subcommand};
 use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs};
 use kappa_catalog::lake;
 use kappa_catalog::{CatalogConfig, DeclaredTable, KafkaClient, ValueFormat};
-use kappa_compactor::{Shard, TierTable};
+use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
+use kappa_compactor::{
+    OptimizeTable, Shard, TableLocation, TierMetrics, TierProgress, TierTable, VacuumTable,
+};
+
+use display::{PassSummary, ProgressDisplay, table_line, watermarks};
 
 /// kappa's compactor: tiers Kafka topics into a Delta Lake.
 #[derive(Debug, Parser)]
@@ -27,6 +35,11 @@ struct Cli {
 enum Command {
     /// Tier old records of every table into the lake.
     Run(Box<RunArgs>),
+    /// Rewrite each table's small files into files of the target size.
+    Optimize(OptimizeArgs),
+    /// Delete files no table version within the retention needs, and files
+    /// of runs that crashed before committing them.
+    Vacuum(VacuumArgs),
     /// Validate a table configuration file and list its tables.
     Check {
         /// TOML file with table definitions.
@@ -76,6 +89,16 @@ struct RunArgs {
     #[arg(long, env = "KAPPA_TARGET_FILE_SIZE", default_value_t = 128 * 1024 * 1024)]
     target_file_size: u64,
 
+    /// Write a Delta checkpoint every this many table versions, so readers
+    /// load a table from one Parquet file plus the commits since (0: leave
+    /// it to deltalake, every 100 versions).
+    #[arg(long, env = "KAPPA_CHECKPOINT_EVERY", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+    checkpoint_every: u64,
+
+    /// Without a terminal, log progress this often (with one, a bar shows it).
+    #[arg(long, env = "KAPPA_PROGRESS_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
+    progress_every: Duration,
+
     #[command(flatten)]
     kafka: KafkaArgs,
 
@@ -84,6 +107,56 @@ struct RunArgs {
 
     #[command(flatten)]
     log: LogArgs,
+}
+
+/// Which tables a maintenance job handles and where the lake is.
+#[derive(Debug, Args)]
+struct MaintainArgs {
+    /// TOML file with table definitions (`[[tables]]`), as the gateway's.
+    #[arg(long, env = "KAPPA_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Only these tables (repeatable). Default: every declared table.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+
+    /// How long a job's lease on a table lasts unless renewed (it is renewed
+    /// while the job runs; a job that died frees the table after this).
+    #[arg(long, env = "KAPPA_LEASE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
+
+    #[command(flatten)]
+    lake: LakeArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct OptimizeArgs {
+    /// Target size of the files written, in bytes.
+    #[arg(long, env = "KAPPA_TARGET_FILE_SIZE", default_value_t = 128 * 1024 * 1024)]
+    target_file_size: u64,
+
+    #[command(flatten)]
+    common: MaintainArgs,
+}
+
+#[derive(Debug, Args)]
+struct VacuumArgs {
+    /// Keep files removed from the table less than this long ago (readers of
+    /// older versions, a gateway's cached snapshot) and uncommitted files
+    /// younger than this (a running compactor's). Keep it longer than the
+    /// longest query and the longest compactor run.
+    #[arg(long, env = "KAPPA_VACUUM_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    retention: Duration,
+
+    /// List what would be deleted; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    #[command(flatten)]
+    common: MaintainArgs,
 }
 
 #[tokio::main]
@@ -100,6 +173,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Optimize(args) => optimize(args).await,
+        Command::Vacuum(args) => vacuum(args).await,
     }
 }
 
@@ -134,12 +209,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// One pass over `tables`; a table that fails does not stop the others.
-/// Returns how many failed.
+/// Prints a line per table and a summary. Returns how many failed.
 async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable]) -> usize {
-    let mut failed = 0;
+    let started = Instant::now();
+    let progress = Arc::new(TierProgress::default());
+    let display = ProgressDisplay::start(Arc::clone(&progress), args.progress_every);
+    let mut summary = PassSummary::default();
+    let mut lines = Vec::new();
     for table in tables {
-        let started = Instant::now();
+        let table_started = Instant::now();
         let name = table.name.clone();
+        progress.start_table(&name);
         let outcome = async {
             let location = lake::table_url(&args.lake.lake, &table.name, true)?;
             TierTable::new(Arc::clone(client), table.clone(), location)
@@ -149,43 +229,142 @@ async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable
                 .with_allow_data_loss(args.allow_data_loss)
                 .with_max_records_per_commit(args.max_records_per_commit)
                 .with_target_file_size(args.target_file_size)
+                .with_checkpoint_every(args.checkpoint_every)
+                .with_progress(Arc::clone(&progress))
                 .run()
                 .await
         }
         .await;
         match outcome {
             Ok(metrics) => {
-                let watermarks: Vec<String> = metrics
-                    .watermarks
-                    .iter()
-                    .map(|(p, w)| format!("{p}:{w}"))
-                    .collect();
-                tracing::info!(
-                    table = %name,
-                    records = metrics.records,
-                    commits = metrics.commits,
-                    version = metrics.version,
-                    watermarks = %watermarks.join(" "),
-                    lost = metrics.lost.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "tiered"
-                );
+                log_tiered(&name, &metrics, table_started.elapsed());
+                summary.add(&metrics);
+                lines.push(table_line(&name, &metrics));
+            }
+            Err(e) => {
+                summary.failed += 1;
+                tracing::error!(table = %name, error = %e, "table failed");
+                lines.push(format!("{name}: failed: {e}"));
+            }
+        }
+    }
+    drop(display);
+    for line in lines {
+        if line.contains(": failed: ") {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    println!("{}", summary.line(started.elapsed()));
+    summary.failed
+}
+
+fn log_tiered(name: &str, metrics: &TierMetrics, took: Duration) {
+    tracing::info!(
+        table = %name,
+        records = metrics.records,
+        commits = metrics.commits,
+        files = metrics.files,
+        bytes = metrics.bytes,
+        checkpoints = metrics.checkpoints,
+        version = metrics.version,
+        watermarks = %watermarks(metrics),
+        lost = metrics.lost.len(),
+        ms = took.as_millis() as u64,
+        "tiered"
+    );
+}
+
+/// The tables a maintenance job handles and where each is.
+async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocation>> {
+    args.log.init();
+    let config = match &args.config {
+        Some(path) => CatalogConfig::from_file(path)?,
+        None => CatalogConfig::default(),
+    };
+    let declared = config.resolve().await?;
+    let tables = select_tables(&declared, &args.tables)?;
+    anyhow::ensure!(
+        !tables.is_empty(),
+        "no tables: declare them in --config or name them with --table"
+    );
+    tables
+        .iter()
+        .map(|table| {
+            Ok(TableLocation {
+                name: table.name.clone(),
+                url: lake::table_url(&args.lake.lake, &table.name, false)?,
+                storage_options: args.lake.lake_option.iter().cloned().collect(),
+            })
+        })
+        .collect()
+}
+
+async fn optimize(args: OptimizeArgs) -> anyhow::Result<()> {
+    let tables = maintained_tables(&args.common).await?;
+    let mut failed = 0;
+    for table in tables {
+        let name = table.name.clone();
+        let outcome = OptimizeTable::new(table)
+            .with_target_file_size(args.target_file_size)
+            .with_lease_ttl(args.common.lease_ttl)
+            .run()
+            .await;
+        match outcome {
+            Ok(metrics) => {
+                tracing::info!(table = %name, files_removed = metrics.files_removed, files_added = metrics.files_added, version = metrics.version, "optimized");
                 println!(
-                    "{name}: {} records in {} commits, version {}, watermarks {}",
-                    metrics.records,
-                    metrics.commits,
-                    metrics.version.map_or("none".into(), |v| v.to_string()),
-                    watermarks.join(" ")
+                    "{name}: {} files rewritten into {}, version {}",
+                    metrics.files_removed,
+                    metrics.files_added,
+                    metrics.version.map_or("none".into(), |v| v.to_string())
                 );
             }
             Err(e) => {
                 failed += 1;
-                tracing::error!(table = %name, error = %e, "table failed");
+                tracing::error!(table = %name, error = %e, "optimize failed");
                 eprintln!("{name}: failed: {e}");
             }
         }
     }
-    failed
+    anyhow::ensure!(failed == 0, "{failed} tables failed");
+    Ok(())
+}
+
+async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
+    let tables = maintained_tables(&args.common).await?;
+    let mut failed = 0;
+    for table in tables {
+        let name = table.name.clone();
+        let outcome = VacuumTable::new(table)
+            .with_retention(args.retention)
+            .with_dry_run(args.dry_run)
+            .with_lease_ttl(args.common.lease_ttl)
+            .run()
+            .await;
+        match outcome {
+            Ok(metrics) => {
+                let verb = if metrics.dry_run {
+                    "would delete"
+                } else {
+                    "deleted"
+                };
+                tracing::info!(table = %name, files = metrics.files.len(), dry_run = metrics.dry_run, "vacuumed");
+                println!("{name}: {verb} {} files", metrics.files.len());
+                for file in &metrics.files {
+                    println!("  {file}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                tracing::error!(table = %name, error = %e, "vacuum failed");
+                eprintln!("{name}: failed: {e}");
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} tables failed");
+    Ok(())
 }
 
 /// The tables named with `--table` (declared, or raw topics), or every

@@ -15,16 +15,20 @@ use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 use futures::TryStreamExt;
 use kappa_catalog::columns::{TIMESTAMP, table_schema};
+use kappa_catalog::lake::CommitSummary;
 use kappa_catalog::offsets::PartitionRange;
 use kappa_catalog::scan::{KafkaScanExec, ScanSpec};
 use kappa_catalog::{DeclaredTable, KafkaClient};
 use url::Url;
 
 use crate::error::{CompactorError, Result};
+use crate::progress::TierProgress;
+use crate::shard::Shard;
 
 /// The lake's partition column: the UTC day of `_timestamp`.
 pub const DATE: &str = "_date";
@@ -48,6 +52,9 @@ fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
     )
 }
 
+/// Versions between explicit checkpoints, unless told otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10;
+
 /// Microseconds in a day.
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -60,6 +67,12 @@ pub struct TierMetrics {
     pub commits: usize,
     /// Records written.
     pub records: u64,
+    /// Parquet files written.
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Checkpoints written.
+    pub checkpoints: usize,
     /// The table's Delta version after the run (`None`: no table yet).
     pub version: Option<u64>,
     /// Each partition's watermark after the run: the next offset to tier.
@@ -80,44 +93,9 @@ pub struct TierTable {
     allow_data_loss: bool,
     max_records_per_commit: u64,
     target_file_size: u64,
+    checkpoint_every: u64,
     shard: Shard,
-}
-
-/// Which partitions one compactor handles: those with `partition % count == index`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    /// This compactor's index, below `count`.
-    pub index: u32,
-    /// How many compactors split the partitions.
-    pub count: u32,
-}
-
-impl Shard {
-    /// Every partition.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
-
-    /// Whether `partition` is this shard's.
-    pub fn owns(&self, partition: i32) -> bool {
-        u32::try_from(partition).is_ok_and(|p| p % self.count.max(1) == self.index)
-    }
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-
-    /// `i/n`, with `i < n`.
-    fn from_str(text: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("expected INDEX/COUNT with INDEX < COUNT, like 0/3; got '{text}'");
-        let (index, count) = text.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (
-            index.trim().parse::<u32>().map_err(|_| bad())?,
-            count.trim().parse::<u32>().map_err(|_| bad())?,
-        );
-        if count == 0 || index >= count {
-            return Err(bad());
-        }
-        Ok(Shard { index, count })
-    }
+    progress: Arc<TierProgress>,
 }
 
 impl TierTable {
@@ -132,7 +110,9 @@ impl TierTable {
             allow_data_loss: false,
             max_records_per_commit: 500_000,
             target_file_size: 128 * 1024 * 1024,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             shard: Shard::ALL,
+            progress: Arc::default(),
         }
     }
 
@@ -175,6 +155,20 @@ impl TierTable {
         self
     }
 
+    /// Write a Delta checkpoint after every `n`th version (0: leave it to
+    /// deltalake, every 100), so loading the table reads one Parquet file
+    /// and the few commits since instead of the whole log.
+    pub fn with_checkpoint_every(mut self, n: u64) -> Self {
+        self.checkpoint_every = n;
+        self
+    }
+
+    /// Counters for a progress display, updated as records are read.
+    pub fn with_progress(mut self, progress: Arc<TierProgress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
     /// Runs the pass. When another compactor commits the same partitions
     /// first (Delta's conflict check on the txn app ids), the pass starts
     /// again from the watermarks that commit left.
@@ -209,9 +203,8 @@ impl TierTable {
             // watermark. deltalake 1.1 does not check a losing creator's
             // commit against the winner's version 0, so two writers racing
             // to create the table with data would both land their records.
-            let schema = table_schema(self.table.format, &self.table.value_schema);
             delta
-                .write([RecordBatch::new_empty(lake_schema(&schema))])
+                .write([RecordBatch::new_empty(self.lake_schema())])
                 .with_partition_columns([DATE])
                 .with_writer_properties(writer_properties())
                 .await?;
@@ -276,6 +269,21 @@ impl TierTable {
             });
         }
 
+        let remaining: i64 = next
+            .iter()
+            .map(|(p, start)| (cutoffs.get(p).copied().unwrap_or(*start) - start).max(0))
+            .sum();
+        self.progress
+            .set_remaining(u64::try_from(remaining).unwrap_or(0));
+
+        // A definition that gained (or lost) columns since the table was
+        // written: the commit merges them into the table's schema, and
+        // older files read a new column as null.
+        let evolves = schema_changed(&delta, &self.lake_schema())?;
+        if evolves {
+            tracing::info!(table = %name, "the definition's columns changed: merging them into the lake table's schema");
+        }
+
         let mut recorded_loss = !lost.is_empty();
         loop {
             let ranges = self.next_commit(&next, &cutoffs);
@@ -311,8 +319,11 @@ impl TierTable {
                 )]);
                 recorded_loss = false;
             }
-            delta = delta
-                .write(batches)
+            let mut write = delta.write(batches);
+            if evolves {
+                write = write.with_schema_mode(SchemaMode::Merge);
+            }
+            delta = write
                 .with_partition_columns([DATE])
                 .with_writer_properties(writer_properties())
                 .with_target_file_size(NonZeroU64::new(self.target_file_size))
@@ -321,6 +332,7 @@ impl TierTable {
             next = after;
             metrics.commits += 1;
             metrics.records += records;
+            self.after_commit(&delta, metrics).await;
             tracing::info!(
                 table = %name,
                 version = delta.version(),
@@ -333,6 +345,37 @@ impl TierTable {
         metrics.watermarks = next;
         metrics.lost = lost;
         Ok(())
+    }
+
+    /// The lake table's schema for the table's current definition.
+    fn lake_schema(&self) -> SchemaRef {
+        lake_schema(&table_schema(self.table.format, &self.table.value_schema))
+    }
+
+    /// Counts the files the commit just made wrote, and writes a checkpoint
+    /// when it is due. Neither can undo the commit, so failures are logged.
+    async fn after_commit(&self, delta: &DeltaTable, metrics: &mut TierMetrics) {
+        let Some(version) = delta.version() else {
+            return;
+        };
+        match CommitSummary::read(delta.log_store().as_ref(), version).await {
+            Ok(Some(commit)) => {
+                metrics.files += u64::try_from(commit.files).unwrap_or(0);
+                metrics.bytes += u64::try_from(commit.bytes).unwrap_or(0);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(table = %self.table.name, version, error = %e, "could not read the commit back")
+            }
+        }
+        if self.checkpoint_every > 0 && version % self.checkpoint_every == 0 {
+            match deltalake::checkpoints::create_checkpoint(delta, None).await {
+                Ok(()) => metrics.checkpoints += 1,
+                Err(e) => {
+                    tracing::warn!(table = %self.table.name, version, error = %e, "checkpoint failed; the next one will cover it")
+                }
+            }
+        }
     }
 
     /// The Delta table at its latest version (not loaded if it does not exist).
@@ -414,13 +457,21 @@ impl TierTable {
                 last: None,
             };
             let scan = KafkaScanExec::new(spec, Arc::clone(&schema), 1, Arc::clone(&self.client));
-            let batches: Vec<RecordBatch> = scan
-                .execute(0, Arc::new(TaskContext::default()))?
-                .try_collect()
-                .await?;
-            for batch in batches {
+            let mut batches = scan.execute(0, Arc::new(TaskContext::default()))?;
+            let mut rows = 0;
+            while let Some(batch) = batches.try_next().await? {
+                rows += batch.num_rows() as u64;
+                self.progress.add_records(
+                    batch.num_rows() as u64,
+                    batch.get_array_memory_size() as u64,
+                );
                 out.push(with_date(&lake_schema, batch)?);
             }
+            self.progress.add_gaps(
+                u64::try_from(range.end - range.start)
+                    .unwrap_or(0)
+                    .saturating_sub(rows),
+            );
         }
         if out.is_empty() {
             // Only gaps in range (compaction): the commit still moves the
@@ -438,6 +489,17 @@ pub fn lake_schema(table: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Whether the Delta table's columns differ from `wanted`'s (by name).
+fn schema_changed(delta: &DeltaTable, wanted: &SchemaRef) -> Result<bool> {
+    let current = delta.snapshot()?.snapshot().arrow_schema();
+    let names = |schema: &Schema| {
+        let mut names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        names.sort_unstable();
+        names
+    };
+    Ok(names(&current) != names(wanted))
+}
+
 fn with_date(lake_schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
     let timestamps = batch
         .column_by_name(TIMESTAMP)
@@ -452,7 +514,8 @@ fn with_date(lake_schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch>
     Ok(RecordBatch::try_new(Arc::clone(lake_schema), columns)?)
 }
 
-fn writer_properties() -> WriterProperties {
+/// zstd, with column statistics (the default): for tiering and OPTIMIZE alike.
+pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .build()
@@ -496,17 +559,6 @@ mod tests {
             tier(100).next_commit(&cutoffs, &cutoffs).is_empty(),
             "all caught up: no commit"
         );
-    }
-
-    #[test]
-    fn shards_split_partitions_and_parse_strictly() {
-        let shard: Shard = "1/3".parse().unwrap();
-        let owned: Vec<i32> = (0..7).filter(|&p| shard.owns(p)).collect();
-        assert_eq!(owned, vec![1, 4]);
-        assert!(Shard::ALL.owns(41));
-        for bad in ["3/3", "1", "a/2", "0/0"] {
-            assert!(bad.parse::<Shard>().is_err(), "{bad}");
-        }
     }
 
     #[test]

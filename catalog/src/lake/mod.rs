@@ -1,6 +1,7 @@
 //! The lake tier: Delta tables the compactor writes, one per table, at
 //! `<lake>/tables/<table>/`, each partition's watermark a Delta `txn` action.
 
+pub mod commit;
 pub mod exec;
 pub mod location;
 pub mod plan;
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use deltalake::DeltaTable;
 use url::Url;
 
+pub use commit::CommitSummary;
 pub use exec::LakeTierExec;
 pub use location::{app_id, table_url};
 pub use plan::{lake_plan, lake_provider};

@@ -5,12 +5,13 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{cast, col};
+use datafusion::physical_expr::expressions::{Literal, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::prelude::SessionConfig;
@@ -62,28 +63,29 @@ pub async fn lake_plan(
     limit: Option<usize>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     let provider = lake_provider(tier, state).await?;
-    // The lake's columns by name (it also has `_date`, and a definition may
-    // have changed since the lake was written).
+    // The lake's columns by name (it also has `_date`). A column the
+    // definition gained after these records were tiered is not in the lake
+    // until the compactor's next commit merges it in: it reads as null, as
+    // it does from the older files once merged.
     let lake_schema = provider.schema();
-    let columns = target
+    let columns: Vec<usize> = target
         .fields()
         .iter()
-        .map(|field| {
-            lake_schema.index_of(field.name()).map_err(|_| {
-                CatalogError::Lake(format!(
-                    "table '{table}': column '{}' is not in its lake table; a definition \
-                     changed since the lake was written is not supported yet",
-                    field.name()
-                ))
-            })
-        })
-        .collect::<Result<Vec<usize>, _>>()?;
+        .filter_map(|field| lake_schema.index_of(field.name()).ok())
+        .collect();
+    if columns.is_empty() && !target.fields().is_empty() {
+        return Err(CatalogError::Lake(format!(
+            "table '{table}': none of its columns is in its lake table"
+        ))
+        .into());
+    }
     let plan = provider.scan(state, Some(&columns), filters, limit).await?;
     conform(plan, target)
 }
 
-/// `plan` with the types of `target` (the lake may read a list's item
-/// field under another name, or strings as views): a cast where they differ.
+/// `plan` with the columns and types of `target` (the lake may read a
+/// list's item field under another name, or strings as views): a cast where
+/// types differ, a null where the lake lacks the column.
 fn conform(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> DfResult<Arc<dyn ExecutionPlan>> {
     let source = plan.schema();
     if source.fields().len() == target.fields().len()
@@ -97,11 +99,14 @@ fn conform(plan: Arc<dyn ExecutionPlan>, target: &SchemaRef) -> DfResult<Arc<dyn
     }
     let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
     for field in target.fields() {
-        let column = col(field.name(), &source)?;
-        let expr = if source.field_with_name(field.name())?.data_type() == field.data_type() {
-            column
-        } else {
-            cast(column, &source, field.data_type().clone())?
+        let expr = match source.field_with_name(field.name()) {
+            Err(_) => Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)) as _,
+            Ok(have) if have.data_type() == field.data_type() => col(field.name(), &source)?,
+            Ok(_) => cast(
+                col(field.name(), &source)?,
+                &source,
+                field.data_type().clone(),
+            )?,
         };
         exprs.push((expr, field.name().clone()));
     }

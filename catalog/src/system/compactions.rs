@@ -5,15 +5,12 @@
 
 use std::sync::{Arc, LazyLock};
 
+use crate::error::{CatalogError, Result};
+use crate::lake::{CommitSummary, LakeSnapshot};
 use datafusion::arrow::array::{
     Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use deltalake::kernel::Action;
-use deltalake::logstore::get_actions;
-
-use crate::error::{CatalogError, Result};
-use crate::lake::LakeSnapshot;
 
 /// Commits shown per table, newest first.
 pub const COMMITS_SHOWN: u64 = 100;
@@ -60,10 +57,12 @@ pub async fn read(tables: &[(String, LakeSnapshot)]) -> Result<RecordBatch> {
         let latest = snapshot.version();
         for v in (latest.saturating_sub(COMMITS_SHOWN - 1)..=latest).rev() {
             // Cleaned up by log retention: older commits are gone too.
-            let Some(entry) = log_store.read_commit_entry(v).await.map_err(lake)? else {
+            let Some(commit) = CommitSummary::read(log_store.as_ref(), v)
+                .await
+                .map_err(lake)?
+            else {
                 break;
             };
-            let commit = Commit::of(&get_actions(v, &entry).map_err(lake)?);
             table.append_value(name);
             version.append_value(i64::try_from(v).unwrap_or(i64::MAX));
             committed_at.append_option(commit.timestamp_ms.map(|ms| ms.saturating_mul(1000)));
@@ -87,56 +86,4 @@ pub async fn read(tables: &[(String, LakeSnapshot)]) -> Result<RecordBatch> {
             Arc::new(watermarks.finish()),
         ],
     )?)
-}
-
-/// What one commit did, summed over its actions.
-#[derive(Debug, Default)]
-struct Commit {
-    timestamp_ms: Option<i64>,
-    operation: Option<String>,
-    records: i64,
-    files: i64,
-    bytes: i64,
-    watermarks: String,
-}
-
-impl Commit {
-    fn of(actions: &[Action]) -> Self {
-        let mut commit = Self::default();
-        let mut marks: Vec<(i32, i64)> = Vec::new();
-        for action in actions {
-            match action {
-                Action::CommitInfo(info) => {
-                    commit.timestamp_ms = info.in_commit_timestamp.or(info.timestamp);
-                    commit.operation = info.operation.clone();
-                }
-                Action::Add(add) => {
-                    commit.files += 1;
-                    commit.bytes += add.size;
-                    commit.records += add
-                        .get_stats()
-                        .ok()
-                        .flatten()
-                        .map_or(0, |stats| stats.num_records);
-                }
-                Action::Txn(txn) => {
-                    if let Some(partition) = txn
-                        .app_id
-                        .rsplit_once('/')
-                        .and_then(|(_, p)| p.parse().ok())
-                    {
-                        marks.push((partition, txn.version));
-                    }
-                }
-                _ => {}
-            }
-        }
-        marks.sort_unstable();
-        commit.watermarks = marks
-            .iter()
-            .map(|(p, w)| format!("{p}:{w}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        commit
-    }
 }

@@ -1,0 +1,223 @@
+//! Table maintenance: OPTIMIZE (small files into target-size files) and
+//! VACUUM (delete files no version within the retention reads, and files a
+//! crashed run wrote but never committed). Each runs under the table's
+//! [`Lease`], one job per table at a time.
+//!
+//! Neither touches the watermarks: they are application transactions in the
+//! Delta log, which every later version keeps whatever files it rewrites.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use url::Url;
+
+use crate::error::{CompactorError, Result};
+use crate::lease::Lease;
+use crate::tier::writer_properties;
+
+/// How long a maintenance lease lasts unless renewed (it is renewed every
+/// third of this while the job runs).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
+
+/// What OPTIMIZE did to one table.
+#[derive(Debug, Clone, Default)]
+pub struct OptimizeMetrics {
+    /// Small files rewritten.
+    pub files_removed: u64,
+    /// Files written in their place.
+    pub files_added: u64,
+    /// The table's version after the run.
+    pub version: Option<u64>,
+}
+
+/// What VACUUM did to one table.
+#[derive(Debug, Clone, Default)]
+pub struct VacuumMetrics {
+    /// Files deleted (or, in a dry run, that would be).
+    pub files: Vec<String>,
+    /// Nothing was deleted.
+    pub dry_run: bool,
+}
+
+/// Where a table is and how to reach its store: what both jobs share.
+#[derive(Debug, Clone)]
+pub struct TableLocation {
+    /// The table's name (for errors and the lease).
+    pub name: String,
+    /// Its Delta table's URL.
+    pub url: Url,
+    /// Object-store options.
+    pub storage_options: HashMap<String, String>,
+}
+
+impl TableLocation {
+    /// The Delta table at its latest version; [`CompactorError::NotTiered`]
+    /// when it was never created.
+    async fn open(&self) -> Result<DeltaTable> {
+        let not_tiered = || CompactorError::NotTiered {
+            table: self.name.clone(),
+            location: self.url.to_string(),
+        };
+        // A local folder that is not there (deltalake refuses to open it
+        // with a less helpful message), or a location with no Delta log.
+        let missing_folder =
+            self.url.scheme() == "file" && self.url.to_file_path().is_ok_and(|path| !path.exists());
+        if missing_folder
+            || !DeltaTableBuilder::from_url(self.url.clone())?
+                .with_storage_options(self.storage_options.clone())
+                .build()?
+                .log_store()
+                .is_delta_table_location()
+                .await?
+        {
+            return Err(not_tiered());
+        }
+        let table = DeltaTable::try_from_url_with_storage_options(
+            self.url.clone(),
+            self.storage_options.clone(),
+        )
+        .await?;
+        if table.version().is_none() {
+            return Err(not_tiered());
+        }
+        Ok(table)
+    }
+
+    async fn lease(&self, table: &DeltaTable, job: &str, ttl: Duration) -> Result<Lease> {
+        Lease::acquire(table.object_store(), &self.name, job, ttl).await
+    }
+}
+
+/// Rewrites a table's small files into files of the target size:
+/// `OptimizeTable::new(location).with_target_file_size(..).run().await`.
+#[derive(Debug)]
+pub struct OptimizeTable {
+    location: TableLocation,
+    target_file_size: u64,
+    lease_ttl: Duration,
+}
+
+impl OptimizeTable {
+    /// OPTIMIZE for the table at `location`, 128 MiB files.
+    pub fn new(location: TableLocation) -> Self {
+        Self {
+            location,
+            target_file_size: 128 * 1024 * 1024,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+
+    /// Target size of the files written.
+    pub fn with_target_file_size(mut self, bytes: u64) -> Self {
+        self.target_file_size = bytes;
+        self
+    }
+
+    /// How long the lease lasts unless renewed.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Takes the lease, compacts, releases it.
+    pub async fn run(self) -> Result<OptimizeMetrics> {
+        let table = self.location.open().await?;
+        let lease = self
+            .location
+            .lease(&table, "optimize", self.lease_ttl)
+            .await?;
+        lease
+            .hold(async {
+                // Reload under the lease: a job that held it before may have
+                // committed since we first opened the table.
+                let table = self.location.open().await?;
+                let (table, metrics) = table
+                    .optimize()
+                    .with_target_size(
+                        NonZeroU64::new(self.target_file_size).unwrap_or(NonZeroU64::MIN),
+                    )
+                    .with_writer_properties(writer_properties())
+                    .await?;
+                Ok(OptimizeMetrics {
+                    files_removed: metrics.num_files_removed,
+                    files_added: metrics.num_files_added,
+                    version: table.version(),
+                })
+            })
+            .await
+    }
+}
+
+/// Deletes files the table no longer needs:
+/// `VacuumTable::new(location).with_retention(..).run().await`.
+#[derive(Debug)]
+pub struct VacuumTable {
+    location: TableLocation,
+    retention: Duration,
+    dry_run: bool,
+    lease_ttl: Duration,
+}
+
+impl VacuumTable {
+    /// VACUUM for the table at `location`, keeping 7 days.
+    pub fn new(location: TableLocation) -> Self {
+        Self {
+            location,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            dry_run: false,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+
+    /// Keep files removed less than this long ago (a reader of an older
+    /// version, or a gateway's cached snapshot, may still read them) and
+    /// uncommitted files younger than this (a running compactor's).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// List what would be deleted, delete nothing.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// How long the lease lasts unless renewed.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Takes the lease, vacuums, releases it.
+    pub async fn run(self) -> Result<VacuumMetrics> {
+        let table = self.location.open().await?;
+        let lease = self
+            .location
+            .lease(&table, "vacuum", self.lease_ttl)
+            .await?;
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        lease
+            .hold(async {
+                let table = self.location.open().await?;
+                // Full mode: also files no log entry lists (a run killed
+                // between writing its files and committing them), once they
+                // are older than the retention.
+                let (_, metrics) = table
+                    .vacuum()
+                    .with_mode(VacuumMode::Full)
+                    .with_retention_period(retention)
+                    .with_enforce_retention_duration(false)
+                    .with_dry_run(self.dry_run)
+                    .await?;
+                Ok(VacuumMetrics {
+                    files: metrics.files_deleted,
+                    dry_run: metrics.dry_run,
+                })
+            })
+            .await
+    }
+}
