@@ -11,6 +11,7 @@ pub mod lease;
 pub mod maintain;
 pub mod progress;
 pub mod shard;
+mod source;
 pub mod tier;
 
 pub use error::{CompactorError, Result};

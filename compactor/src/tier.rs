@@ -5,30 +5,29 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::execution::session_state::SessionState;
 use deltalake::DeltaTable;
+use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
-use futures::TryStreamExt;
 use kappa_catalog::columns::{TIMESTAMP, table_schema};
 use kappa_catalog::lake::CommitSummary;
 use kappa_catalog::offsets::PartitionRange;
-use kappa_catalog::scan::{KafkaScanExec, ScanSpec};
 use kappa_catalog::{DeclaredTable, KafkaClient};
 use url::Url;
 
 use crate::error::{CompactorError, Result};
 use crate::progress::TierProgress;
 use crate::shard::Shard;
+use crate::source::CommitSource;
 
 /// The lake's partition column: the UTC day of `_timestamp`.
 pub const DATE: &str = "_date";
@@ -51,6 +50,19 @@ fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
             }
     )
 }
+
+/// The session deltalake plans a commit's write in: one partition, so the
+/// rows reach the writer in the order they were read.
+/// (deltalake's own session, for its write planner.)
+static WRITE_SESSION: LazyLock<Arc<SessionState>> = LazyLock::new(|| {
+    let one_partition = HashMap::from([(
+        "datafusion.execution.target_partitions".to_string(),
+        "1".to_string(),
+    )]);
+    let session = DeltaSessionContext::new_with_session_overrides(&one_partition)
+        .expect("a valid DataFusion setting");
+    Arc::new(session.state())
+});
 
 /// Versions between explicit checkpoints, unless told otherwise.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10;
@@ -290,8 +302,15 @@ impl TierTable {
             if ranges.is_empty() {
                 break;
             }
-            let batches = self.read(&ranges).await?;
-            let records: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let read_before = self.progress.snapshot().records;
+            let source = CommitSource::new(
+                Arc::clone(&self.client),
+                self.table.clone(),
+                table_schema(self.table.format, &self.table.value_schema),
+                self.lake_schema(),
+                ranges.clone(),
+                Arc::clone(&self.progress),
+            );
             // The watermark of every partition this writer handles goes into
             // every commit, not only those this commit moves: Delta then
             // refuses the commit if any other writer moved one of them since
@@ -319,7 +338,10 @@ impl TierTable {
                 )]);
                 recorded_loss = false;
             }
-            let mut write = delta.write(batches);
+            let mut write = delta
+                .write([])
+                .with_input_plan(source.into_plan()?)
+                .with_session_state(Arc::clone(&WRITE_SESSION) as _);
             if evolves {
                 write = write.with_schema_mode(SchemaMode::Merge);
             }
@@ -329,6 +351,10 @@ impl TierTable {
                 .with_target_file_size(NonZeroU64::new(self.target_file_size))
                 .with_commit_properties(commit)
                 .await?;
+            let records = self.progress.snapshot().records - read_before;
+            let offsets: i64 = ranges.iter().map(|r| r.end - r.start).sum();
+            self.progress
+                .add_gaps(u64::try_from(offsets).unwrap_or(0).saturating_sub(records));
             next = after;
             metrics.commits += 1;
             metrics.records += records;
@@ -437,49 +463,6 @@ impl TierTable {
         }
         ranges
     }
-
-    /// Reads `ranges` one partition at a time (so rows are written in
-    /// `(_partition, _offset)` order), with the gateway's own scan and
-    /// decoders, and adds `_date`.
-    async fn read(&self, ranges: &[PartitionRange]) -> Result<Vec<RecordBatch>> {
-        let schema = table_schema(self.table.format, &self.table.value_schema);
-        let lake_schema = lake_schema(&schema);
-        let mut out = Vec::new();
-        for range in ranges {
-            let spec = ScanSpec {
-                topic: self.table.topic.clone(),
-                format: self.table.format,
-                value_schema: Arc::clone(&self.table.value_schema),
-                projection: None,
-                ranges: vec![*range],
-                pushed_filters: Vec::new(),
-                limit: None,
-                last: None,
-            };
-            let scan = KafkaScanExec::new(spec, Arc::clone(&schema), 1, Arc::clone(&self.client));
-            let mut batches = scan.execute(0, Arc::new(TaskContext::default()))?;
-            let mut rows = 0;
-            while let Some(batch) = batches.try_next().await? {
-                rows += batch.num_rows() as u64;
-                self.progress.add_records(
-                    batch.num_rows() as u64,
-                    batch.get_array_memory_size() as u64,
-                );
-                out.push(with_date(&lake_schema, batch)?);
-            }
-            self.progress.add_gaps(
-                u64::try_from(range.end - range.start)
-                    .unwrap_or(0)
-                    .saturating_sub(rows),
-            );
-        }
-        if out.is_empty() {
-            // Only gaps in range (compaction): the commit still moves the
-            // watermarks, with no file.
-            out.push(RecordBatch::new_empty(lake_schema));
-        }
-        Ok(out)
-    }
 }
 
 /// The table's schema plus `_date`.
@@ -500,7 +483,8 @@ fn schema_changed(delta: &DeltaTable, wanted: &SchemaRef) -> Result<bool> {
     Ok(names(&current) != names(wanted))
 }
 
-fn with_date(lake_schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
+/// `batch` with `_date`, the UTC day of its `_timestamp`.
+pub(crate) fn with_date(lake_schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
     let timestamps = batch
         .column_by_name(TIMESTAMP)
         .expect("every table has _timestamp")
