@@ -90,13 +90,18 @@ fn log_progress(now: &ProgressSnapshot, (before, at): &(ProgressSnapshot, Instan
 /// One table's line in the summary.
 pub fn table_line(name: &str, metrics: &TierMetrics) -> String {
     format!(
-        "{name}: {} records in {} commits, {} files, {}, version {}, watermarks {}",
+        "{name}: {} records in {} commits, {} files, {}, version {}, watermarks {}{}",
         metrics.records,
         metrics.commits,
         metrics.files,
         HumanBytes(metrics.bytes),
         metrics.version.map_or("none".into(), |v| v.to_string()),
-        watermarks(metrics)
+        watermarks(metrics),
+        if metrics.stopped {
+            " (stopped early: the rest is left for the next run)"
+        } else {
+            ""
+        }
     )
 }
 

@@ -9,6 +9,7 @@ mod display;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -81,7 +82,8 @@ struct RunArgs {
     #[arg(long, env = "KAPPA_ALLOW_DATA_LOSS")]
     allow_data_loss: bool,
 
-    /// At most this many offsets per Delta commit (bounds memory).
+    /// At most this many offsets per Delta commit (a commit's records stream
+    /// into the Parquet writer; this bounds how long a commit takes).
     #[arg(long, env = "KAPPA_MAX_RECORDS_PER_COMMIT", default_value_t = 500_000)]
     max_records_per_commit: u64,
 
@@ -191,32 +193,53 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "no tables to tier: declare them in --config or name topics with --table"
     );
     let client = KafkaClient::new(args.kafka.options(&config.kafka.properties))?;
-    let mut shutdown = std::pin::pin!(kappa_catalog::cli::shutdown_signal());
+    // SIGTERM or Ctrl-C: the commit in flight finishes, nothing more starts.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn({
+        let (stop, stopping) = (Arc::clone(&stop), Arc::clone(&stopping));
+        async move {
+            kappa_catalog::cli::shutdown_signal().await;
+            tracing::info!("stopping after the commit in flight");
+            stop.store(true, Ordering::Relaxed);
+            stopping.notify_one();
+        }
+    });
     loop {
-        let failed = pass(&args, &client, &tables).await;
-        let Some(every) = args.every else {
-            anyhow::ensure!(failed == 0, "{failed} of {} tables failed", tables.len());
+        let failed = pass(&args, &client, &tables, &stop).await;
+        anyhow::ensure!(
+            args.every.is_some() || failed == 0,
+            "{failed} of {} tables failed",
+            tables.len()
+        );
+        let Some(every) = args.every.filter(|_| !stop.load(Ordering::Relaxed)) else {
             return Ok(());
         };
         tokio::select! {
             () = tokio::time::sleep(every) => {}
-            () = &mut shutdown => {
-                tracing::info!("stopping");
-                return Ok(());
-            }
+            () = stopping.notified() => return Ok(()),
         }
     }
 }
 
 /// One pass over `tables`; a table that fails does not stop the others.
 /// Prints a line per table and a summary. Returns how many failed.
-async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable]) -> usize {
+async fn pass(
+    args: &RunArgs,
+    client: &Arc<KafkaClient>,
+    tables: &[DeclaredTable],
+    stop: &Arc<AtomicBool>,
+) -> usize {
     let started = Instant::now();
     let progress = Arc::new(TierProgress::default());
     let display = ProgressDisplay::start(Arc::clone(&progress), args.progress_every);
     let mut summary = PassSummary::default();
     let mut lines = Vec::new();
     for table in tables {
+        if stop.load(Ordering::Relaxed) {
+            lines.push(format!("{}: not started (stopping)", table.name));
+            continue;
+        }
         let table_started = Instant::now();
         let name = table.name.clone();
         progress.start_table(&name);
@@ -231,6 +254,7 @@ async fn pass(args: &RunArgs, client: &Arc<KafkaClient>, tables: &[DeclaredTable
                 .with_target_file_size(args.target_file_size)
                 .with_checkpoint_every(args.checkpoint_every)
                 .with_progress(Arc::clone(&progress))
+                .with_stop(Arc::clone(stop))
                 .run()
                 .await
         }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -85,6 +86,8 @@ pub struct TierMetrics {
     pub bytes: u64,
     /// Checkpoints written.
     pub checkpoints: usize,
+    /// The run stopped early when asked to (the rest is left for the next).
+    pub stopped: bool,
     /// The table's Delta version after the run (`None`: no table yet).
     pub version: Option<u64>,
     /// Each partition's watermark after the run: the next offset to tier.
@@ -108,6 +111,7 @@ pub struct TierTable {
     checkpoint_every: u64,
     shard: Shard,
     progress: Arc<TierProgress>,
+    stop: Arc<AtomicBool>,
 }
 
 impl TierTable {
@@ -125,6 +129,7 @@ impl TierTable {
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             shard: Shard::ALL,
             progress: Arc::default(),
+            stop: Arc::default(),
         }
     }
 
@@ -154,8 +159,9 @@ impl TierTable {
         self
     }
 
-    /// At most this many offsets per Delta commit (bounds memory: a commit's
-    /// records are held until written).
+    /// At most this many offsets per Delta commit (records stream into the
+    /// writer, so this bounds a commit's duration and the work a lost race
+    /// repeats, not memory).
     pub fn with_max_records_per_commit(mut self, max: u64) -> Self {
         self.max_records_per_commit = max.max(1);
         self
@@ -172,6 +178,13 @@ impl TierTable {
     /// and the few commits since instead of the whole log.
     pub fn with_checkpoint_every(mut self, n: u64) -> Self {
         self.checkpoint_every = n;
+        self
+    }
+
+    /// A flag that, once set (SIGTERM), ends the run after the commit in
+    /// flight: what was committed stays, the rest waits for the next run.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
         self
     }
 
@@ -300,6 +313,11 @@ impl TierTable {
         loop {
             let ranges = self.next_commit(&next, &cutoffs);
             if ranges.is_empty() {
+                break;
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                tracing::info!(table = %name, "stopping before the next commit");
+                metrics.stopped = true;
                 break;
             }
             let read_before = self.progress.snapshot().records;

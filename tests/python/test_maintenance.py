@@ -198,3 +198,31 @@ def test_optimize_while_tiering_goes_on_doubles_and_loses_nothing(brokers, table
     assert len(keys) == len(set(keys)) == 360, "every record once"
     for p, (low, high) in offsets_of(brokers, table["topic"]).items():
         assert sorted(o for q, o in keys if q == p) == list(range(low, high))
+
+
+def test_sigterm_finishes_the_commit_in_flight_and_the_next_run_goes_on_from_it(brokers, table):
+    import signal
+
+    produce(brokers, table["topic"], orders(600))
+    binary = os.environ["KAPPA_COMPACTOR_BIN"]
+    args = [binary, "run", "--every", "1h", "--brokers", brokers, "--lake", str(table["lake"]),
+            "--config", str(table["config"]), "--tier-after", "0s", "--max-records-per-commit", "5"]
+    service = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ, KAPPA_LOG="info"))
+    log = table["path"] / "_delta_log"
+    deadline = time.time() + DEADLINE_S
+    while len(list(log.glob("*.json"))) < 4 and time.time() < deadline:
+        time.sleep(0.02)
+    service.send_signal(signal.SIGTERM)
+    out, err = service.communicate(timeout=DEADLINE_S)
+    assert service.returncode == 0, err
+    assert "stopped early" in out, out
+    tiered = sum(watermarks(table["path"]).values())
+    assert 0 < tiered < 600, "it stopped partway, at a commit"
+    _, rows = lake_rows(table["path"])
+    assert len(rows) == tiered, "what was committed is exactly what the watermarks say"
+
+    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    _, rows = lake_rows(table["path"])
+    keys = {(r["_partition"], r["_offset"]) for r in rows}
+    assert len(rows) == len(keys) == 600
