@@ -2,6 +2,7 @@
 # Starts or stops the test broker (nisshi) on 127.0.0.1.
 #   scripts/broker.sh start [PORT]   # fresh data dir; prints the bootstrap address
 #   scripts/broker.sh stop [PORT]
+#   scripts/broker.sh restart PORT   # same port, same data: a broker back after an outage
 # PORT 0 (the default for tests) picks a free port.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -29,12 +30,18 @@ stop_broker() {
 }
 
 case "$cmd" in
-  start)
+  start|restart)
     [[ -x "$NISSHI_BIN" ]] || bash "$KAPPA_ROOT/scripts/install-broker.sh"
     [[ "$port" != 0 ]] || port=$(free_port)
     stop_broker "$port"  # a previous run on the same port
     data="$run_dir/broker-$port"
-    rm -rf "$data" && mkdir -p "$data"
+    if [[ "$cmd" == start ]]; then
+      rm -rf "$data" && mkdir -p "$data"
+    else
+      # Only the new log is read for readiness.
+      [[ -d "$data" ]] || { echo "no broker data for port $port to restart" >&2; exit 1; }
+      mv "$data/broker.log" "$data/broker.log.$(date +%s%N)" 2>/dev/null || true
+    fi
     # The sqlite path is relative to the working directory: run from the data dir.
     (cd "$data" && exec setsid "$NISSHI_BIN" broker --cluster-id "kappa-$port" \
         --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
@@ -60,7 +67,7 @@ case "$cmd" in
     log "broker: stopped 127.0.0.1:$port"
     ;;
   *)
-    echo "usage: $0 start|stop [PORT]" >&2
+    echo "usage: $0 start|stop|restart [PORT]" >&2
     exit 2
     ;;
 esac
