@@ -15,21 +15,24 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tonic::Status;
 
-/// The prefix of a statement handle that carries a query id.
-const PREFIX: &str = "kappa-q:";
+use crate::prepared::{ParamError, PreparedHandle};
 
-/// A statement ticket: the query's id and its SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The prefix of a statement handle that carries a query id.
+const PREFIX: &[u8] = b"kappa-q:";
+
+/// A statement ticket: the query's id and the statement with its bound
+/// parameters.
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueryTicket {
     /// Unique within a gateway's lifetime (and very likely across gateways).
     pub id: u64,
     /// The statement.
-    pub sql: String,
+    pub statement: PreparedHandle,
 }
 
 impl QueryTicket {
-    /// A ticket with a new id for `sql`.
-    pub fn new(sql: String) -> Self {
+    /// A ticket with a new id for `statement`.
+    pub fn new(statement: PreparedHandle) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -37,26 +40,28 @@ impl QueryTicket {
         let id = seed
             .wrapping_mul(0x9E37_79B9_7F4A_7C15)
             .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
-        Self { id, sql }
+        Self { id, statement }
     }
 
-    /// The statement handle bytes: `kappa-q:<id hex>\n<sql>`.
-    pub fn encode(&self) -> Vec<u8> {
-        format!("{PREFIX}{:016x}\n{}", self.id, self.sql).into_bytes()
+    /// The statement handle bytes: `kappa-q:<id hex>\n` and the statement
+    /// as [`PreparedHandle::encode`] writes it.
+    pub fn encode(&self) -> Result<Vec<u8>, ParamError> {
+        let mut out = format!("kappa-q:{:016x}\n", self.id).into_bytes();
+        out.extend(self.statement.encode()?);
+        Ok(out)
     }
 
-    /// A handle as [`Self::encode`] writes it, or plain SQL (a handle from a
-    /// prepared statement), which has no id.
-    pub fn decode(handle: &[u8]) -> Result<(Option<u64>, String), Status> {
-        let text = std::str::from_utf8(handle)
-            .map_err(|_| Status::invalid_argument("statement handle is not UTF-8 SQL"))?;
-        if let Some(rest) = text.strip_prefix(PREFIX)
-            && let Some((id, sql)) = rest.split_once('\n')
+    /// A handle as [`Self::encode`] writes it, or a statement handle without
+    /// an id (a prepared statement's, as a DoGet ticket), which has no id.
+    pub fn decode(handle: &[u8]) -> Result<(Option<u64>, PreparedHandle), ParamError> {
+        if let Some(rest) = handle.strip_prefix(PREFIX)
+            && let Some(newline) = rest.iter().position(|&b| b == b'\n')
+            && let Ok(id) = std::str::from_utf8(&rest[..newline])
             && let Ok(id) = u64::from_str_radix(id, 16)
         {
-            return Ok((Some(id), sql.to_string()));
+            return Ok((Some(id), PreparedHandle::decode(&rest[newline + 1..])?));
         }
-        Ok((None, text.to_string()))
+        Ok((None, PreparedHandle::decode(handle)?))
     }
 }
 
@@ -135,19 +140,19 @@ mod tests {
 
     #[test]
     fn tickets_carry_an_id_and_plain_sql_has_none() {
-        let ticket = QueryTicket::new("SELECT 1\n-- two lines".into());
-        let (id, sql) = QueryTicket::decode(&ticket.encode()).unwrap();
-        assert_eq!(
-            (id, sql.as_str()),
-            (Some(ticket.id), "SELECT 1\n-- two lines")
-        );
-        assert_ne!(
-            QueryTicket::new("x".into()).id,
-            QueryTicket::new("x".into()).id
-        );
+        let ticket = QueryTicket::new(PreparedHandle::unbound("SELECT 1\n-- two lines"));
+        let (id, statement) = QueryTicket::decode(&ticket.encode().unwrap()).unwrap();
+        assert_eq!((id, statement), (Some(ticket.id), ticket.statement.clone()));
+        let x = || QueryTicket::new(PreparedHandle::unbound("x"));
+        assert_ne!(x().id, x().id);
         assert_eq!(
             QueryTicket::decode(b"SELECT 2").unwrap(),
-            (None, "SELECT 2".to_string())
+            (None, PreparedHandle::unbound("SELECT 2"))
+        );
+        // Tickets from gateways before versioned handles.
+        assert_eq!(
+            QueryTicket::decode(b"kappa-q:00000000000000ff\nSELECT 3").unwrap(),
+            (Some(255), PreparedHandle::unbound("SELECT 3"))
         );
     }
 

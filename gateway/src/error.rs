@@ -7,6 +7,8 @@
 
 use datafusion::error::DataFusionError;
 use kappa_catalog::CatalogError;
+
+use crate::prepared::ParamError;
 use tonic::{Code, Status};
 
 /// Longest message sent to a client.
@@ -63,6 +65,21 @@ pub fn catalog_status(err: &CatalogError) -> Status {
         // The snapshot changed under the query: running it again succeeds.
         CatalogError::RecordsVanished { .. } => Code::Aborted,
         CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,
+    };
+    status(code, err.to_string())
+}
+
+/// Maps an error in a statement handle or its bound parameters to a status.
+pub fn param_status(err: &ParamError) -> Status {
+    let code = match err {
+        ParamError::Encode(_) => Code::Internal,
+        ParamError::MalformedHandle(_)
+        | ParamError::Count { .. }
+        | ParamError::Unbound(_)
+        | ParamError::Type { .. }
+        | ParamError::Value { .. }
+        | ParamError::Named(_)
+        | ParamError::MixedStyles => Code::InvalidArgument,
     };
     status(code, err.to_string())
 }

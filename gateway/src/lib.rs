@@ -2,7 +2,8 @@
 //!
 //! [`service`] implements Flight SQL on top of DataFusion and the catalog,
 //! [`error`] is the single mapping of errors to gRPC codes, and
-//! [`client_types`] keeps every schema a client sees free of view types.
+//! [`client_types`] keeps every schema a client sees free of view types,
+//! and [`prepared`] carries statements and their bound parameters in handles.
 
 pub mod cancel;
 pub mod client_types;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod keys;
+pub mod prepared;
 pub mod service;
 pub mod settings;
 pub mod type_info;

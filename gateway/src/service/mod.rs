@@ -2,24 +2,25 @@
 //! [`statements`].
 //!
 //! Handles are stateless: a ticket or prepared-statement handle carries the
-//! SQL text itself, so any gateway can serve any DoGet and a restart loses
-//! nothing but running streams. A query is planned again on DoGet, and that
+//! SQL text itself and any bound parameters ([`crate::prepared`]), so any
+//! gateway can serve any DoGet and a restart loses nothing but running
+//! streams. A query is planned again on DoGet, and that
 //! plan fixes each partition's end offset (the snapshot).
 
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
-use arrow::datatypes::Schema;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
-use arrow_flight::sql::server::FlightSqlService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetCrossReference,
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandPreparedStatementQuery, CommandStatementQuery, SqlInfo, TicketStatementQuery,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
+    DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, FlightDescriptor, FlightInfo, HandshakeRequest,
@@ -36,9 +37,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cancel::{QueryTicket, RunningQueries};
 use crate::client_types::client_schema;
-use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
+use crate::error::{catalog_status, datafusion_status, internal, invalid_request, param_status};
 use crate::flight::{empty_result, encode_schema, metadata_info, one_batch};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
+use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
 use crate::type_info::XDBC_TYPES;
 
@@ -114,9 +116,8 @@ fn exact_name(pattern: &str) -> Option<String> {
     Some(name)
 }
 
-fn sql_of_handle(handle: &[u8]) -> Result<String, Status> {
-    String::from_utf8(handle.to_vec())
-        .map_err(|_| invalid_request("statement handle is not UTF-8 SQL"))
+fn handle_of(handle: &[u8]) -> Result<PreparedHandle, Status> {
+    PreparedHandle::decode(handle).map_err(|e| param_status(&e))
 }
 
 #[tonic::async_trait]
@@ -146,7 +147,8 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.statement_info(query.query, request).await
+        self.statement_info(PreparedHandle::unbound(query.query), request)
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -154,8 +156,8 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let sql = sql_of_handle(&query.prepared_statement_handle)?;
-        self.statement_info(sql, request).await
+        let statement = handle_of(&query.prepared_statement_handle)?;
+        self.statement_info(statement, request).await
     }
 
     async fn do_get_statement(
@@ -163,8 +165,9 @@ impl FlightSqlService for KappaFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let (id, sql) = QueryTicket::decode(&ticket.statement_handle)?;
-        self.execute(&sql, &Settings::of(request.metadata())?, id)
+        let (id, statement) =
+            QueryTicket::decode(&ticket.statement_handle).map_err(|e| param_status(&e))?;
+        self.execute(&statement, &Settings::of(request.metadata())?, id)
             .await
     }
 
@@ -173,8 +176,8 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let sql = sql_of_handle(&query.prepared_statement_handle)?;
-        self.execute(&sql, &Settings::of(request.metadata())?, None)
+        let statement = handle_of(&query.prepared_statement_handle)?;
+        self.execute(&statement, &Settings::of(request.metadata())?, None)
             .await
     }
 
@@ -184,13 +187,52 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let settings = Settings::of(request.metadata())?;
-        let (_, schema) = self.plan(&query.query, &settings).await?;
+        let (df, schema) = self.plan(&query.query, &settings).await?;
+        // Placeholders whose type the plan does not fix are `Null` here: any
+        // value binds to them.
+        let parameters = statements::placeholders(&df)?.schema();
+        let handle = PreparedHandle::unbound(query.query)
+            .encode()
+            .map_err(|e| param_status(&e))?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Bytes::from(query.query),
+            prepared_statement_handle: Bytes::from(handle),
             dataset_schema: encode_schema(&schema)?,
-            // Parameters are not supported yet: say "none" rather than "unknown".
-            parameter_schema: encode_schema(&Schema::empty())?,
+            parameter_schema: encode_schema(&parameters)?,
         })
+    }
+
+    /// Binds parameters: the answer is a new handle carrying them (the
+    /// gateway keeps nothing), which the client uses from then on.
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let settings = Settings::of(request.metadata())?;
+        let statement = handle_of(&query.prepared_statement_handle)?;
+        let bound = self
+            .bind(statement, &settings, request.into_inner())
+            .await?;
+        let handle = bound.encode().map_err(|e| param_status(&e))?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(Bytes::from(handle)),
+        })
+    }
+
+    /// kappa is read-only, so an "update" is a query run for its row count:
+    /// what ADBC's `executemany` sends. The query runs once per parameter
+    /// row and the answer is the number of rows all runs return.
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let settings = Settings::of(request.metadata())?;
+        let statement = handle_of(&query.prepared_statement_handle)?;
+        let bound = self
+            .bind(statement, &settings, request.into_inner())
+            .await?;
+        self.count_rows(&bound, &settings).await
     }
 
     async fn do_action_close_prepared_statement(

@@ -1,16 +1,24 @@
 //! Planning and running statements: the session each query gets, planning
-//! with the gateway's read-only rules, FlightInfo and DoGet for statements,
-//! and cancelling them by the id in their ticket.
+//! with the gateway's read-only rules, binding parameters (see
+//! [`crate::prepared`]), FlightInfo and DoGet for statements, and cancelling
+//! them by the id in their ticket.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightInfo};
 use bytes::Bytes;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::physical_plan::EmptyRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
+use futures::{StreamExt, TryStreamExt};
 use kappa_catalog::plan::LastRecordsRule;
 use kappa_catalog::tail::{TAIL, TailFunction, check_streaming};
 use kappa_catalog::{CATALOG, KafkaCatalog, KappaOptions, SCHEMA};
@@ -20,8 +28,9 @@ use tonic::{Request, Response, Status};
 use super::{DoGetStream, KappaFlightSqlService};
 use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
-use crate::error::{catalog_status, datafusion_status, invalid_request};
+use crate::error::{catalog_status, datafusion_status, invalid_request, param_status};
 use crate::flight::{QueryLog, encode_stream, flight_info};
+use crate::prepared::{Placeholders, PreparedHandle, concatenated_schema, number_placeholders};
 use crate::settings::Settings;
 
 impl KappaFlightSqlService {
@@ -56,7 +65,8 @@ impl KappaFlightSqlService {
         Ok(ctx)
     }
 
-    /// Plans `sql` (a read-only query) and returns it with its client schema.
+    /// Plans `sql` (a read-only query, its placeholders unbound) and returns
+    /// it with its client schema.
     pub(super) async fn plan(
         &self,
         sql: &str,
@@ -66,20 +76,14 @@ impl KappaFlightSqlService {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let numbered = number_placeholders(sql).map_err(|e| rejected(sql, param_status(&e)))?;
         let df = self
             .session(settings)?
-            .sql_with_options(sql, options)
+            .sql_with_options(&numbered, options)
             .await
-            .map_err(|e| {
-                let status = datafusion_status(&e);
-                tracing::info!(sql, error = status.message(), "query rejected");
-                status
-            })?;
-        let streaming = check_streaming(df.logical_plan()).map_err(|e| {
-            let status = catalog_status(&e);
-            tracing::info!(sql, error = status.message(), "query rejected");
-            status
-        })?;
+            .map_err(|e| rejected(sql, datafusion_status(&e)))?;
+        let streaming =
+            check_streaming(df.logical_plan()).map_err(|e| rejected(sql, catalog_status(&e)))?;
         let df = if streaming {
             // A stream's batches stay in one ordered flow: spreading them
             // round-robin over partitions would reorder each partition's
@@ -98,41 +102,143 @@ impl KappaFlightSqlService {
         Ok((df, schema))
     }
 
-    /// FlightInfo for `sql`: its schema and one endpoint whose ticket carries the SQL.
+    /// Plans `statement` with its parameters bound: one DataFrame per
+    /// parameter row (one in all for a statement without parameters), and
+    /// the schema of their results concatenated.
+    pub(super) async fn plan_bound(
+        &self,
+        statement: &PreparedHandle,
+        settings: &Settings,
+    ) -> Result<(Vec<DataFrame>, SchemaRef), Status> {
+        let sql = statement.sql.as_str();
+        let (df, schema) = self.plan(sql, settings).await?;
+        let rows = placeholders(&df)?
+            .bind(statement.params.as_ref())
+            .map_err(|e| rejected(sql, param_status(&e)))?;
+        let Some(rows) = rows else {
+            return Ok((vec![df], schema));
+        };
+        let runs = rows
+            .into_iter()
+            .map(|values| df.clone().with_param_values(values))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| rejected(sql, datafusion_status(&e)))?;
+        let schemas: Vec<SchemaRef> = runs
+            .iter()
+            .map(|run| client_schema(run.schema().as_arrow()))
+            .collect();
+        Ok((runs, concatenated_schema(&schemas).unwrap_or(schema)))
+    }
+
+    /// `statement` with the parameters a DoPut streams bound to it, checked
+    /// against its placeholders so a wrong count or type fails at binding.
+    pub(super) async fn bind(
+        &self,
+        statement: PreparedHandle,
+        settings: &Settings,
+        stream: PeekableFlightDataStream,
+    ) -> Result<PreparedHandle, Status> {
+        let mut batches =
+            FlightRecordBatchStream::new_from_flight_data(stream.map_err(FlightError::from));
+        let mut received = Vec::new();
+        while let Some(batch) = batches.next().await {
+            received.push(batch.map_err(parameter_stream_status)?);
+        }
+        let schema = batches
+            .schema()
+            .cloned()
+            .ok_or_else(|| invalid_request("DoPut without a parameter schema"))?;
+        let params = concat_batches(&schema, &received).map_err(|e| {
+            invalid_request(format!(
+                "the bound parameter batches do not concatenate: {e}"
+            ))
+        })?;
+        let statement = statement.bind(params);
+        self.plan_bound(&statement, settings).await?;
+        Ok(statement)
+    }
+
+    /// FlightInfo for `statement`: its schema and one endpoint whose ticket
+    /// carries the statement and a query id.
     pub(super) async fn statement_info(
         &self,
-        sql: String,
+        statement: PreparedHandle,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let settings = Settings::of(request.metadata())?;
         let descriptor = request.into_inner();
-        let (_, schema) = self.plan(&sql, &settings).await?;
+        let (_, schema) = self.plan_bound(&statement, &settings).await?;
+        let ticket = QueryTicket::new(statement)
+            .encode()
+            .map_err(|e| param_status(&e))?;
         let ticket = TicketStatementQuery {
-            statement_handle: Bytes::from(QueryTicket::new(sql).encode()),
+            statement_handle: Bytes::from(ticket),
         };
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    /// Runs `sql` and streams its batches as Flight data.
+    /// Runs `statement` and streams its batches as Flight data: once per
+    /// parameter row, results in row order.
     pub(super) async fn execute(
         &self,
-        sql: &str,
+        statement: &PreparedHandle,
         settings: &Settings,
         id: Option<u64>,
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
-        let (df, schema) = self.plan(sql, settings).await?;
-        let mut log = QueryLog::new(sql, started);
-        let stream = df.execute_stream().await.map_err(|e| {
-            let status = datafusion_status(&e);
-            log.failed(&status);
-            status
-        })?;
+        let (runs, schema) = self.plan_bound(statement, settings).await?;
+        let mut log = QueryLog::new(&statement.sql, started);
+        let mut runs = runs.into_iter();
+        let stream: SendableRecordBatchStream = match runs.next() {
+            None => Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))),
+            Some(first) => {
+                let first = first.execute_stream().await.map_err(|e| {
+                    let status = datafusion_status(&e);
+                    log.failed(&status);
+                    status
+                })?;
+                if runs.len() == 0 {
+                    first
+                } else {
+                    // Later runs start when the one before has ended.
+                    let rest = futures::stream::iter(runs)
+                        .then(|run| run.execute_stream())
+                        .try_flatten();
+                    Box::pin(RecordBatchStreamAdapter::new(
+                        Arc::clone(&schema),
+                        first.chain(rest),
+                    ))
+                }
+            }
+        };
         let encoded = encode_stream(stream, schema, log);
         Ok(Response::new(match id {
             Some(id) => Box::pin(self.running.track(id, encoded)),
             None => encoded,
         }))
+    }
+
+    /// Runs `statement` once per parameter row and counts the rows the runs
+    /// return: `executemany` on a query (DB-API's rowcount).
+    pub(super) async fn count_rows(
+        &self,
+        statement: &PreparedHandle,
+        settings: &Settings,
+    ) -> Result<i64, Status> {
+        let started = Instant::now();
+        let (runs, _) = self.plan_bound(statement, settings).await?;
+        let mut log = QueryLog::new(&statement.sql, started);
+        let mut total = 0;
+        for run in runs {
+            let rows = run.count().await.map_err(|e| {
+                let status = datafusion_status(&e);
+                log.failed(&status);
+                status
+            })?;
+            log.sent(rows);
+            total += rows;
+        }
+        Ok(total as i64)
     }
 
     /// Cancels the queries whose tickets `info` lists.
@@ -148,7 +254,9 @@ impl KappaFlightSqlService {
             let Ok(Some(statement)) = any.unpack::<TicketStatementQuery>() else {
                 continue;
             };
-            if let (Some(id), _) = QueryTicket::decode(&statement.statement_handle)? {
+            if let (Some(id), _) =
+                QueryTicket::decode(&statement.statement_handle).map_err(|e| param_status(&e))?
+            {
                 cancelled |= self.running.cancel(id);
             }
         }
@@ -160,5 +268,29 @@ impl KappaFlightSqlService {
         Ok(CancelFlightInfoResult {
             status: CancelStatus::Cancelled as i32,
         })
+    }
+}
+
+/// The placeholders of a planned statement.
+pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
+    let types = df
+        .logical_plan()
+        .get_parameter_types()
+        .map_err(|e| datafusion_status(&e))?;
+    Placeholders::new(types).map_err(|e| param_status(&e))
+}
+
+/// Logs a statement that does not plan (or bind) and passes its status on.
+fn rejected(sql: &str, status: Status) -> Status {
+    tracing::info!(sql, error = status.message(), "query rejected");
+    status
+}
+
+/// A parameter stream that does not decode is the client's error; a failed
+/// transport keeps its own status.
+fn parameter_stream_status(err: FlightError) -> Status {
+    match err {
+        FlightError::Tonic(status) => *status,
+        other => invalid_request(format!("the bound parameters do not decode: {other}")),
     }
 }

@@ -5,6 +5,7 @@ mod discovery;
 mod edges;
 mod errors;
 mod metadata;
+mod params;
 mod ranges;
 mod records;
 mod snapshot;
