@@ -25,7 +25,7 @@ use kappa_catalog::KafkaSchema;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-pub use service::KappaFlightSqlService;
+pub use service::{KappaFlightService, KappaFlightSqlService};
 
 /// Keeps the topic list fresh in the background, so SQL that lists tables
 /// (`information_schema`, `SHOW TABLES`) sees new topics without waiting for
@@ -62,9 +62,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let refresher = spawn_topic_refresher(Arc::clone(&schema));
-    let service = FlightServiceServer::new(KappaFlightSqlService::new(schema, memory_limit))
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024);
+    let service = FlightServiceServer::new(KappaFlightService::new(KappaFlightSqlService::new(
+        schema,
+        memory_limit,
+    )))
+    .max_decoding_message_size(64 * 1024 * 1024)
+    .max_encoding_message_size(64 * 1024 * 1024);
     // Every accepted socket gets TCP_NODELAY: without it each small
     // response waits on the client's delayed ACK (about 40 ms a round trip).
     // HTTP/2 pings keep idle connections (and long streams) alive through

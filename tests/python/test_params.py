@@ -171,3 +171,14 @@ def test_polars_read_database_with_parameters(conn, orders):
         execute_options={"parameters": ("c1",)},
     )
     assert df["id"].to_list() == [1, 8, 15]
+
+
+def test_execute_schema_is_get_schema(conn, orders):
+    """ADBC's ExecuteSchema on a statement it has not prepared is Flight's GetSchema: the query is
+    planned, not run."""
+    with conn.cursor() as cur:
+        stmt = cur.adbc_statement
+        stmt.set_sql_query(f"SELECT id, customer, _offset FROM {orders['table']} WHERE _offset >= 0")
+        schema = pa.schema(stmt.execute_schema())
+    assert schema.names == ["id", "customer", "_offset"]
+    assert schema.types == [pa.int64(), pa.string(), pa.int64()]

@@ -44,7 +44,10 @@ use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
 use crate::type_info::XDBC_TYPES;
 
+mod get_schema;
 mod statements;
+
+pub use get_schema::KappaFlightService;
 
 type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
 

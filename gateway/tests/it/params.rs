@@ -1,20 +1,26 @@
 //! Bound parameters at the protocol level: the parameter schema, the
-//! updated handle DoPut returns, and CancelFlightInfo on a bound statement.
+//! updated handle DoPut returns, CancelFlightInfo on a bound statement, and
+//! GetSchema for statements and prepared statements.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, Int32Array, Int64Array};
+use arrow::array::{Array, Int32Array, Int64Array, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use arrow_flight::sql::{Any, TicketStatementQuery};
-use arrow_flight::{Action, CancelFlightInfoRequest};
+use arrow_flight::sql::{
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetTableTypes, CommandPreparedStatementQuery, CommandStatementQuery,
+    DoPutPreparedStatementResult, ProstMessageExt, TicketStatementQuery,
+};
+use arrow_flight::{Action, CancelFlightInfoRequest, FlightDescriptor};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
-use tonic::Code;
 use tonic::transport::Channel;
+use tonic::{Code, Status};
 
 use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
 
@@ -136,4 +142,102 @@ async fn cancelling_a_bound_statement_ends_its_stream() {
         Some(Err(FlightError::Tonic(status))) => assert_eq!(status.code(), Code::Cancelled),
         other => panic!("expected Cancelled, got {other:?}"),
     }
+}
+
+/// The schema GetSchema answers for `command`.
+async fn schema_of(gateway: &Gateway, command: impl ProstMessageExt) -> Result<Schema, Status> {
+    let mut raw = gateway.client().await;
+    let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+    let result = raw.inner.get_schema(descriptor).await?.into_inner();
+    Ok(Schema::try_from(&result).expect("an IPC schema"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn get_schema_plans_statements_and_prepared_statements() {
+    let gateway = Gateway::start(None).await;
+    let sql = "SELECT $1 AS x, 1 AS one";
+    let statement = schema_of(
+        &gateway,
+        CommandStatementQuery {
+            query: "SELECT 1 AS one, 'x' AS s".into(),
+            transaction_id: None,
+        },
+    )
+    .await
+    .expect("statement schema");
+    let names: Vec<_> = statement
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type().clone()))
+        .collect();
+    assert_eq!(names, [("one", DataType::Int64), ("s", DataType::Utf8)]);
+
+    // A prepared statement: unbound, its placeholder's column is untyped;
+    // bound, it has the parameter's type.
+    let mut raw = gateway.client().await;
+    let create = Action {
+        r#type: "CreatePreparedStatement".into(),
+        body: ActionCreatePreparedStatementRequest {
+            query: sql.into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec()
+        .into(),
+    };
+    let mut results = raw
+        .inner
+        .do_action(create)
+        .await
+        .expect("prepare")
+        .into_inner();
+    let result = results.message().await.unwrap().expect("a result");
+    let created: ActionCreatePreparedStatementResult =
+        Any::decode(result.body).unwrap().unpack().unwrap().unwrap();
+    let unbound = schema_of(
+        &gateway,
+        CommandPreparedStatementQuery {
+            prepared_statement_handle: created.prepared_statement_handle.clone(),
+        },
+    )
+    .await
+    .expect("unbound prepared schema");
+    assert_eq!(unbound.field(0).data_type(), &DataType::Null);
+
+    let command = CommandPreparedStatementQuery {
+        prepared_statement_handle: created.prepared_statement_handle,
+    };
+    let params = RecordBatch::try_from_iter([(
+        "0",
+        Arc::new(StringArray::from(vec!["a"])) as Arc<dyn Array>,
+    )])
+    .unwrap();
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+            command.as_any().encode_to_vec(),
+        )))
+        .build(futures::stream::iter([Ok(params)]))
+        .map(|data| data.expect("encodes"));
+    let mut answer = raw.inner.do_put(put).await.expect("bind").into_inner();
+    let put_result = answer.message().await.unwrap().expect("DoPut answers");
+    let bound = DoPutPreparedStatementResult::decode(put_result.app_metadata)
+        .unwrap()
+        .prepared_statement_handle
+        .expect("an updated handle");
+    let bound = schema_of(
+        &gateway,
+        CommandPreparedStatementQuery {
+            prepared_statement_handle: bound,
+        },
+    )
+    .await
+    .expect("bound prepared schema");
+    assert_eq!(bound.field(0).data_type(), &DataType::Utf8);
+    assert_eq!(bound.field(1).data_type(), &DataType::Int64);
+
+    // Other commands: what their FlightInfo says.
+    let tables = schema_of(&gateway, CommandGetTableTypes {})
+        .await
+        .expect("table types schema");
+    assert_eq!(tables.field(0).name(), "table_type");
 }
