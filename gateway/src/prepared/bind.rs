@@ -227,30 +227,20 @@ fn quoted(scalar: &ScalarValue) -> String {
     }
 }
 
-/// The schema of results that concatenate runs with different parameters:
-/// the first run's, a field nullable if it is in any run (a NULL parameter
-/// can make a column nullable in its run only).
-pub fn concatenated_schema(schemas: &[SchemaRef]) -> Option<SchemaRef> {
-    let (first, rest) = schemas.split_first()?;
-    if rest.iter().all(|s| s == first) {
-        return Some(Arc::clone(first));
+/// The schema of results that concatenate `runs` runs of a statement, the
+/// first run's schema given: with several runs every column is nullable,
+/// since a NULL parameter can make a column nullable in its run alone (and
+/// later runs are bound only when they start).
+pub fn runs_schema(first: SchemaRef, runs: usize) -> SchemaRef {
+    if runs <= 1 || first.fields().iter().all(|f| f.is_nullable()) {
+        return first;
     }
     let fields: Vec<Field> = first
         .fields()
         .iter()
-        .enumerate()
-        .map(|(i, field)| {
-            let nullable = field.is_nullable()
-                || rest
-                    .iter()
-                    .any(|s| s.fields().get(i).is_some_and(|f| f.is_nullable()));
-            Field::clone(field).with_nullable(nullable)
-        })
+        .map(|field| Field::clone(field).with_nullable(true))
         .collect();
-    Some(Arc::new(Schema::new_with_metadata(
-        fields,
-        first.metadata().clone(),
-    )))
+    Arc::new(Schema::new_with_metadata(fields, first.metadata().clone()))
 }
 
 #[cfg(test)]
@@ -407,11 +397,9 @@ mod tests {
     }
 
     #[test]
-    fn concatenated_results_are_nullable_where_any_run_is() {
-        let a = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
-        let b = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, true)]));
-        assert_eq!(concatenated_schema(&[Arc::clone(&a)]).unwrap(), a);
-        assert!(concatenated_schema(&[a, b]).unwrap().field(0).is_nullable());
-        assert!(concatenated_schema(&[]).is_none());
+    fn several_runs_make_every_column_nullable() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+        assert_eq!(runs_schema(Arc::clone(&schema), 1), schema);
+        assert!(runs_schema(schema, 2).field(0).is_nullable());
     }
 }

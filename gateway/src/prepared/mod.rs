@@ -27,7 +27,7 @@ mod handle;
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 
-pub use bind::{Placeholders, concatenated_schema, number_placeholders};
+pub use bind::{Placeholders, number_placeholders, runs_schema};
 pub use handle::PreparedHandle;
 
 /// What can be wrong with a handle or with the parameters bound to it.
