@@ -22,7 +22,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve Arrow Flight SQL.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Read a password on standard input and print its argon2id hash, for
+    /// `password_hash` in the users file.
+    HashPassword,
 }
 
 /// Flags of `kappa-gateway serve`.
@@ -66,9 +69,43 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_STREAM_LINGER", default_value = "50ms", value_parser = positive_duration)]
     pub stream_linger: Duration,
 
+    /// TLS and sign-in.
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// TLS and who may connect.
+#[derive(Debug, Args)]
+pub struct SecurityArgs {
+    /// Serve TLS with this certificate chain (PEM); needs `--tls-key`.
+    #[arg(long, env = "KAPPA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of `--tls-cert` (PEM).
+    #[arg(long, env = "KAPPA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "KAPPA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Users, their password hashes, grants and static tokens (TOML). Without
+    /// it anyone may connect and read every table.
+    #[arg(long, env = "KAPPA_USERS")]
+    pub users: Option<PathBuf>,
+
+    /// Secret that signs the bearer tokens sign-in returns; gateways sharing
+    /// it accept each other's tokens. Default: a random one per start.
+    #[arg(long, env = "KAPPA_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// How long a token from sign-in is valid.
+    #[arg(long, env = "KAPPA_TOKEN_TTL", default_value = "1h", value_parser = positive_duration)]
+    pub token_ttl: Duration,
 }
 
 #[cfg(test)]
@@ -86,7 +123,9 @@ mod tests {
             "--kafka-property",
             "security.protocol=SSL",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         let file = BTreeMap::from([("client.id".to_string(), "from-file".to_string())]);
         let properties = args.kafka.options(&file).properties;
         let last = |key: &str| {
@@ -108,7 +147,9 @@ mod tests {
             "--kafka-property",
             "debug=broker,topic",
         ]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(
             args.kafka.kafka_property,
             vec![("debug".to_string(), "broker,topic".to_string())]

@@ -8,6 +8,7 @@
 use datafusion::error::DataFusionError;
 use kappa_catalog::CatalogError;
 
+use crate::auth::AuthError;
 use crate::prepared::ParamError;
 use tonic::{Code, Status};
 
@@ -18,10 +19,15 @@ const MAX_MESSAGE_LEN: usize = 4096;
 pub fn datafusion_status(err: &DataFusionError) -> Status {
     let root = err.find_root();
     let code = match root {
-        DataFusionError::External(inner) => match inner.downcast_ref::<CatalogError>() {
-            Some(catalog) => return catalog_status(catalog),
-            None => Code::Internal,
-        },
+        DataFusionError::External(inner) => {
+            if let Some(auth) = inner.downcast_ref::<AuthError>() {
+                return auth_status(auth);
+            }
+            match inner.downcast_ref::<CatalogError>() {
+                Some(catalog) => return catalog_status(catalog),
+                None => Code::Internal,
+            }
+        }
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
@@ -80,6 +86,16 @@ pub fn param_status(err: &ParamError) -> Status {
         | ParamError::Value { .. }
         | ParamError::Named(_)
         | ParamError::MixedStyles => Code::InvalidArgument,
+    };
+    status(code, err.to_string())
+}
+
+/// Maps a refused caller to a status.
+pub fn auth_status(err: &AuthError) -> Status {
+    let code = match err {
+        AuthError::Missing | AuthError::Rejected(_) => Code::Unauthenticated,
+        AuthError::NotGranted(_) => Code::PermissionDenied,
+        AuthError::Config(_) => Code::Internal,
     };
     status(code, err.to_string())
 }

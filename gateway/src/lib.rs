@@ -5,6 +5,7 @@
 //! [`client_types`] keeps every schema a client sees free of view types,
 //! and [`prepared`] carries statements and their bound parameters in handles.
 
+pub mod auth;
 pub mod cancel;
 pub mod client_types;
 pub mod config;
@@ -23,7 +24,11 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use kappa_catalog::KafkaSchema;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
+
+use auth::{Authenticator, TokenSigner};
 
 pub use service::{KappaFlightService, KappaFlightSqlService};
 
@@ -53,21 +58,50 @@ fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()
     })
 }
 
+/// How the gateway serves: memory, who may connect, TLS.
+#[derive(Debug)]
+pub struct ServeOptions {
+    /// Memory all queries may hold together.
+    pub memory_limit: usize,
+    /// Checks every call's credentials.
+    pub auth: Arc<Authenticator>,
+    /// TLS (and client certificates), or plain TCP.
+    pub tls: Option<ServerTlsConfig>,
+}
+
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
-/// its queries holding at most `memory_limit` bytes together.
+/// its queries holding at most `memory_limit` bytes together; anyone may
+/// connect, without TLS.
 pub async fn serve(
     listener: TcpListener,
     schema: Arc<KafkaSchema>,
     memory_limit: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let refresher = spawn_topic_refresher(Arc::clone(&schema));
-    let service = FlightServiceServer::new(KappaFlightService::new(KappaFlightSqlService::new(
-        schema,
+    let auth = Authenticator::anonymous(TokenSigner::new(None, Duration::from_secs(3600)));
+    let options = ServeOptions {
         memory_limit,
-    )))
-    .max_decoding_message_size(64 * 1024 * 1024)
-    .max_encoding_message_size(64 * 1024 * 1024);
+        auth: Arc::new(auth),
+        tls: None,
+    };
+    serve_with(listener, schema, options, shutdown).await
+}
+
+/// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves.
+pub async fn serve_with(
+    listener: TcpListener,
+    schema: Arc<KafkaSchema>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let refresher = spawn_topic_refresher(Arc::clone(&schema));
+    let sql = KappaFlightSqlService::new(schema, options.memory_limit)
+        .with_auth(Arc::clone(&options.auth));
+    let service = FlightServiceServer::new(KappaFlightService::new(sql))
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    // Every call is authenticated before it reaches the service.
+    let service = InterceptedService::new(service, auth::interceptor(options.auth));
     // Every accepted socket gets TCP_NODELAY: without it each small
     // response waits on the client's delayed ACK (about 40 ms a round trip).
     // HTTP/2 pings keep idle connections (and long streams) alive through
@@ -75,7 +109,11 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(60)));
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls {
+        server = server.tls_config(tls)?;
+    }
+    let served = server
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)

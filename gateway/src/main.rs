@@ -5,19 +5,71 @@ use anyhow::Context;
 use clap::Parser;
 use kappa_catalog::lake::Lake;
 use kappa_catalog::{CatalogConfig, KafkaClient, KafkaSchema};
-use kappa_gateway::config::{Cli, Command, ServeArgs};
+use kappa_gateway::ServeOptions;
+use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
+use kappa_gateway::config::{Cli, Command, SecurityArgs, ServeArgs};
 use tokio::net::TcpListener;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password on standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!("{}", hash_password(password));
+            Ok(())
+        }
     }
+}
+
+/// Who may connect, from `--users` (or anyone, said in the log).
+fn authenticator(args: &SecurityArgs) -> anyhow::Result<Authenticator> {
+    let signer = TokenSigner::new(args.token_secret.as_deref(), args.token_ttl);
+    let Some(path) = &args.users else {
+        tracing::warn!("no --users file: anyone who can reach the gateway may read every table");
+        return Ok(Authenticator::anonymous(signer));
+    };
+    let file = UsersFile::from_file(path)?;
+    tracing::info!(
+        users = file.users.len(),
+        tokens = file.tokens.len(),
+        "sign-in required"
+    );
+    if args.token_secret.is_none() {
+        tracing::info!("tokens from sign-in are valid on this gateway only (no --token-secret)");
+    }
+    Ok(Authenticator::with_users(&file, signer)?)
+}
+
+/// The TLS setup of `--tls-cert`, `--tls-key` and `--tls-client-ca`.
+fn tls(args: &SecurityArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    // Two crypto providers are linked in (ring, and aws-lc through the
+    // object-store crates), so rustls needs to be told which to use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &args.tls_client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(config))
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     args.log.init();
+    let auth = Arc::new(authenticator(&args.security)?);
+    let tls = tls(&args.security)?;
     let config = match &args.config {
         Some(path) => CatalogConfig::from_file(path)?,
         None => CatalogConfig::default(),
@@ -38,14 +90,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake.lake, "kappa gateway started");
+    tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake.lake, tls = tls.is_some(), "kappa gateway started");
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")?;
     stdout.flush()?;
-    kappa_gateway::serve(
+    let options = ServeOptions {
+        memory_limit: args.memory_limit,
+        auth,
+        tls,
+    };
+    kappa_gateway::serve_with(
         listener,
         schema,
-        args.memory_limit,
+        options,
         kappa_catalog::cli::shutdown_signal(),
     )
     .await?;

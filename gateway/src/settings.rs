@@ -1,7 +1,9 @@
-//! Per-call settings: `kappa.*` request headers set on the call's session.
+//! Per-call settings: `kappa.*` request headers set on the call's session,
+//! and what the caller may read.
 
 use tonic::Status;
 
+use crate::auth::{Grants, Identity};
 use crate::error::invalid_request;
 
 /// The `kappa.*` settings a call carries as request headers (gRPC
@@ -10,9 +12,25 @@ use crate::error::invalid_request;
 /// ADBC sends it with `adbc.flight.sql.rpc.call_header.kappa.allow_gaps`
 /// on a connection or a statement, pyarrow.flight with `FlightCallOptions`.
 #[derive(Debug, Default)]
-pub struct Settings(pub Vec<(String, String)>);
+pub struct Settings {
+    /// `kappa.*` names and their values.
+    pub values: Vec<(String, String)>,
+    /// The tables the caller may read and list.
+    pub grants: Grants,
+}
 
 impl Settings {
+    /// The settings of a call and its caller's grants (the authentication
+    /// interceptor puts the caller's [`Identity`] in every call; without
+    /// one, as when the service runs without it in a test, all tables).
+    pub fn of_request<T>(request: &tonic::Request<T>) -> Result<Self, Status> {
+        let mut settings = Self::of(request.metadata())?;
+        if let Some(identity) = request.extensions().get::<Identity>() {
+            settings.grants = identity.grants.clone();
+        }
+        Ok(settings)
+    }
+
     /// The `kappa.*` headers of a call.
     pub fn of(metadata: &tonic::metadata::MetadataMap) -> Result<Self, Status> {
         let mut settings = Vec::new();
@@ -28,6 +46,9 @@ impl Settings {
                 .map_err(|_| invalid_request(format!("setting {}: not text", name.as_str())))?;
             settings.push((name.as_str().to_string(), value.trim().to_string()));
         }
-        Ok(Self(settings))
+        Ok(Self {
+            values: settings,
+            grants: Grants::all(),
+        })
     }
 }

@@ -60,6 +60,11 @@ pub struct TailTable {
 }
 
 impl TailTable {
+    /// The table this streams.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A stream of table `name` (topic `topic`) from `start`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(

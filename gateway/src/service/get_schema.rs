@@ -51,7 +51,7 @@ impl FlightService for KappaFlightService {
         let command = Any::decode(request.get_ref().cmd.clone())
             .ok()
             .and_then(|any| Command::try_from(any).ok());
-        let settings = Settings::of(request.metadata())?;
+        let settings = Settings::of_request(&request)?;
         let schema = match command {
             Some(Command::CommandStatementQuery(query)) => {
                 self.0.plan(&query.query, &settings).await?.1

@@ -35,6 +35,7 @@ use kappa_catalog::{CATALOG, KafkaSchema, SCHEMA, SYSTEM_SCHEMA};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Authenticator, Identity, TokenSigner};
 use crate::cancel::{QueryTicket, RunningQueries};
 use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request, param_status};
@@ -79,6 +80,8 @@ pub struct KappaFlightSqlService {
     runtime: Arc<RuntimeEnv>,
     /// The queries running now, to cancel by the id in their ticket.
     running: Arc<RunningQueries>,
+    /// Who may connect; issues the handshake's bearer tokens.
+    auth: Arc<Authenticator>,
 }
 
 impl KappaFlightSqlService {
@@ -97,7 +100,18 @@ impl KappaFlightSqlService {
             schema,
             runtime,
             running: Arc::default(),
+            auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
+                None,
+                std::time::Duration::from_secs(3600),
+            ))),
         }
+    }
+
+    /// The same service, with sign-in checked by `auth` (whose interceptor
+    /// must wrap the service: it hands each call its caller's identity).
+    pub fn with_auth(mut self, auth: Arc<Authenticator>) -> Self {
+        self.auth = auth;
+        self
     }
 }
 
@@ -129,20 +143,32 @@ impl FlightSqlService for KappaFlightSqlService {
 
     /// Anonymous access: every client is accepted (authentication is a later
     /// feature), and the handshake returns no token.
+    /// Sign-in: the interceptor has checked the call's credentials (Basic
+    /// or Bearer); the answer carries a bearer token for the calls after.
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let identity = request
+            .extensions()
+            .get::<Identity>()
+            .cloned()
+            .ok_or_else(|| internal("the call reached the service without an identity"))?;
+        let token = self.auth.issue_token(&identity);
         let response = HandshakeResponse {
             protocol_version: 0,
-            payload: Bytes::new(),
+            payload: Bytes::from(token.clone()),
         };
-        Ok(Response::new(Box::pin(futures::stream::once(async {
-            Ok(response)
-        }))))
+        let mut response = Response::new(Box::pin(futures::stream::once(async { Ok(response) }))
+            as Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>);
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| internal("a token is not a valid header"))?;
+        response.metadata_mut().insert("authorization", bearer);
+        Ok(response)
     }
 
     async fn get_flight_info_statement(
@@ -170,7 +196,7 @@ impl FlightSqlService for KappaFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let (id, statement) =
             QueryTicket::decode(&ticket.statement_handle).map_err(|e| param_status(&e))?;
-        self.execute(&statement, &Settings::of(request.metadata())?, id)
+        self.execute(&statement, &Settings::of_request(&request)?, id)
             .await
     }
 
@@ -180,7 +206,7 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let statement = handle_of(&query.prepared_statement_handle)?;
-        self.execute(&statement, &Settings::of(request.metadata())?, None)
+        self.execute(&statement, &Settings::of_request(&request)?, None)
             .await
     }
 
@@ -189,7 +215,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let settings = Settings::of(request.metadata())?;
+        let settings = Settings::of_request(&request)?;
         let (df, schema) = self.plan(&query.query, &settings).await?;
         // Placeholders whose type the plan does not fix are `Null` here: any
         // value binds to them.
@@ -211,7 +237,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let settings = Settings::of(request.metadata())?;
+        let settings = Settings::of_request(&request)?;
         let statement = handle_of(&query.prepared_statement_handle)?;
         let bound = self
             .bind(statement, &settings, request.into_inner())
@@ -230,7 +256,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let settings = Settings::of(request.metadata())?;
+        let settings = Settings::of_request(&request)?;
         let statement = handle_of(&query.prepared_statement_handle)?;
         let bound = self
             .bind(statement, &settings, request.into_inner())
@@ -297,15 +323,19 @@ impl FlightSqlService for KappaFlightSqlService {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         use datafusion::catalog::SchemaProvider;
+
+        // Only what the caller may read is listed.
+        let grants = Settings::of_request(&request)?.grants;
 
         self.schema
             .refresh_if_stale()
             .await
             .map_err(|e| catalog_status(&e))?;
         let mut names = self.schema.table_names();
+        names.retain(|name| grants.allows(SCHEMA, name));
         // An exact name (what `adbc_get_table_schema` sends) may be a topic
         // created since the last refresh: look it up directly.
         if let Some(name) = query
@@ -313,6 +343,7 @@ impl FlightSqlService for KappaFlightSqlService {
             .as_deref()
             .and_then(exact_name)
             && !names.contains(&name)
+            && grants.allows(SCHEMA, &name)
         {
             names.push(name);
         }
@@ -336,6 +367,9 @@ impl FlightSqlService for KappaFlightSqlService {
             }
         }
         for (name, schema) in system::tables() {
+            if !grants.allows(SYSTEM_SCHEMA, name) {
+                continue;
+            }
             builder
                 .append(CATALOG, SYSTEM_SCHEMA, name, TABLE_TYPE, &schema)
                 .map_err(internal)?;

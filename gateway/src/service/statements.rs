@@ -14,6 +14,7 @@ use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightInfo};
 use bytes::Bytes;
+use datafusion::catalog::{CatalogProvider, TableFunctionImpl};
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -26,6 +27,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::{DoGetStream, KappaFlightSqlService};
+use crate::auth::{GrantedCatalog, GrantedTail};
 use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, invalid_request, param_status};
@@ -45,7 +47,7 @@ impl KappaFlightSqlService {
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
-        for (name, value) in &settings.0 {
+        for (name, value) in &settings.values {
             options
                 .set(name, value)
                 .map_err(|e| invalid_request(format!("setting {name}={value}: {e}")))?;
@@ -57,11 +59,22 @@ impl KappaFlightSqlService {
             .with_physical_optimizer_rule(Arc::new(LastRecordsRule))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(
-            CATALOG,
-            Arc::new(KafkaCatalog::new(Arc::clone(&self.schema))),
-        );
-        ctx.register_udtf(TAIL, Arc::new(TailFunction::new(Arc::clone(&self.schema))));
+        let catalog: Arc<dyn CatalogProvider> =
+            Arc::new(KafkaCatalog::new(Arc::clone(&self.schema)));
+        let tail: Arc<dyn TableFunctionImpl> =
+            Arc::new(TailFunction::new(Arc::clone(&self.schema)));
+        if settings.grants.is_all() {
+            ctx.register_catalog(CATALOG, catalog);
+            ctx.register_udtf(TAIL, tail);
+        } else {
+            // The caller sees, lists and streams only what they were granted.
+            let grants = settings.grants.clone();
+            ctx.register_catalog(
+                CATALOG,
+                Arc::new(GrantedCatalog::new(catalog, grants.clone())),
+            );
+            ctx.register_udtf(TAIL, Arc::new(GrantedTail::new(tail, grants)));
+        }
         Ok(ctx)
     }
 
@@ -168,7 +181,7 @@ impl KappaFlightSqlService {
         statement: PreparedHandle,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let settings = Settings::of(request.metadata())?;
+        let settings = Settings::of_request(&request)?;
         let descriptor = request.into_inner();
         let (_, schema) = self.plan_bound(&statement, &settings).await?;
         let ticket = QueryTicket::new(statement)

@@ -135,18 +135,27 @@ async fn handshake_accepts_anonymous_clients() {
     let gateway = Gateway::start(None).await;
     let mut client = gateway.client().await;
     let request = futures::stream::once(async { HandshakeRequest::default() });
-    let mut responses = client
+    let answer = client
         .inner
         .handshake(request)
         .await
-        .expect("handshake accepted")
-        .into_inner();
-    let response = responses
+        .expect("handshake accepted");
+    let bearer = answer
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let response = answer
+        .into_inner()
         .message()
         .await
         .expect("response")
         .expect("one message");
-    assert!(response.payload.is_empty());
+    // Anonymous clients get a token too, so a client that signs in before
+    // every session works the same with and without users configured.
+    let token = String::from_utf8(response.payload.to_vec()).unwrap();
+    assert!(token.starts_with("kappa1."), "{token}");
+    assert_eq!(bearer, Some(format!("Bearer {token}")));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,174 @@
+"""TLS, sign-in and grants with real clients: ADBC and pyarrow.flight over TLS (and mutual TLS),
+Basic sign-in returning a Bearer token, static tokens that expire, and a user who may neither read
+nor list a table they were not granted."""
+
+import datetime
+import hashlib
+import os
+import subprocess
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow.flight as flight
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import Gateway, create_topic, produce, unique
+
+TLS_ROOT = "adbc.flight.sql.client_option.tls_root_certs"
+AUTH_HEADER = "adbc.flight.sql.authorization_header"
+
+
+def certificate(subject, issuer=None, issuer_key=None, ca=False, san=None):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert, key, pem, key_pem
+
+
+def hash_password(password):
+    run = subprocess.run([os.environ["KAPPA_GATEWAY_BIN"], "hash-password"], input=password + "\n",
+                         capture_output=True, text=True, check=True)
+    return run.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pki")
+    ca, ca_key, ca_pem, _ = certificate("kappa test CA", ca=True)
+    ip = __import__("ipaddress").ip_address("127.0.0.1")
+    _, _, server_pem, server_key = certificate("127.0.0.1", ca.subject, ca_key,
+                                               san=[x509.IPAddress(ip), x509.DNSName("localhost")])
+    _, _, client_pem, client_key = certificate("analyst", ca.subject, ca_key)
+    files = {"ca": ca_pem, "cert": server_pem, "key": server_key, "client_cert": client_pem, "client_key": client_key}
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / f"{name}.pem"
+        paths[name].write_bytes(data)
+    return {"paths": paths, **files}
+
+
+@pytest.fixture(scope="module")
+def secured(brokers, pki, tmp_path_factory):
+    suffix = unique("sec").split("-")[-1]
+    orders, secrets = f"orders_{suffix}", f"secrets_{suffix}"
+    for topic in (orders, secrets):
+        create_topic(brokers, topic, partitions=1)
+        produce(brokers, topic, [{"partition": 0, "value": b'{"n": %d}' % i} for i in range(5)])
+    users = tmp_path_factory.mktemp("users") / "users.toml"
+    users.write_text(
+        f'[[users]]\nname = "analyst"\npassword_hash = "{hash_password("s3cret")}"\n'
+        f'tables = ["orders_*", "system.partitions"]\n\n'
+        f'[[users]]\nname = "admin"\npassword_hash = "{hash_password("root-pw")}"\ntables = ["*"]\n\n'
+        f'[[tokens]]\nuser = "analyst"\nsha256 = "{hashlib.sha256(b"bi-token").hexdigest()}"\n'
+        f'expires = "2999-01-01T00:00:00Z"\n\n'
+        f'[[tokens]]\nuser = "analyst"\nsha256 = "{hashlib.sha256(b"old-token").hexdigest()}"\n'
+        f'expires = "2001-01-01T00:00:00Z"\n'
+    )
+    paths = pki["paths"]
+    gateway = Gateway(brokers, extra_args=["--users", str(users), "--tls-cert", str(paths["cert"]),
+                                           "--tls-key", str(paths["key"])])
+    yield {"gateway": gateway, "uri": f"grpc+tls://{gateway.address}", "orders": orders, "secrets": secrets,
+           "ca": pki["ca"].decode()}
+    gateway.stop()
+
+
+def connect(secured, **options):
+    return flightsql.connect(secured["uri"], db_kwargs={TLS_ROOT: secured["ca"], **options}, autocommit=True)
+
+
+def query(conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def test_tls_with_a_password_reads_the_granted_tables(secured):
+    with connect(secured, username="analyst", password="s3cret") as conn:
+        assert query(conn, f"SELECT count(*) AS n FROM {secured['orders']}").to_pylist() == [{"n": 5}]
+
+
+def test_without_tls_or_credentials_nothing_is_served(secured):
+    plain = f"grpc://{secured['gateway'].address}"
+    with pytest.raises(Exception):
+        with flightsql.connect(plain, autocommit=True) as conn:
+            query(conn, "SELECT 1")
+    with pytest.raises(flightsql.Error) as refused:
+        with connect(secured) as conn:
+            query(conn, "SELECT 1")
+    assert "Unauthenticated" in str(refused.value) or "UNAUTHENTICATED" in str(refused.value), refused.value
+    with pytest.raises(flightsql.Error) as wrong:
+        with connect(secured, username="analyst", password="guess") as conn:
+            query(conn, "SELECT 1")
+    assert "wrong user name or password" in str(wrong.value), wrong.value
+
+
+def test_basic_sign_in_returns_a_bearer_token_for_later_calls(secured):
+    client = flight.FlightClient(secured["uri"], tls_root_certs=secured["ca"])
+    name, value = client.authenticate_basic_token("analyst", "s3cret")
+    assert name == b"authorization" and value.startswith(b"Bearer kappa1."), (name, value)
+    with connect(secured, **{AUTH_HEADER: value.decode()}) as conn:
+        assert query(conn, f"SELECT max(_offset) AS m FROM {secured['orders']}").to_pylist() == [{"m": 4}]
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        client.authenticate_basic_token("analyst", "wrong")
+    client.close()
+
+
+def test_static_tokens_work_until_they_expire(secured):
+    with connect(secured, **{AUTH_HEADER: "Bearer bi-token"}) as conn:
+        assert query(conn, f"SELECT count(*) AS n FROM {secured['orders']}").num_rows == 1
+    with pytest.raises(flightsql.Error) as expired:
+        with connect(secured, **{AUTH_HEADER: "Bearer old-token"}) as conn:
+            query(conn, "SELECT 1")
+    assert "expired" in str(expired.value), expired.value
+
+
+def test_a_table_not_granted_can_be_neither_read_nor_listed(secured):
+    secrets = secured["secrets"]
+    with connect(secured, username="analyst", password="s3cret") as conn:
+        for sql in (f"SELECT * FROM {secrets}", f"SELECT * FROM kafka.default.{secrets}",
+                    f"SELECT o._offset FROM {secured['orders']} o JOIN {secrets} s ON o._offset = s._offset",
+                    f"SELECT * FROM tail('{secrets}', 'earliest')"):
+            with pytest.raises(flightsql.Error) as denied:
+                query(conn, sql)
+            assert "PermissionDenied" in str(denied.value) or "PERMISSION_DENIED" in str(denied.value), sql
+            assert f"may not read default.{secrets}" in str(denied.value), denied.value
+        listed = {t["table_name"] for c in conn.adbc_get_objects(depth="tables").read_all().to_pylist()
+                  for s in c["catalog_db_schemas"] for t in (s["db_schema_tables"] or [])}
+        assert secured["orders"] in listed and secrets not in listed, listed
+        shown = query(conn, "SELECT table_name FROM information_schema.tables").column(0).to_pylist()
+        assert secured["orders"] in shown and secrets not in shown
+        assert "partitions" in shown and "streams" not in shown, "system tables are granted one by one"
+    with connect(secured, username="admin", password="root-pw") as conn:
+        assert query(conn, f"SELECT count(*) AS n FROM {secrets}").to_pylist() == [{"n": 5}]
+
+
+def test_mutual_tls_needs_a_client_certificate_from_the_ca(brokers, pki):
+    paths = pki["paths"]
+    gateway = Gateway(brokers, extra_args=["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"]),
+                                           "--tls-client-ca", str(paths["ca"])])
+    uri = f"grpc+tls://{gateway.address}"
+    try:
+        with flightsql.connect(uri, autocommit=True, db_kwargs={
+                TLS_ROOT: pki["ca"].decode(),
+                "adbc.flight.sql.client_option.mtls_cert_chain": pki["client_cert"].decode(),
+                "adbc.flight.sql.client_option.mtls_private_key": pki["client_key"].decode()}) as conn:
+            assert query(conn, "SELECT 1 AS one").to_pylist() == [{"one": 1}]
+        with pytest.raises(Exception):
+            with flightsql.connect(uri, autocommit=True, db_kwargs={TLS_ROOT: pki["ca"].decode()}) as conn:
+                query(conn, "SELECT 1")
+    finally:
+        gateway.stop()
