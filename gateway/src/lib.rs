@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod keys;
+pub mod plan_cache;
 pub mod prepared;
 pub mod service;
 pub mod settings;

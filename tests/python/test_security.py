@@ -172,3 +172,37 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(brokers, pki):
                 query(conn, "SELECT 1")
     finally:
         gateway.stop()
+
+
+def flight_sql_command(sql):
+    """A Flight SQL CommandStatementQuery in a protobuf Any, encoded by hand (two length-delimited
+    fields each), for a FlightDescriptor."""
+    def field(number, data):
+        length, varint = len(data), b""
+        while True:
+            byte, length = length & 0x7F, length >> 7
+            varint += bytes([byte | (0x80 if length else 0)])
+            if not length:
+                break
+        return bytes([number << 3 | 2]) + varint + data
+    command = field(1, sql.encode())
+    return field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(2, command)
+
+
+def test_a_ticket_planned_for_one_user_is_planned_again_for_another(secured):
+    """GetFlightInfo keeps its plan for the ticket's DoGet; another caller's DoGet of that ticket does
+    not get it, but is planned again under its own grants."""
+    client = flight.FlightClient(secured["uri"], tls_root_certs=secured["ca"])
+    admin = flight.FlightCallOptions(headers=[client.authenticate_basic_token("admin", "root-pw")])
+    analyst = flight.FlightCallOptions(headers=[client.authenticate_basic_token("analyst", "s3cret")])
+    descriptor = flight.FlightDescriptor.for_command(flight_sql_command(f"SELECT _offset FROM {secured['secrets']}"))
+    info = client.get_flight_info(descriptor, admin)
+    ticket = info.endpoints[0].ticket
+    with pytest.raises(flight.FlightUnauthorizedError, match=f"may not read default.{secured['secrets']}"):
+        client.do_get(ticket, analyst).read_all()
+    # The admin's own DoGet, then the same ticket again (planned anew): the same rows.
+    info = client.get_flight_info(descriptor, admin)
+    first = client.do_get(info.endpoints[0].ticket, admin).read_all()
+    again = client.do_get(info.endpoints[0].ticket, admin).read_all()
+    assert first.column(0).to_pylist() == again.column(0).to_pylist() == [0, 1, 2, 3, 4]
+    client.close()

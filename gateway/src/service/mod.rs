@@ -36,17 +36,20 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Identity, TokenSigner};
-use crate::cancel::{QueryTicket, RunningQueries};
+use crate::cancel::RunningQueries;
 use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request, param_status};
 use crate::flight::{empty_result, encode_schema, metadata_info, one_batch};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
+use crate::plan_cache::PlanCache;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
 use crate::type_info::XDBC_TYPES;
 
 mod get_schema;
 mod statements;
+
+use statements::Planned;
 
 pub use get_schema::KappaFlightService;
 
@@ -82,6 +85,8 @@ pub struct KappaFlightSqlService {
     running: Arc<RunningQueries>,
     /// Who may connect; issues the handshake's bearer tokens.
     auth: Arc<Authenticator>,
+    /// Plans GetFlightInfo made, waiting for their DoGet.
+    plans: Arc<PlanCache<Planned>>,
 }
 
 impl KappaFlightSqlService {
@@ -100,6 +105,7 @@ impl KappaFlightSqlService {
             schema,
             runtime,
             running: Arc::default(),
+            plans: Arc::default(),
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -194,10 +200,9 @@ impl FlightSqlService for KappaFlightSqlService {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let (id, statement) =
-            QueryTicket::decode(&ticket.statement_handle).map_err(|e| param_status(&e))?;
-        self.execute(&statement, &Settings::of_request(&request)?, id)
-            .await
+        let settings = Settings::of_request(&request)?;
+        let (statement, id, planned) = self.ticket_plan(&ticket.statement_handle, &settings)?;
+        self.execute(&statement, &settings, id, planned).await
     }
 
     async fn do_get_prepared_statement(
@@ -206,7 +211,7 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let statement = handle_of(&query.prepared_statement_handle)?;
-        self.execute(&statement, &Settings::of_request(&request)?, None)
+        self.execute(&statement, &Settings::of_request(&request)?, None, None)
             .await
     }
 

@@ -32,6 +32,7 @@ use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, invalid_request, param_status};
 use crate::flight::{QueryLog, encode_stream, flight_info};
+use crate::plan_cache::PlanKey;
 use crate::prepared::{Placeholders, PreparedHandle, number_placeholders, runs_schema};
 use crate::settings::Settings;
 
@@ -183,26 +184,45 @@ impl KappaFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let settings = Settings::of_request(&request)?;
         let descriptor = request.into_inner();
-        let (_, schema) = self.plan_bound(&statement, &settings).await?;
-        let ticket = QueryTicket::new(statement)
-            .encode()
-            .map_err(|e| param_status(&e))?;
+        let planned = self.plan_bound(&statement, &settings).await?;
+        let schema = Arc::clone(&planned.1);
+        let query = QueryTicket::new(statement);
+        let ticket = query.encode().map_err(|e| param_status(&e))?;
+        // Kept for this ticket's DoGet, which then does not plan it again.
+        self.plans
+            .put(query.id, plan_key(&ticket, &settings), planned);
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(ticket),
         };
         flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
     }
 
-    /// Runs `statement` and streams its batches as Flight data: once per
-    /// parameter row, results in row order.
+    /// The statement of a DoGet ticket, and its plan if GetFlightInfo left
+    /// it here for this very ticket and caller.
+    pub(super) fn ticket_plan(
+        &self,
+        ticket: &[u8],
+        settings: &Settings,
+    ) -> Result<(PreparedHandle, Option<u64>, Option<Planned>), Status> {
+        let (id, statement) = QueryTicket::decode(ticket).map_err(|e| param_status(&e))?;
+        let planned = id.and_then(|id| self.plans.take(id, &plan_key(ticket, settings)));
+        Ok((statement, id, planned))
+    }
+
+    /// Runs `statement` (with its plan, if already made) and streams its
+    /// batches as Flight data: once per parameter row, results in row order.
     pub(super) async fn execute(
         &self,
         statement: &PreparedHandle,
         settings: &Settings,
         id: Option<u64>,
+        planned: Option<Planned>,
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
-        let (mut runs, schema) = self.plan_bound(statement, settings).await?;
+        let (mut runs, schema) = match planned {
+            Some(planned) => planned,
+            None => self.plan_bound(statement, settings).await?,
+        };
         let mut log = QueryLog::new(&statement.sql, started);
         let stream: SendableRecordBatchStream = match runs.next() {
             None => Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))),
@@ -319,10 +339,23 @@ fn parameter_stream_status(err: FlightError) -> Status {
     }
 }
 
+/// A planned statement: its runs and the schema of their results.
+pub(crate) type Planned = (Runs, SchemaRef);
+
+/// What a plan kept for a ticket depends on.
+fn plan_key(ticket: &[u8], settings: &Settings) -> PlanKey {
+    PlanKey {
+        ticket: ticket.to_vec(),
+        settings: settings.values.clone(),
+        grants: settings.grants.clone(),
+    }
+}
+
 /// The runs of a planned statement, each bound to its parameter row only
 /// when it is taken: a bound plan holds its own copy of the session (about
 /// 40 KB), so binding 10,000 rows up front held 400 MB.
-pub(super) struct Runs {
+#[derive(Debug)]
+pub(crate) struct Runs {
     template: DataFrame,
     /// Each run's values; `None` runs the statement as planned.
     rows: std::vec::IntoIter<Option<Vec<datafusion::scalar::ScalarValue>>>,
