@@ -69,6 +69,25 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_STREAM_LINGER", default_value = "50ms", value_parser = positive_duration)]
     pub stream_linger: Duration,
 
+    /// Queries running at once (a stream from `tail` is not one: see
+    /// --max-streams); more wait up to --queue-timeout, then are refused
+    /// with ResourceExhausted.
+    #[arg(long, env = "KAPPA_MAX_CONCURRENT_QUERIES", default_value_t = 64)]
+    pub max_concurrent_queries: usize,
+
+    /// How long a query waits for one of --max-concurrent-queries.
+    #[arg(long, env = "KAPPA_QUEUE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub queue_timeout: Duration,
+
+    /// A query running longer is stopped with DeadlineExceeded (`0s`: no
+    /// limit). Streams are not limited.
+    #[arg(long, env = "KAPPA_QUERY_TIMEOUT", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub query_timeout: Duration,
+
+    /// Longest SQL text accepted (`64KiB`, `1MiB`).
+    #[arg(long, env = "KAPPA_MAX_SQL_BYTES", default_value = "1MiB", value_parser = byte_size)]
+    pub max_sql_bytes: usize,
+
     /// TLS and sign-in.
     #[command(flatten)]
     pub security: SecurityArgs,

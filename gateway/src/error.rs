@@ -9,6 +9,7 @@ use datafusion::error::DataFusionError;
 use kappa_catalog::CatalogError;
 
 use crate::auth::AuthError;
+use crate::limits::LimitError;
 use crate::prepared::ParamError;
 use tonic::{Code, Status};
 
@@ -22,6 +23,9 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
         DataFusionError::External(inner) => {
             if let Some(auth) = inner.downcast_ref::<AuthError>() {
                 return auth_status(auth);
+            }
+            if let Some(limit) = inner.downcast_ref::<LimitError>() {
+                return limit_status(limit);
             }
             match inner.downcast_ref::<CatalogError>() {
                 Some(catalog) => return catalog_status(catalog),
@@ -96,6 +100,16 @@ pub fn auth_status(err: &AuthError) -> Status {
         AuthError::Missing | AuthError::Rejected(_) => Code::Unauthenticated,
         AuthError::NotGranted(_) => Code::PermissionDenied,
         AuthError::Config(_) => Code::Internal,
+    };
+    status(code, err.to_string())
+}
+
+/// Maps a limit a query hit to a status.
+pub fn limit_status(err: &LimitError) -> Status {
+    let code = match err {
+        LimitError::Busy { .. } => Code::ResourceExhausted,
+        LimitError::Timeout(_) => Code::DeadlineExceeded,
+        LimitError::SqlTooLong { .. } => Code::InvalidArgument,
     };
     status(code, err.to_string())
 }

@@ -39,8 +39,15 @@ pub(crate) struct QueryLog {
 
 impl QueryLog {
     pub(crate) fn new(sql: &str, started: Instant) -> Self {
+        // A log line stays readable (and a log store within its line size)
+        // whatever a client sends.
+        const LOGGED_SQL_CHARS: usize = 2000;
+        let sql = match sql.char_indices().nth(LOGGED_SQL_CHARS) {
+            Some((cut, _)) => format!("{}… ({} bytes)", &sql[..cut], sql.len()),
+            None => sql.to_string(),
+        };
         Self {
-            sql: sql.to_string(),
+            sql,
             started,
             rows: 0,
             error: None,

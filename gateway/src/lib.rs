@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod keys;
+pub mod limits;
 pub mod plan_cache;
 pub mod prepared;
 pub mod service;
@@ -30,6 +31,7 @@ use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 use auth::{Authenticator, TokenSigner};
+use limits::Limits;
 
 pub use service::{KappaFlightService, KappaFlightSqlService};
 
@@ -68,6 +70,8 @@ pub struct ServeOptions {
     pub auth: Arc<Authenticator>,
     /// TLS (and client certificates), or plain TCP.
     pub tls: Option<ServerTlsConfig>,
+    /// Queries at once, their time and SQL size.
+    pub limits: Limits,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -84,6 +88,7 @@ pub async fn serve(
         memory_limit,
         auth: Arc::new(auth),
         tls: None,
+        limits: Limits::default(),
     };
     serve_with(listener, schema, options, shutdown).await
 }
@@ -97,7 +102,8 @@ pub async fn serve_with(
 ) -> Result<(), tonic::transport::Error> {
     let refresher = spawn_topic_refresher(Arc::clone(&schema));
     let sql = KappaFlightSqlService::new(schema, options.memory_limit)
-        .with_auth(Arc::clone(&options.auth));
+        .with_auth(Arc::clone(&options.auth))
+        .with_limits(options.limits);
     let service = FlightServiceServer::new(KappaFlightService::new(sql))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);

@@ -8,6 +8,7 @@ use kappa_catalog::{CatalogConfig, KafkaClient, KafkaSchema};
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
 use kappa_gateway::config::{Cli, Command, SecurityArgs, ServeArgs};
+use kappa_gateway::limits::Limits;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -98,6 +99,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_limit: args.memory_limit,
         auth,
         tls,
+        limits: Limits::new(
+            args.max_concurrent_queries,
+            args.queue_timeout,
+            Some(args.query_timeout).filter(|t| !t.is_zero()),
+            args.max_sql_bytes,
+        ),
     };
     kappa_gateway::serve_with(
         listener,

@@ -1,4 +1,8 @@
-"""The gateway's shared memory limit: a query beyond it fails alone, and the gateway stays up."""
+"""The gateway's limits: a query beyond the shared memory limit or its time fails alone, queries
+beyond the concurrency cap wait and then are refused, SQL beyond the size cap is refused, and the
+gateway stays up for the next query each time."""
+
+import time
 
 import adbc_driver_flightsql.dbapi as flightsql
 import pytest
@@ -31,6 +35,69 @@ def test_a_query_over_the_memory_limit_fails_alone(brokers, wide):
             # A query that streams holds little, whatever it reads; the gateway is up for everyone.
             cur.execute(f'SELECT count(*), sum(length(_value)) FROM "{wide}"')
             assert cur.fetchall() == [(60_000, 60_000 * 512)]
+            cur.execute("SELECT 1 AS one")
+            assert cur.fetchall() == [(1,)]
+    finally:
+        gateway.stop()
+
+
+# A cross join of the 60,000 records with themselves: 3.6 billion rows to count, minutes of work.
+ENDLESS = 'SELECT count(*) FROM "{t}" a CROSS JOIN "{t}" b'
+
+
+def test_a_query_past_the_timeout_is_stopped_and_the_next_one_runs(brokers, wide):
+    gateway = Gateway(brokers, None, ["--query-timeout", "2s"])
+    try:
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            began = time.monotonic()
+            with pytest.raises(flightsql.Error) as stopped:
+                cur.execute(ENDLESS.format(t=wide))
+                cur.fetchall()
+            assert "(DeadlineExceeded;" in str(stopped.value), str(stopped.value)
+            assert "--query-timeout" in str(stopped.value)
+            assert time.monotonic() - began < 30, "stopped at its deadline, not at its end"
+            cur.execute("SELECT 1 AS one")
+            assert cur.fetchall() == [(1,)]
+    finally:
+        gateway.stop()
+
+
+def test_queries_beyond_the_cap_wait_then_are_refused(brokers, wide):
+    gateway = Gateway(brokers, None, ["--max-concurrent-queries", "1", "--queue-timeout", "1s"])
+    try:
+        with flightsql.connect(gateway.uri, autocommit=True) as busy, busy.cursor() as running, \
+                flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            # The one slot: a big scan whose stream is open and not yet read to its end.
+            running.execute(f'SELECT * FROM "{wide}"')
+            reader = running.fetch_record_batch()
+            reader.read_next_batch()
+            with pytest.raises(flightsql.Error) as refused:
+                cur.execute("SELECT 1")
+                cur.fetchall()
+            assert "(ResourceExhausted;" in str(refused.value) and "--max-concurrent-queries" in str(refused.value)
+            reader.close()
+            # The slot is free once that stream is gone.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    cur.execute("SELECT 1 AS one")
+                    assert cur.fetchall() == [(1,)]
+                    break
+                except flightsql.Error:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+    finally:
+        gateway.stop()
+
+
+def test_sql_longer_than_the_cap_is_refused(brokers):
+    gateway = Gateway(brokers, None, ["--max-sql-bytes", "1KiB"])
+    try:
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            with pytest.raises(flightsql.Error) as refused:
+                cur.execute("SELECT 1 " + " " * 2000)
+            assert "(InvalidArgument;" in str(refused.value) and "--max-sql-bytes" in str(refused.value)
             cur.execute("SELECT 1 AS one")
             assert cur.fetchall() == [(1,)]
     finally:

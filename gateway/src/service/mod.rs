@@ -41,6 +41,7 @@ use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request, param_status};
 use crate::flight::{empty_result, encode_schema, metadata_info, one_batch};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
+use crate::limits::Limits;
 use crate::plan_cache::PlanCache;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
@@ -87,6 +88,8 @@ pub struct KappaFlightSqlService {
     auth: Arc<Authenticator>,
     /// Plans GetFlightInfo made, waiting for their DoGet.
     plans: Arc<PlanCache<Planned>>,
+    /// Queries at once, their time and SQL size.
+    limits: Limits,
 }
 
 impl KappaFlightSqlService {
@@ -106,6 +109,7 @@ impl KappaFlightSqlService {
             runtime,
             running: Arc::default(),
             plans: Arc::default(),
+            limits: Limits::default(),
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -117,6 +121,12 @@ impl KappaFlightSqlService {
     /// must wrap the service: it hands each call its caller's identity).
     pub fn with_auth(mut self, auth: Arc<Authenticator>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// The same service under `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 }

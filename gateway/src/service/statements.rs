@@ -30,7 +30,9 @@ use super::{DoGetStream, KappaFlightSqlService};
 use crate::auth::{GrantedCatalog, GrantedTail};
 use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
-use crate::error::{catalog_status, datafusion_status, invalid_request, param_status};
+use crate::error::{
+    catalog_status, datafusion_status, invalid_request, limit_status, param_status,
+};
 use crate::flight::{QueryLog, encode_stream, flight_info};
 use crate::plan_cache::PlanKey;
 use crate::prepared::{Placeholders, PreparedHandle, number_placeholders, runs_schema};
@@ -86,6 +88,9 @@ impl KappaFlightSqlService {
         sql: &str,
         settings: &Settings,
     ) -> Result<(DataFrame, SchemaRef), Status> {
+        self.limits
+            .check_sql(sql)
+            .map_err(|e| rejected(sql, limit_status(&e)))?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -224,6 +229,18 @@ impl KappaFlightSqlService {
             None => self.plan_bound(statement, settings).await?,
         };
         let mut log = QueryLog::new(&statement.sql, started);
+        // A query takes a slot for as long as its stream lives; a stream
+        // (`tail`) runs under --max-streams instead, as it never ends.
+        let streaming = check_streaming(runs.template.logical_plan()).unwrap_or(false);
+        let slot = if streaming {
+            None
+        } else {
+            Some(self.limits.admit().await.map_err(|e| {
+                let status = limit_status(&e);
+                log.failed(&status);
+                status
+            })?)
+        };
         let stream: SendableRecordBatchStream = match runs.next() {
             None => Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))),
             Some(first) => {
@@ -250,6 +267,10 @@ impl KappaFlightSqlService {
                     ))
                 }
             }
+        };
+        let stream = match slot {
+            Some(slot) => self.limits.bound(stream, slot),
+            None => stream,
         };
         let encoded = encode_stream(stream, schema, log);
         Ok(Response::new(match id {
