@@ -80,8 +80,9 @@ def test_get_table_schema(conn, orders):
 
 
 def test_table_types(conn):
+    # Lower case, as ADBC's drivers and SQLAlchemy's ADBC dialect use them.
     types = conn.adbc_get_table_types()
-    assert types == ["TABLE"]
+    assert types == ["table", "view"]
 
 
 def test_bad_sql_fails_with_a_useful_message(conn):

@@ -9,10 +9,9 @@
 
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
@@ -30,24 +29,23 @@ use bytes::Bytes;
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use futures::Stream;
-use kappa_catalog::system;
-use kappa_catalog::{CATALOG, KafkaSchema, SCHEMA, SYSTEM_SCHEMA};
+use kappa_catalog::KafkaSchema;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Identity, TokenSigner};
 use crate::cancel::RunningQueries;
-use crate::client_types::client_schema;
-use crate::error::{catalog_status, datafusion_status, internal, invalid_request, param_status};
-use crate::flight::{empty_result, encode_schema, metadata_info, one_batch};
+use crate::error::{internal, invalid_request, param_status};
+use crate::flight::{empty_result, encode_schema, metadata_info};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
 use crate::limits::Limits;
 use crate::plan_cache::PlanCache;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
-use crate::type_info::XDBC_TYPES;
 
 mod get_schema;
+mod metadata;
+mod sql_info;
 mod statements;
 
 use statements::Planned;
@@ -55,24 +53,6 @@ use statements::Planned;
 pub use get_schema::KappaFlightService;
 
 type DoGetStream = <KappaFlightSqlService as FlightService>::DoGetStream;
-
-/// The only table type kappa has.
-const TABLE_TYPE: &str = "TABLE";
-
-static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
-    let mut builder = SqlInfoDataBuilder::new();
-    builder.append(SqlInfo::FlightSqlServerName, "kappa");
-    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
-    builder.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
-    builder.append(SqlInfo::FlightSqlServerReadOnly, true);
-    builder.append(SqlInfo::FlightSqlServerSql, true);
-    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
-    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
-    builder.append(SqlInfo::SqlDdlCatalog, false);
-    builder.append(SqlInfo::SqlDdlSchema, false);
-    builder.append(SqlInfo::SqlDdlTable, false);
-    builder.build().expect("static SqlInfo is valid")
-});
 
 /// kappa's Flight SQL service over the `kafka` catalog.
 #[derive(Debug, Clone)]
@@ -129,24 +109,6 @@ impl KappaFlightSqlService {
         self.limits = limits;
         self
     }
-}
-
-/// The one name a LIKE pattern without `%` most likely means, to look up a
-/// topic created since the last refresh: `\_` and `\%` are escaped literals
-/// (as JDBC sends them), and a bare `_` is taken literally too (ADBC sends
-/// table names unescaped). The builder still filters every candidate by the
-/// real pattern, so a wrong guess only costs one lookup.
-fn exact_name(pattern: &str) -> Option<String> {
-    let mut name = String::with_capacity(pattern.len());
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => name.push(chars.next()?),
-            '%' => return None,
-            c => name.push(c),
-        }
-    }
-    Some(name)
 }
 
 fn handle_of(handle: &[u8]) -> Result<PreparedHandle, Status> {
@@ -301,10 +263,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetCatalogs,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut builder = query.into_builder();
-        builder.append(CATALOG);
-        let schema = builder.schema();
-        Ok(Response::new(one_batch(builder.build(), schema)))
+        Ok(self.catalogs(query))
     }
 
     async fn get_flight_info_schemas(
@@ -320,11 +279,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetDbSchemas,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut builder = query.into_builder();
-        builder.append(CATALOG, SCHEMA);
-        builder.append(CATALOG, SYSTEM_SCHEMA);
-        let schema = builder.schema();
-        Ok(Response::new(one_batch(builder.build(), schema)))
+        Ok(self.db_schemas(query))
     }
 
     async fn get_flight_info_tables(
@@ -340,57 +295,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        use datafusion::catalog::SchemaProvider;
-
-        // Only what the caller may read is listed.
-        let grants = Settings::of_request(&request)?.grants;
-
-        self.schema
-            .refresh_if_stale()
-            .await
-            .map_err(|e| catalog_status(&e))?;
-        let mut names = self.schema.table_names();
-        names.retain(|name| grants.allows(SCHEMA, name));
-        // An exact name (what `adbc_get_table_schema` sends) may be a topic
-        // created since the last refresh: look it up directly.
-        if let Some(name) = query
-            .table_name_filter_pattern
-            .as_deref()
-            .and_then(exact_name)
-            && !names.contains(&name)
-            && grants.allows(SCHEMA, &name)
-        {
-            names.push(name);
-        }
-        let mut builder = query.into_builder();
-        for name in names {
-            let table = self
-                .schema
-                .table(&name)
-                .await
-                .map_err(|e| datafusion_status(&e))?;
-            if let Some(table) = table {
-                builder
-                    .append(
-                        CATALOG,
-                        SCHEMA,
-                        &name,
-                        TABLE_TYPE,
-                        &client_schema(&table.schema()),
-                    )
-                    .map_err(internal)?;
-            }
-        }
-        for (name, schema) in system::tables() {
-            if !grants.allows(SYSTEM_SCHEMA, name) {
-                continue;
-            }
-            builder
-                .append(CATALOG, SYSTEM_SCHEMA, name, TABLE_TYPE, &schema)
-                .map_err(internal)?;
-        }
-        let schema = builder.schema();
-        Ok(Response::new(one_batch(builder.build(), schema)))
+        self.tables(query, request).await
     }
 
     async fn get_flight_info_table_types(
@@ -406,10 +311,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetTableTypes,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let mut builder = query.into_builder();
-        builder.append(TABLE_TYPE);
-        let schema = builder.schema();
-        Ok(Response::new(one_batch(builder.build(), schema)))
+        Ok(self.table_types(query))
     }
 
     async fn get_flight_info_sql_info(
@@ -417,11 +319,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(
-            &query.clone().into_builder(&SQL_INFO).schema(),
-            &query,
-            request,
-        )
+        metadata::sql_info_flight_info(query, request)
     }
 
     async fn do_get_sql_info(
@@ -429,9 +327,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetSqlInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let builder = query.into_builder(&SQL_INFO);
-        let schema = builder.schema();
-        Ok(Response::new(one_batch(builder.build(), schema)))
+        Ok(self.sql_info(query))
     }
 
     async fn get_flight_info_primary_keys(
@@ -503,7 +399,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata_info(&query.into_builder(&XDBC_TYPES).schema(), &query, request)
+        metadata::xdbc_type_info_flight_info(query, request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -511,17 +407,27 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetXdbcTypeInfo,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let builder = query.into_builder(&XDBC_TYPES);
-        let schema = builder.schema();
-        Ok(Response::new(one_batch(builder.build(), schema)))
+        Ok(self.xdbc_type_info(query))
     }
 
-    /// `CancelFlightInfo`, which arrow-flight leaves to this fallback.
+    /// `CancelFlightInfo` and the session-option actions, which
+    /// arrow-flight leaves to this fallback.
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let action = request.into_inner();
+        if matches!(
+            action.r#type.as_str(),
+            metadata::GET_SESSION_OPTIONS | metadata::SET_SESSION_OPTIONS | metadata::CLOSE_SESSION
+        ) {
+            let body = arrow_flight::Result {
+                body: metadata::session_action(&action)?.into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async {
+                Ok(body)
+            }))));
+        }
         if action.r#type != "CancelFlightInfo" {
             return Err(invalid_request(format!(
                 "unknown action '{}'",
@@ -543,17 +449,4 @@ impl FlightSqlService for KappaFlightSqlService {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::exact_name;
-
-    #[test]
-    fn exact_names_unescape_and_wildcards_do_not_match() {
-        assert_eq!(exact_name("orders").as_deref(), Some("orders"));
-        assert_eq!(exact_name(r"web\_clicks").as_deref(), Some("web_clicks"));
-        assert_eq!(exact_name("web_clicks").as_deref(), Some("web_clicks"));
-        assert_eq!(exact_name("ord%"), None);
-    }
 }
