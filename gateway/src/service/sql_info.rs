@@ -117,6 +117,7 @@ fn capabilities(b: &mut SqlInfoDataBuilder) {
             SqlSupportedGroupBy::SqlGroupByBeyondSelect,
         ]),
     );
+    // `LIKE … ESCAPE '\'`: DataFusion takes the backslash only.
     b.append(SqlInfo::SqlSupportsLikeEscapeClause, true);
     // `_partition` and `_offset` are NOT NULL.
     b.append(SqlInfo::SqlSupportsNonNullableColumns, true);
@@ -147,6 +148,7 @@ fn capabilities(b: &mut SqlInfoDataBuilder) {
             SqlSupportedSubqueries::SqlSubqueriesInComparisons,
             SqlSupportedSubqueries::SqlSubqueriesInExists,
             SqlSupportedSubqueries::SqlSubqueriesInIns,
+            SqlSupportedSubqueries::SqlSubqueriesInQuantifieds,
         ]),
     );
     b.append(SqlInfo::SqlCorrelatedSubqueriesSupported, true);
