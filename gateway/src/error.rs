@@ -41,6 +41,9 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
         DataFusionError::ArrowError(inner, _) if is_user_arrow_error(inner) => {
             Code::InvalidArgument
         }
+        // What a function refuses at run time (`LIKE … ESCAPE '!'`, a bad
+        // regex): DataFusion raises these for its arguments, so the query's.
+        DataFusionError::Execution(_) => Code::InvalidArgument,
         DataFusionError::NotImplemented(_) => Code::Unimplemented,
         DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
         _ => Code::Internal,
@@ -176,6 +179,14 @@ mod tests {
                 "cannot cast 'x' to Int64".into(),
             )),
             None,
+        );
+        assert_eq!(datafusion_status(&err).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn what_a_function_refuses_at_run_time_is_an_invalid_argument() {
+        let err = DataFusionError::Execution(
+            "LIKE does not support escape_char other than the backslash (\\)".into(),
         );
         assert_eq!(datafusion_status(&err).code(), Code::InvalidArgument);
     }
