@@ -72,7 +72,10 @@ def secured(brokers, pki, tmp_path_factory):
     users.write_text(
         f'[[users]]\nname = "analyst"\npassword_hash = "{hash_password("s3cret")}"\n'
         f'tables = ["orders_*", "system.partitions"]\n\n'
-        f'[[users]]\nname = "admin"\npassword_hash = "{hash_password("root-pw")}"\ntables = ["*"]\n\n'
+        f'[[users]]\nname = "admin"\npassword_hash = "{hash_password("root-pw")}"\ntables = ["*", "system.*"]\n\n'
+        f'[[users]]\nname = "reader"\ntables = ["orders_*"]\n\n'
+        f'[[tokens]]\nuser = "reader"\nsha256 = "{hashlib.sha256(b"no-system-token").hexdigest()}"\n'
+        f'expires = "2999-01-01T00:00:00Z"\n\n'
         f'[[tokens]]\nuser = "analyst"\nsha256 = "{hashlib.sha256(b"bi-token").hexdigest()}"\n'
         f'expires = "2999-01-01T00:00:00Z"\n\n'
         f'[[tokens]]\nuser = "analyst"\nsha256 = "{hashlib.sha256(b"old-token").hexdigest()}"\n'
@@ -152,7 +155,12 @@ def test_a_table_not_granted_can_be_neither_read_nor_listed(secured):
         shown = query(conn, "SELECT table_name FROM information_schema.tables").column(0).to_pylist()
         assert secured["orders"] in shown and secrets not in shown
         assert "partitions" in shown and "streams" not in shown, "system tables are granted one by one"
+    schemas = lambda conn: {s["db_schema_name"] for c in conn.adbc_get_objects(depth="db_schemas").read_all()  # noqa: E731
+                            .to_pylist() for s in c["catalog_db_schemas"]}
+    with connect(secured, **{AUTH_HEADER: "Bearer no-system-token"}) as conn:
+        assert "system" not in schemas(conn) and "default" in schemas(conn), schemas(conn)
     with connect(secured, username="admin", password="root-pw") as conn:
+        assert "system" in schemas(conn)
         assert query(conn, f"SELECT count(*) AS n FROM {secrets}").to_pylist() == [{"n": 5}]
 
 

@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status};
 
 use super::sql_info::SQL_INFO;
 use super::{DoGetStream, KappaFlightSqlService};
+use crate::auth::Grants;
 use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
 use crate::flight::{metadata_info, one_batch};
@@ -52,11 +53,22 @@ impl KappaFlightSqlService {
         Response::new(one_batch(builder.build(), schema))
     }
 
-    /// `default` (the topics), `information_schema` and `system`.
-    pub(super) fn db_schemas(&self, query: CommandGetDbSchemas) -> Response<DoGetStream> {
+    /// `default` (the topics), `information_schema`, and `system` when the
+    /// caller was granted any of its tables.
+    pub(super) fn db_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        grants: &Grants,
+    ) -> Response<DoGetStream> {
         let mut builder = query.into_builder();
-        for schema in [SCHEMA, INFORMATION_SCHEMA, SYSTEM_SCHEMA] {
+        for schema in [SCHEMA, INFORMATION_SCHEMA] {
             builder.append(CATALOG, schema);
+        }
+        if system::tables()
+            .iter()
+            .any(|(name, _)| grants.allows(SYSTEM_SCHEMA, name))
+        {
+            builder.append(CATALOG, SYSTEM_SCHEMA);
         }
         let schema = builder.schema();
         Response::new(one_batch(builder.build(), schema))

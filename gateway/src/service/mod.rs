@@ -277,9 +277,10 @@ impl FlightSqlService for KappaFlightSqlService {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        Ok(self.db_schemas(query))
+        let grants = Settings::of_request(&request)?.grants;
+        Ok(self.db_schemas(query, &grants))
     }
 
     async fn get_flight_info_tables(
