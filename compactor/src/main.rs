@@ -19,7 +19,8 @@ use kappa_catalog::lake;
 use kappa_catalog::{CatalogConfig, DeclaredTable, KafkaClient, ValueFormat};
 use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
 use kappa_compactor::{
-    OptimizeTable, Shard, TableLocation, TierMetrics, TierProgress, TierTable, VacuumTable,
+    OptimizeMetrics, OptimizeTable, Shard, TableLocation, TierMetrics, TierProgress, TierTable,
+    VacuumMetrics, VacuumTable,
 };
 
 use display::{PassSummary, ProgressDisplay, table_line, watermarks};
@@ -325,29 +326,25 @@ async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocat
         .collect()
 }
 
-async fn optimize(args: OptimizeArgs) -> anyhow::Result<()> {
-    let tables = maintained_tables(&args.common).await?;
+/// Runs a maintenance job on each table in turn; a table that fails does
+/// not stop the others. `report` prints what a job did.
+async fn maintain_each<T, Job>(
+    tables: Vec<TableLocation>,
+    job_name: &str,
+    job: impl Fn(TableLocation) -> Job,
+    report: impl Fn(&str, &T),
+) -> anyhow::Result<()>
+where
+    Job: Future<Output = kappa_compactor::Result<T>>,
+{
     let mut failed = 0;
     for table in tables {
         let name = table.name.clone();
-        let outcome = OptimizeTable::new(table)
-            .with_target_file_size(args.target_file_size)
-            .with_lease_ttl(args.common.lease_ttl)
-            .run()
-            .await;
-        match outcome {
-            Ok(metrics) => {
-                tracing::info!(table = %name, files_removed = metrics.files_removed, files_added = metrics.files_added, version = metrics.version, "optimized");
-                println!(
-                    "{name}: {} files rewritten into {}, version {}",
-                    metrics.files_removed,
-                    metrics.files_added,
-                    metrics.version.map_or("none".into(), |v| v.to_string())
-                );
-            }
+        match job(table).await {
+            Ok(done) => report(&name, &done),
             Err(e) => {
                 failed += 1;
-                tracing::error!(table = %name, error = %e, "optimize failed");
+                tracing::error!(table = %name, job = job_name, error = %e, "table failed");
                 eprintln!("{name}: failed: {e}");
             }
         }
@@ -356,39 +353,48 @@ async fn optimize(args: OptimizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn optimize(args: OptimizeArgs) -> anyhow::Result<()> {
+    let tables = maintained_tables(&args.common).await?;
+    let job = |table| {
+        OptimizeTable::new(table)
+            .with_target_file_size(args.target_file_size)
+            .with_lease_ttl(args.common.lease_ttl)
+            .run()
+    };
+    maintain_each(tables, "optimize", job, |name, metrics: &OptimizeMetrics| {
+        tracing::info!(table = %name, files_removed = metrics.files_removed, files_added = metrics.files_added, version = metrics.version, "optimized");
+        println!(
+            "{name}: {} files rewritten into {}, version {}",
+            metrics.files_removed,
+            metrics.files_added,
+            metrics.version.map_or("none".into(), |v| v.to_string())
+        );
+    })
+    .await
+}
+
 async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
     let tables = maintained_tables(&args.common).await?;
-    let mut failed = 0;
-    for table in tables {
-        let name = table.name.clone();
-        let outcome = VacuumTable::new(table)
+    let job = |table| {
+        VacuumTable::new(table)
             .with_retention(args.retention)
             .with_dry_run(args.dry_run)
             .with_lease_ttl(args.common.lease_ttl)
             .run()
-            .await;
-        match outcome {
-            Ok(metrics) => {
-                let verb = if metrics.dry_run {
-                    "would delete"
-                } else {
-                    "deleted"
-                };
-                tracing::info!(table = %name, files = metrics.files.len(), dry_run = metrics.dry_run, "vacuumed");
-                println!("{name}: {verb} {} files", metrics.files.len());
-                for file in &metrics.files {
-                    println!("  {file}");
-                }
-            }
-            Err(e) => {
-                failed += 1;
-                tracing::error!(table = %name, error = %e, "vacuum failed");
-                eprintln!("{name}: failed: {e}");
-            }
+    };
+    maintain_each(tables, "vacuum", job, |name, metrics: &VacuumMetrics| {
+        let verb = if metrics.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        tracing::info!(table = %name, files = metrics.files.len(), dry_run = metrics.dry_run, "vacuumed");
+        println!("{name}: {verb} {} files", metrics.files.len());
+        for file in &metrics.files {
+            println!("  {file}");
         }
-    }
-    anyhow::ensure!(failed == 0, "{failed} tables failed");
-    Ok(())
+    })
+    .await
 }
 
 /// The tables named with `--table` (declared, or raw topics), or every
