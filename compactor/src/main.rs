@@ -181,18 +181,27 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    args.log.init();
-    let config = match &args.config {
+/// The config file (or none) and the tables a command handles: those
+/// named with `--table`, or every declared one; none is an error.
+async fn config_and_tables(
+    path: Option<&PathBuf>,
+    names: &[String],
+) -> anyhow::Result<(CatalogConfig, Vec<DeclaredTable>)> {
+    let config = match path {
         Some(path) => CatalogConfig::from_file(path)?,
         None => CatalogConfig::default(),
     };
-    let declared = config.resolve().await?;
-    let tables = select_tables(&declared, &args.tables)?;
+    let tables = select_tables(&config.resolve().await?, names)?;
     anyhow::ensure!(
         !tables.is_empty(),
-        "no tables to tier: declare them in --config or name topics with --table"
+        "no tables: declare them in --config or name them with --table"
     );
+    Ok((config, tables))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    args.log.init();
+    let (config, tables) = config_and_tables(args.config.as_ref(), &args.tables).await?;
     let client = KafkaClient::new(args.kafka.options(&config.kafka.properties))?;
     // SIGTERM or Ctrl-C: the commit in flight finishes, nothing more starts.
     let stop = Arc::new(AtomicBool::new(false));
@@ -304,16 +313,7 @@ fn log_tiered(name: &str, metrics: &TierMetrics, took: Duration) {
 /// The tables a maintenance job handles and where each is.
 async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocation>> {
     args.log.init();
-    let config = match &args.config {
-        Some(path) => CatalogConfig::from_file(path)?,
-        None => CatalogConfig::default(),
-    };
-    let declared = config.resolve().await?;
-    let tables = select_tables(&declared, &args.tables)?;
-    anyhow::ensure!(
-        !tables.is_empty(),
-        "no tables: declare them in --config or name them with --table"
-    );
+    let (_, tables) = config_and_tables(args.config.as_ref(), &args.tables).await?;
     tables
         .iter()
         .map(|table| {
