@@ -45,29 +45,6 @@ def machine():
     return f"{platform.machine()}, {os.cpu_count()} cores ({model})"
 
 
-def produce_padded(brokers, topic, records, partitions, value_bytes):
-    """bench_mock.py's records with a longer `pad`, so each value is about `value_bytes` long."""
-    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000,
-                         "queue.buffering.max.kbytes": 1_048_576, "batch.num.messages": 10_000})
-    now = int(time.time() * 1000)
-    size = 0
-    for i in range(records):
-        value = {"id": i, "customer": f"c{i % 100}", "amount": i * 0.5, "pad": ""}
-        value["pad"] = "x" * max(0, value_bytes - len(json.dumps(value)))
-        value = json.dumps(value).encode()
-        size += len(value)
-        while True:
-            try:
-                producer.produce(topic, value=value, partition=i % partitions, timestamp=now)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if i % 10_000 == 0:
-            producer.poll(0)
-    assert producer.flush(120) == 0
-    return size
-
-
 def end_offsets(brokers, topic, partitions):
     consumer = Consumer({"bootstrap.servers": brokers, "group.id": "bench-compactor", "enable.auto.commit": False})
     try:
@@ -172,10 +149,7 @@ def main():
     try:
         brokers = mock.stdout.readline().strip()
         started = time.perf_counter()
-        if args.value_bytes:
-            value_bytes = produce_padded(brokers, topic, args.records, args.partitions, args.value_bytes)
-        else:
-            value_bytes = produce(brokers, topic, args.records, args.partitions)
+        value_bytes = produce(brokers, topic, args.records, args.partitions, args.value_bytes or None)
         if value_bytes / args.partitions > MOCK_MAX_BYTES_PER_PARTITION:
             raise SystemExit("more than 5 MB per partition: the mock would drop records; use more partitions")
         ends = end_offsets(brokers, topic, args.partitions)

@@ -13,18 +13,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 cd "$KAPPA_ROOT"
 bash scripts/install-deps.sh
-if ! command -v kcat >/dev/null; then
-  log "apt: installing kcat (the raw-consume baseline)"
-  $(command -v sudo || true) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat >/dev/null
-fi
+ensure_kcat
 bin=$(bench_compactor_bin)
-mock="${KAPPA_MOCK_BIN:-}"
-if [[ -z "$mock" ]]; then
-  profile="${KAPPA_BENCH_PROFILE:-release}"
-  flags=() target_profile=debug
-  if [[ "$profile" == release ]]; then flags=(--release) target_profile=release; fi
-  log "building the mock cluster ($profile)"
-  cargo build --locked "${flags[@]}" -p kappa-catalog --example mock_cluster >&2
-  mock="$CARGO_TARGET_DIR/$target_profile/examples/mock_cluster"
-fi
+mock=$(bench_mock_bin)
 "$KAPPA_VENV/bin/python" scripts/bench_compactor.py --compactor-bin "$bin" --mock-bin "$mock" "$@"

@@ -20,13 +20,19 @@ MOCK_MAX_RECORDS_PER_PARTITION = 100_000
 MOCK_MAX_BYTES_PER_PARTITION = 5_000_000
 
 
-def produce(brokers, topic, records, partitions):
+def produce(brokers, topic, records, partitions, value_bytes=None):
+    """JSON orders spread over the partitions; `value_bytes` pads each value to about that size
+    (default: a 40-byte pad, values of about 100 bytes). Returns the bytes of the values."""
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000,
-                         "batch.num.messages": 10_000})
+                         "queue.buffering.max.kbytes": 1_048_576, "batch.num.messages": 10_000})
     now = int(time.time() * 1000)
     size = 0
     for i in range(records):
-        value = json.dumps({"id": i, "customer": f"c{i % 100}", "amount": i * 0.5, "pad": "x" * 40}).encode()
+        value = {"id": i, "customer": f"c{i % 100}", "amount": i * 0.5, "pad": "x" * 40}
+        if value_bytes is not None:
+            value["pad"] = ""
+            value["pad"] = "x" * max(0, value_bytes - len(json.dumps(value)))
+        value = json.dumps(value).encode()
         size += len(value)
         while True:
             try:

@@ -28,3 +28,24 @@ bench_bin() {
 }
 bench_gateway_bin() { bench_bin kappa-gateway KAPPA_GATEWAY_BIN; }
 bench_compactor_bin() { bench_bin kappa-compactor KAPPA_COMPACTOR_BIN; }
+
+# Installs kcat (Debian's packages), the raw-consume baseline of the scan and compactor benchmarks.
+ensure_kcat() {
+  command -v kcat >/dev/null && return
+  log "apt: installing kcat (the raw-consume baseline)"
+  $(command -v sudo || true) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat >/dev/null
+}
+
+# The mock-cluster example's path: KAPPA_MOCK_BIN if set, else a build in KAPPA_BENCH_PROFILE
+# (release by default; a release build of kappa-catalog's dev-dependencies takes a while).
+bench_mock_bin() {
+  if [[ -n "${KAPPA_MOCK_BIN:-}" ]]; then
+    echo "$KAPPA_MOCK_BIN"
+    return
+  fi
+  local flags=() target_profile=debug
+  if [[ "${KAPPA_BENCH_PROFILE:-release}" == release ]]; then flags=(--release) target_profile=release; fi
+  log "building the mock cluster (${KAPPA_BENCH_PROFILE:-release})"
+  cargo build --locked "${flags[@]}" -p kappa-catalog --example mock_cluster >&2
+  echo "$CARGO_TARGET_DIR/$target_profile/examples/mock_cluster"
+}
