@@ -1,6 +1,9 @@
 """Fixtures for client tests: the real broker (from scripts/test.sh), the real
 gateway binary on port 0, and confluent-kafka to produce test data."""
 
+import datetime
+import hashlib
+import ipaddress
 import os
 import subprocess
 import tempfile
@@ -11,8 +14,15 @@ import uuid
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 DEADLINE_S = 30
+# ADBC Flight SQL options for a gateway with TLS and sign-in on.
+TLS_ROOT = "adbc.flight.sql.client_option.tls_root_certs"
+AUTH_HEADER = "adbc.flight.sql.authorization_header"
 
 
 def _required_env(name):
@@ -144,4 +154,81 @@ def orders(brokers):
     )
     gateway = Gateway(brokers, config)
     yield {"gateway": gateway, "table": table, "topic": topic, "count": len(records)}
+    gateway.stop()
+
+
+# A gateway with TLS, users, tokens and grants (test_security, test_clients).
+
+def certificate(subject, issuer=None, issuer_key=None, ca=False, san=None):
+    """A certificate for `subject`, self-signed or signed by `issuer`: (cert, key, PEM, key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return cert, key, pem, key_pem
+
+
+def hash_password(password):
+    """The hash `kappa-gateway hash-password` makes, for a users file."""
+    run = subprocess.run([os.environ["KAPPA_GATEWAY_BIN"], "hash-password"], input=password + "\n",
+                         capture_output=True, text=True, check=True)
+    return run.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A test CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    folder = tmp_path_factory.mktemp("pki")
+    ca, ca_key, ca_pem, _ = certificate("kappa test CA", ca=True)
+    ip = ipaddress.ip_address("127.0.0.1")
+    _, _, server_pem, server_key = certificate("127.0.0.1", ca.subject, ca_key,
+                                               san=[x509.IPAddress(ip), x509.DNSName("localhost")])
+    _, _, client_pem, client_key = certificate("analyst", ca.subject, ca_key)
+    files = {"ca": ca_pem, "cert": server_pem, "key": server_key, "client_cert": client_pem, "client_key": client_key}
+    paths = {}
+    for name, data in files.items():
+        paths[name] = folder / f"{name}.pem"
+        paths[name].write_bytes(data)
+    return {"paths": paths, **files}
+
+
+@pytest.fixture(scope="session")
+def secured(brokers, pki, tmp_path_factory):
+    """A gateway with TLS and sign-in on: a JSON table `orders_…` (n = 0‥4) and a raw topic
+    `secrets_…`; users analyst (password s3cret, token bi-token: orders_* and system.partitions),
+    admin (root-pw: everything) and reader (token no-system-token: orders_*)."""
+    suffix = unique("sec").split("-")[-1]
+    orders, secrets = f"orders_{suffix}", f"secrets_{suffix}"
+    for topic in (orders, secrets):
+        create_topic(brokers, topic, partitions=1)
+        produce(brokers, topic, [{"partition": 0, "value": b'{"n": %d}' % i} for i in range(5)])
+    config = f'[[tables]]\nname = "{orders}"\ntopic = "{orders}"\nformat = "json"\ncolumns = "n BIGINT"\n'
+    users = tmp_path_factory.mktemp("users") / "users.toml"
+    users.write_text(
+        f'[[users]]\nname = "analyst"\npassword_hash = "{hash_password("s3cret")}"\n'
+        f'tables = ["orders_*", "system.partitions"]\n\n'
+        f'[[users]]\nname = "admin"\npassword_hash = "{hash_password("root-pw")}"\ntables = ["*", "system.*"]\n\n'
+        f'[[users]]\nname = "reader"\ntables = ["orders_*"]\n\n'
+        f'[[tokens]]\nuser = "reader"\nsha256 = "{hashlib.sha256(b"no-system-token").hexdigest()}"\n'
+        f'expires = "2999-01-01T00:00:00Z"\n\n'
+        f'[[tokens]]\nuser = "analyst"\nsha256 = "{hashlib.sha256(b"bi-token").hexdigest()}"\n'
+        f'expires = "2999-01-01T00:00:00Z"\n\n'
+        f'[[tokens]]\nuser = "analyst"\nsha256 = "{hashlib.sha256(b"old-token").hexdigest()}"\n'
+        f'expires = "2001-01-01T00:00:00Z"\n'
+    )
+    paths = pki["paths"]
+    gateway = Gateway(brokers, config, extra_args=["--users", str(users), "--tls-cert", str(paths["cert"]),
+                                                   "--tls-key", str(paths["key"])])
+    yield {"gateway": gateway, "uri": f"grpc+tls://{gateway.address}", "orders": orders, "secrets": secrets,
+           "ca": pki["ca"].decode()}
     gateway.stop()
