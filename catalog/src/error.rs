@@ -77,7 +77,7 @@ pub enum CatalogError {
     InvalidRecord(String),
 
     /// Any other error reported by librdkafka.
-    #[error("Kafka error: {0}")]
+    #[error("Kafka error: {}", kafka_cause(.0))]
     Kafka(#[from] rdkafka::error::KafkaError),
 
     /// Arrow failed to build a batch.
@@ -88,5 +88,47 @@ pub enum CatalogError {
 impl From<CatalogError> for DataFusionError {
     fn from(err: CatalogError) -> Self {
         DataFusionError::External(Box::new(err))
+    }
+}
+
+/// What librdkafka says went wrong, in its own words ("Broker transport
+/// failure"), without the Rust names its `Display` wraps them in
+/// ("Meta data fetch error: BrokerTransportFailure (Local: Broker transport
+/// failure)"): users read these messages, and the enum names are internals.
+pub(crate) fn kafka_cause(err: &rdkafka::error::KafkaError) -> String {
+    let Some(code) = err.rdkafka_error_code() else {
+        return err.to_string();
+    };
+    // A code displays as "Name (description)"; librdkafka prefixes
+    // client-side errors' descriptions with "Local: ".
+    let shown = code.to_string();
+    let description = shown
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(&shown);
+    description
+        .strip_prefix("Local: ")
+        .unwrap_or(description)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn kafka_errors_read_in_librdkafkas_words_without_enum_names() {
+        let down = KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(kafka_cause(&down), "Broker transport failure");
+        let shown = CatalogError::Kafka(down).to_string();
+        assert_eq!(shown, "Kafka error: Broker transport failure");
+        let refused = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(kafka_cause(&refused), "Broker: Topic authorization failed");
+        // Errors without a librdkafka code keep rdkafka's own words.
+        assert_eq!(
+            kafka_cause(&KafkaError::Canceled),
+            "KafkaError (Client dropped)"
+        );
     }
 }

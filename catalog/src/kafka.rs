@@ -431,8 +431,10 @@ impl KafkaClient {
 
     fn unavailable(&self, err: KafkaError) -> CatalogError {
         CatalogError::BrokerUnavailable(format!(
-            "{err} (brokers {}, waited up to {:?})",
-            self.options.brokers, self.options.request_timeout
+            "{} (brokers {}, waited up to {:?})",
+            crate::error::kafka_cause(&err),
+            self.options.brokers,
+            self.options.request_timeout
         ))
     }
 }

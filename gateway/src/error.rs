@@ -6,6 +6,7 @@
 //! message is the root cause's, without backtraces or debug output, capped.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 use kappa_catalog::CatalogError;
 
 use crate::auth::AuthError;
@@ -48,7 +49,23 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
         DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
         _ => Code::Internal,
     };
-    status(code, root.to_string())
+    status(code, message_of(root))
+}
+
+/// The root cause's message as a user should read it: DataFusion shows a
+/// parser's error as its Rust value (`ParserError("Expected: …")`).
+fn message_of(root: &DataFusionError) -> String {
+    match root {
+        DataFusionError::SQL(parser, _) => match parser.as_ref() {
+            ParserError::TokenizerError(message) | ParserError::ParserError(message) => {
+                format!("SQL error: {message}")
+            }
+            ParserError::RecursionLimitExceeded => {
+                "SQL error: the statement nests too deeply".to_string()
+            }
+        },
+        other => other.to_string(),
+    }
 }
 
 fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
@@ -163,6 +180,21 @@ mod tests {
         let status = datafusion_status(&err);
         assert_eq!(status.code(), Code::Unavailable);
         assert!(status.message().contains("down"), "{}", status.message());
+    }
+
+    #[test]
+    fn parser_errors_read_as_the_parsers_message() {
+        let parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+            &datafusion::sql::sqlparser::dialect::GenericDialect {},
+            "SELEC 1",
+        );
+        let err = DataFusionError::from(parsed.expect_err("not SQL"));
+        let status = datafusion_status(&err);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "SQL error: Expected: an SQL statement, found: SELEC at Line: 1, Column: 1"
+        );
     }
 
     #[test]

@@ -348,7 +348,9 @@ impl GroupReader {
                         )
                     })
                     .collect();
-                let cause = last_error.map(|e| format!(": {e}")).unwrap_or_default();
+                let cause = last_error
+                    .map(|e| format!(": {}", crate::error::kafka_cause(&e)))
+                    .unwrap_or_default();
                 return Err(CatalogError::BrokerUnavailable(format!(
                     "topic '{}': no data for {:?} ({}){cause}",
                     self.topic,

@@ -14,6 +14,11 @@ async fn malformed_sql_is_invalid_argument_with_the_parser_message() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("SELEC"), "{}", err.message());
     assert!(!err.message().contains("backtrace"), "{}", err.message());
+    assert!(
+        !err.message().contains("ParserError("),
+        "the message, not a debug dump: {}",
+        err.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -44,6 +49,12 @@ async fn a_broker_that_is_down_is_unavailable_within_the_deadline() {
         .expect_err("broker is down");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("127.0.0.1"), "{}", err.message());
+    assert!(
+        err.message().contains("Broker transport failure")
+            && !err.message().contains("BrokerTransportFailure"),
+        "librdkafka's words without its enum names: {}",
+        err.message()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "took {:?}",
