@@ -77,6 +77,11 @@ impl Limits {
         }
     }
 
+    /// The longest SQL taken, in bytes.
+    pub fn max_sql_bytes(&self) -> usize {
+        self.max_sql_bytes
+    }
+
     /// Refuses SQL longer than the limit.
     pub fn check_sql(&self, sql: &str) -> Result<(), LimitError> {
         if sql.len() > self.max_sql_bytes {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow_flight::sql::metadata::GetTablesBuilder;
+use arrow_flight::sql::metadata::{GetTablesBuilder, SqlInfoData};
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
     CommandGetTables, CommandGetXdbcTypeInfo,
@@ -31,7 +31,6 @@ use kappa_catalog::{CATALOG, SCHEMA, SYSTEM_SCHEMA, system};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::sql_info::SQL_INFO;
 use super::{DoGetStream, KappaFlightSqlService};
 use crate::auth::Grants;
 use crate::client_types::client_schema;
@@ -161,7 +160,7 @@ impl KappaFlightSqlService {
     }
 
     pub(super) fn sql_info(&self, query: CommandGetSqlInfo) -> Response<DoGetStream> {
-        let builder = query.into_builder(&SQL_INFO);
+        let builder = query.into_builder(&self.sql_info);
         let schema = builder.schema();
         Response::new(one_batch(builder.build(), schema))
     }
@@ -176,10 +175,11 @@ impl KappaFlightSqlService {
 /// FlightInfo for GetSqlInfo.
 pub(super) fn sql_info_flight_info(
     query: CommandGetSqlInfo,
+    answers: &SqlInfoData,
     request: Request<FlightDescriptor>,
 ) -> Result<Response<FlightInfo>, Status> {
     metadata_info(
-        &query.clone().into_builder(&SQL_INFO).schema(),
+        &query.clone().into_builder(answers).schema(),
         &query,
         request,
     )

@@ -48,6 +48,7 @@ mod metadata;
 mod sql_info;
 mod statements;
 
+use sql_info::SqlInfoAnswers;
 use statements::Planned;
 
 pub use get_schema::KappaFlightService;
@@ -70,6 +71,8 @@ pub struct KappaFlightSqlService {
     plans: Arc<PlanCache<Planned>>,
     /// Queries at once, their time and SQL size.
     limits: Limits,
+    /// GetSqlInfo's answers, which tell the SQL size limit.
+    sql_info: Arc<SqlInfoAnswers>,
 }
 
 impl KappaFlightSqlService {
@@ -84,12 +87,14 @@ impl KappaFlightSqlService {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .expect("the default runtime builds");
+        let limits = Limits::default();
         Self {
             schema,
             runtime,
             running: Arc::default(),
             plans: Arc::default(),
-            limits: Limits::default(),
+            sql_info: Arc::new(SqlInfoAnswers::new(limits.max_sql_bytes())),
+            limits,
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -106,6 +111,7 @@ impl KappaFlightSqlService {
 
     /// The same service under `limits`.
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.sql_info = Arc::new(SqlInfoAnswers::new(limits.max_sql_bytes()));
         self.limits = limits;
         self
     }
@@ -320,7 +326,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata::sql_info_flight_info(query, request)
+        metadata::sql_info_flight_info(query, &self.sql_info, request)
     }
 
     async fn do_get_sql_info(

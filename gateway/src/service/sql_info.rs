@@ -9,7 +9,6 @@
 //! runs, not from a hand-kept copy, so they follow DataFusion upgrades.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
 use arrow::compute::can_cast_types;
 use arrow::datatypes::{DataType, IntervalUnit, TimeUnit};
@@ -23,16 +22,37 @@ use arrow_flight::sql::{
 use datafusion::execution::SessionStateBuilder;
 use datafusion::sql::sqlparser::keywords::ALL_KEYWORDS;
 
-/// The answers, built once.
-pub static SQL_INFO: LazyLock<SqlInfoData> = LazyLock::new(|| {
-    let mut b = SqlInfoDataBuilder::new();
-    server(&mut b);
-    syntax(&mut b);
-    capabilities(&mut b);
-    limits(&mut b);
-    transactions(&mut b);
-    b.build().expect("static SqlInfo is valid")
-});
+/// GetSqlInfo's answers, built once per service.
+pub struct SqlInfoAnswers(SqlInfoData);
+
+impl SqlInfoAnswers {
+    /// The answers of a gateway that takes SQL of at most
+    /// `max_statement_bytes` (`--max-sql-bytes`).
+    pub fn new(max_statement_bytes: usize) -> Self {
+        let mut b = SqlInfoDataBuilder::new();
+        server(&mut b);
+        syntax(&mut b);
+        capabilities(&mut b);
+        limits(&mut b, max_statement_bytes);
+        transactions(&mut b);
+        Self(b.build().expect("static SqlInfo is valid"))
+    }
+}
+
+impl std::ops::Deref for SqlInfoAnswers {
+    type Target = SqlInfoData;
+
+    fn deref(&self) -> &SqlInfoData {
+        &self.0
+    }
+}
+
+/// `SqlInfoData` has no `Debug`; the service's does not need the values.
+impl std::fmt::Debug for SqlInfoAnswers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqlInfoAnswers")
+    }
+}
 
 /// A bitmask of enum values (how Flight SQL encodes "which of these").
 fn bits<T: Into<i32>>(values: impl IntoIterator<Item = T>) -> i32 {
@@ -187,9 +207,12 @@ fn capabilities(b: &mut SqlInfoDataBuilder) {
 }
 
 /// Maximum lengths and counts: 0 is "no limit or unknown" (JDBC's words).
-/// Table names are Kafka topic names, at most 249 characters.
-fn limits(b: &mut SqlInfoDataBuilder) {
+/// Table names are Kafka topic names, at most 249 characters. A statement
+/// is refused past `max_statement_bytes` of UTF-8, which is never fewer
+/// characters than that.
+fn limits(b: &mut SqlInfoDataBuilder, max_statement_bytes: usize) {
     const TOPIC_NAME_MAX: i64 = 249;
+    let max_statement = i64::try_from(max_statement_bytes).unwrap_or(0);
     for (info, value) in [
         (SqlInfo::SqlMaxBinaryLiteralLength, 0),
         (SqlInfo::SqlMaxCharLiteralLength, 0),
@@ -206,7 +229,7 @@ fn limits(b: &mut SqlInfoDataBuilder) {
         (SqlInfo::SqlMaxProcedureNameLength, 0),
         (SqlInfo::SqlMaxCatalogNameLength, 0),
         (SqlInfo::SqlMaxRowSize, 0),
-        (SqlInfo::SqlMaxStatementLength, 0),
+        (SqlInfo::SqlMaxStatementLength, max_statement),
         (SqlInfo::SqlMaxStatements, 0),
         (SqlInfo::SqlMaxTableNameLength, TOPIC_NAME_MAX),
         (SqlInfo::SqlMaxTablesInSelect, 0),
@@ -357,7 +380,7 @@ mod tests {
 
     #[test]
     fn every_sql_info_a_read_only_engine_answers_is_there() {
-        let batch = SQL_INFO.record_batch([]).unwrap();
+        let batch = SqlInfoAnswers::new(1024).record_batch([]).unwrap();
         // All of 0..=11, 100, 101 and 500..=576, less the two Substrait
         // versions (no value says "null" in a SqlInfo union).
         assert_eq!(batch.num_rows(), 12 - 2 + 2 + 77);

@@ -366,6 +366,31 @@ async fn sql_info_answers_every_id_jdbc_asks_for() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sql_info_tells_the_sql_size_limit() {
+    use arrow::array::{Array, UnionArray};
+
+    let gateway = Gateway::start_with_args(None, &["--max-sql-bytes", "4096"]).await;
+    let mut client = gateway.client().await;
+    let id = SqlInfo::SqlMaxStatementLength as u32;
+    let info = client
+        .flight_info(CommandGetSqlInfo { info: vec![id] })
+        .await
+        .unwrap();
+    let batch = client.fetch(info).await.unwrap().batch();
+    assert_eq!(batch.num_rows(), 1);
+    let value = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<UnionArray>()
+        .unwrap()
+        .value(0);
+    assert_eq!(
+        value.as_primitive::<arrow::datatypes::Int64Type>().value(0),
+        4096
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn session_options_name_the_current_catalog_and_schema() {
     use arrow_flight::Action;
 
