@@ -6,10 +6,4 @@
 # itself slow (see docs/testbed.md), so the ratio here says whether kappa
 # keeps up with the broker, not kappa's own ceiling.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-cd "$KAPPA_ROOT"
-bash scripts/install-deps.sh
-bash scripts/install-broker.sh
-bin=$(bench_gateway_bin)
-brokers=$(bash scripts/broker.sh start 0)
-trap 'bash "$KAPPA_ROOT/scripts/broker.sh" stop "${brokers##*:}"' EXIT
-"$KAPPA_VENV/bin/python" scripts/bench_scan.py --brokers "$brokers" --gateway-bin "$bin" "$@"
+bench_on_broker scripts/bench_scan.py "$@"

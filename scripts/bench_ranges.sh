@@ -6,10 +6,4 @@
 # KAPPA_BENCH_PROFILE=release (default) or dev; KAPPA_GATEWAY_BIN=PATH runs
 # that gateway binary instead of building one.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-cd "$KAPPA_ROOT"
-bash scripts/install-deps.sh
-bash scripts/install-broker.sh
-bin=$(bench_gateway_bin)
-brokers=$(bash scripts/broker.sh start 0)
-trap 'bash "$KAPPA_ROOT/scripts/broker.sh" stop "${brokers##*:}"' EXIT
-"$KAPPA_VENV/bin/python" scripts/bench_ranges.py --brokers "$brokers" --gateway-bin "$bin" "$@"
+bench_on_broker scripts/bench_ranges.py "$@"

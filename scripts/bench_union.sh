@@ -7,12 +7,4 @@
 # KAPPA_BENCH_PROFILE=release (default) or dev; KAPPA_GATEWAY_BIN=PATH and
 # KAPPA_COMPACTOR_BIN=PATH run those binaries instead of building them.
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-cd "$KAPPA_ROOT"
-bash scripts/install-deps.sh
-bash scripts/install-broker.sh
-gateway=$(bench_gateway_bin)
-compactor=$(bench_compactor_bin)
-brokers=$(bash scripts/broker.sh start 0)
-trap 'bash "$KAPPA_ROOT/scripts/broker.sh" stop "${brokers##*:}"' EXIT
-"$KAPPA_VENV/bin/python" scripts/bench_union.py --brokers "$brokers" --gateway-bin "$gateway" \
-  --compactor-bin "$compactor" "$@"
+bench_on_broker --with-compactor scripts/bench_union.py "$@"

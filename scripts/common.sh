@@ -49,3 +49,22 @@ bench_mock_bin() {
   cargo build --locked "${flags[@]}" -p kappa-catalog --example mock_cluster >&2
   echo "$CARGO_TARGET_DIR/$target_profile/examples/mock_cluster"
 }
+
+# Runs a Python benchmark on a fresh test broker, stopped when the script exits:
+#   bench_on_broker [--with-compactor] scripts/bench_x.py [args…]
+# passes --brokers and --gateway-bin (bench_gateway_bin), and --compactor-bin if asked.
+bench_on_broker() {
+  local with_compactor=false binaries=() brokers
+  if [[ $1 == --with-compactor ]]; then with_compactor=true; shift; fi
+  local script=$1
+  shift
+  cd "$KAPPA_ROOT"
+  bash scripts/install-deps.sh
+  bash scripts/install-broker.sh
+  binaries=(--gateway-bin "$(bench_gateway_bin)")
+  if $with_compactor; then binaries+=(--compactor-bin "$(bench_compactor_bin)"); fi
+  brokers=$(bash scripts/broker.sh start 0)
+  # shellcheck disable=SC2064 # the port is known now, not at exit
+  trap "bash '$KAPPA_ROOT/scripts/broker.sh' stop '${brokers##*:}'" EXIT
+  "$KAPPA_VENV/bin/python" "$script" --brokers "$brokers" "${binaries[@]}" "$@"
+}
