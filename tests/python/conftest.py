@@ -84,6 +84,23 @@ def delete_records(brokers, topic, partition, before):
         future.result(timeout=DEADLINE_S)
 
 
+def protobuf_field(number, payload):
+    """A length-delimited protobuf field, encoded by hand (pyarrow.flight speaks Flight, not Flight
+    SQL, so tests that drive Flight SQL through it build the commands themselves)."""
+    length, out = len(payload), bytearray([number << 3 | 2])
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(out) + payload
+
+
+def flight_sql_command(sql):
+    """A Flight SQL CommandStatementQuery in a protobuf Any, for a FlightDescriptor."""
+    return protobuf_field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + \
+        protobuf_field(2, protobuf_field(1, sql.encode()))
+
+
 class Gateway:
     def __init__(self, brokers, config_text=None, extra_args=()):
         binary = _required_env("KAPPA_GATEWAY_BIN")

@@ -6,7 +6,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as flight
 import pytest
 
-from conftest import AUTH_HEADER, TLS_ROOT, Gateway
+from conftest import AUTH_HEADER, TLS_ROOT, Gateway, flight_sql_command
 
 
 def connect(secured, **options):
@@ -100,21 +100,6 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(brokers, pki):
                 query(conn, "SELECT 1")
     finally:
         gateway.stop()
-
-
-def flight_sql_command(sql):
-    """A Flight SQL CommandStatementQuery in a protobuf Any, encoded by hand (two length-delimited
-    fields each), for a FlightDescriptor."""
-    def field(number, data):
-        length, varint = len(data), b""
-        while True:
-            byte, length = length & 0x7F, length >> 7
-            varint += bytes([byte | (0x80 if length else 0)])
-            if not length:
-                break
-        return bytes([number << 3 | 2]) + varint + data
-    command = field(1, sql.encode())
-    return field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(2, command)
 
 
 def test_a_ticket_planned_for_one_user_is_planned_again_for_another(secured):

@@ -20,7 +20,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 from deltalake import DeltaTable
 
-from conftest import DEADLINE_S, Gateway, create_topic, delete_records, produce, unique
+from conftest import (DEADLINE_S, Gateway, create_topic, delete_records, flight_sql_command, produce,
+                      protobuf_field, unique)
 from test_compactor import PARTITIONS, compactor, offsets_of, orders, table  # noqa: F401 (fixture)
 
 READ_S = 15  # deadline of one read (generous: a debug gateway on a busy 2-core machine)
@@ -478,19 +479,7 @@ def read_line(process, timeout):
 
 def flight_do_get(client, sql):
     """A Flight SQL statement through plain pyarrow.flight: GetFlightInfo(CommandStatementQuery), DoGet."""
-
-    def field(number, payload):
-        length, out = len(payload), bytearray([number << 3 | 2])
-        while True:
-            byte, length = length & 0x7F, length >> 7
-            out.append(byte | (0x80 if length else 0))
-            if not length:
-                return bytes(out) + payload
-
-    command = field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(
-        2, field(1, sql.encode())
-    )
-    info = client.get_flight_info(fl.FlightDescriptor.for_command(command))
+    info = client.get_flight_info(fl.FlightDescriptor.for_command(flight_sql_command(sql)))
     return client.do_get(info.endpoints[0].ticket)
 
 
@@ -661,24 +650,13 @@ def test_cancel_flight_info_stops_the_stream(env, brokers):
     client = fl.FlightClient(gateway.uri)
     try:
         sql = f"SELECT _offset FROM tail('{name}', 'earliest')"
-
-        def field(number, payload):
-            length, out = len(payload), bytearray([number << 3 | 2])
-            while True:
-                byte, length = length & 0x7F, length >> 7
-                out.append(byte | (0x80 if length else 0))
-                if not length:
-                    return bytes(out) + payload
-
-        command = field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(
-            2, field(1, sql.encode()))
-        info = client.get_flight_info(fl.FlightDescriptor.for_command(command))
+        info = client.get_flight_info(fl.FlightDescriptor.for_command(flight_sql_command(sql)))
         reader = client.do_get(info.endpoints[0].ticket)
         seen = 0
         while seen < 6:
             seen += reader.read_chunk().data.num_rows
         wait_for_streams(gateway, 1)
-        results = list(client.do_action(fl.Action("CancelFlightInfo", field(1, info.serialize()))))
+        results = list(client.do_action(fl.Action("CancelFlightInfo", protobuf_field(1, info.serialize()))))
         assert len(results) == 1 and results[0].body.to_pybytes() == b"\x08\x01"  # CANCEL_STATUS_CANCELLED
         with pytest.raises(fl.FlightCancelledError):
             while True:
@@ -686,7 +664,7 @@ def test_cancel_flight_info_stops_the_stream(env, brokers):
         wait_for_streams(gateway, 0, within=RELEASE_S)
         # A query that is not running (any more) is not found.
         with pytest.raises(KeyError, match="no such query"):  # pyarrow raises NOT_FOUND as a KeyError
-            list(client.do_action(fl.Action("CancelFlightInfo", field(1, info.serialize()))))
+            list(client.do_action(fl.Action("CancelFlightInfo", protobuf_field(1, info.serialize()))))
     finally:
         client.close()
 
