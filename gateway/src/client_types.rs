@@ -6,6 +6,12 @@
 //! through [`client_schema`] and every batch through [`to_client_batch`], so
 //! the schema in FlightInfo and the schema of the DoGet stream are the same
 //! value, built by the same function.
+//!
+//! Each column also carries its SQL type as Flight SQL column metadata
+//! (`ARROW:FLIGHT:SQL:TYPE_NAME`, precision, scale; see
+//! [`SqlType::column_metadata`]): JDBC's `ResultSetMetaData` answers
+//! `getColumnTypeName` from it, and GetTables describes a table's columns
+//! with the same schema a query of the table returns.
 
 use std::sync::Arc;
 
@@ -14,10 +20,24 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use arrow::error::ArrowError;
 
-/// `schema` with every type a client may not read replaced by its plain twin.
+use crate::type_info::SqlType;
+
+/// `schema` with every type a client may not read replaced by its plain
+/// twin, and each column's SQL type as its metadata.
 pub fn client_schema(schema: &Schema) -> SchemaRef {
-    let fields: Vec<FieldRef> = schema.fields().iter().map(client_field).collect();
+    let fields: Vec<FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|field| described(&client_field(field)))
+        .collect();
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// `field` with its SQL type as Flight SQL column metadata.
+fn described(field: &FieldRef) -> FieldRef {
+    let mut metadata = field.metadata().clone();
+    metadata.extend(SqlType::of(field.data_type()).column_metadata());
+    Arc::new(Field::clone(field).with_metadata(metadata))
 }
 
 fn client_field(field: &FieldRef) -> FieldRef {

@@ -95,6 +95,16 @@ def test_table_schema_keeps_nullability_and_type_names(conn, orders):
     assert schema.field("_timestamp").metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"] == b"TIMESTAMP WITH TIME ZONE"
 
 
+def test_query_results_carry_sql_type_names(conn, orders):
+    """What JDBC's ResultSetMetaData.getColumnTypeName answers from (DBeaver shows it per column)."""
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT customer, sum(amount) AS total, max(_timestamp) AS last FROM {orders['table']} "
+                    "GROUP BY customer LIMIT 1")
+        schema = cur.fetch_arrow_table().schema
+    type_name = lambda column: schema.field(column).metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"].decode()  # noqa: E731
+    assert [type_name(c) for c in ("customer", "total", "last")] == ["VARCHAR", "DOUBLE", "TIMESTAMP WITH TIME ZONE"]
+
+
 @pytest.fixture
 def engine(orders):
     # sqlalchemy-adbc defaults to TLS; the test gateway is plaintext.

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow_flight::sql::metadata::{GetTablesBuilder, SqlInfoData};
 use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
@@ -37,7 +37,7 @@ use crate::client_types::client_schema;
 use crate::error::{catalog_status, datafusion_status, internal, invalid_request};
 use crate::flight::{metadata_info, one_batch};
 use crate::settings::Settings;
-use crate::type_info::{SqlType, XDBC_TYPES};
+use crate::type_info::XDBC_TYPES;
 
 /// A topic or system table.
 pub const TABLE: &str = "table";
@@ -115,7 +115,12 @@ impl KappaFlightSqlService {
             }
             for (name, schema) in system::tables() {
                 if grants.allows(SYSTEM_SCHEMA, name) {
-                    rows.push((SYSTEM_SCHEMA, name.to_string(), TABLE, schema));
+                    rows.push((
+                        SYSTEM_SCHEMA,
+                        name.to_string(),
+                        TABLE,
+                        client_schema(&schema),
+                    ));
                 }
             }
         }
@@ -129,7 +134,12 @@ impl KappaFlightSqlService {
                     .await
                     .map_err(|e| datafusion_status(&e))?
                 {
-                    rows.push((INFORMATION_SCHEMA, name, VIEW, view.schema()));
+                    rows.push((
+                        INFORMATION_SCHEMA,
+                        name,
+                        VIEW,
+                        client_schema(&view.schema()),
+                    ));
                 }
             }
         }
@@ -142,9 +152,8 @@ impl KappaFlightSqlService {
             query.include_schema,
         );
         for (schema_name, name, kind, schema) in rows {
-            let described = described(&schema);
             builder
-                .append(CATALOG, schema_name, &name, kind, &described)
+                .append(CATALOG, schema_name, &name, kind, &schema)
                 .map_err(internal)?;
         }
         let schema = builder.schema();
@@ -198,20 +207,6 @@ pub(super) fn xdbc_type_info_flight_info(
 fn information_schema() -> InformationSchemaProvider {
     let catalogs: Arc<dyn CatalogProviderList> = Arc::new(MemoryCatalogProviderList::new());
     InformationSchemaProvider::new(catalogs)
-}
-
-/// `schema` with each column's SQL type as field metadata.
-fn described(schema: &Schema) -> Schema {
-    let fields: Vec<Field> = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            let mut metadata = field.metadata().clone();
-            metadata.extend(SqlType::of(field.data_type()).column_metadata());
-            Field::clone(field).with_metadata(metadata)
-        })
-        .collect();
-    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// GetTables' table type filter, matched without regard to case (JDBC tools
