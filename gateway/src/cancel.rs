@@ -20,8 +20,9 @@ use crate::prepared::{ParamError, PreparedHandle};
 /// The prefix of a statement handle that carries a query id.
 const PREFIX: &[u8] = b"kappa-q:";
 
-/// A statement ticket: the query's id and the statement with its bound
-/// parameters.
+/// A statement ticket (the query's id and the statement with its bound
+/// parameters), or a prepared statement's handle (the id its binding is
+/// kept under, see [`crate::bindings`], and the statement).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryTicket {
     /// Unique within a gateway's lifetime (and very likely across gateways).
@@ -52,7 +53,8 @@ impl QueryTicket {
     }
 
     /// A handle as [`Self::encode`] writes it, or a statement handle without
-    /// an id (a prepared statement's, as a DoGet ticket), which has no id.
+    /// an id (a prepared statement's from an older gateway, or one used as a
+    /// DoGet ticket).
     pub fn decode(handle: &[u8]) -> Result<(Option<u64>, PreparedHandle), ParamError> {
         if let Some(rest) = handle.strip_prefix(PREFIX)
             && let Some(newline) = rest.iter().position(|&b| b == b'\n')

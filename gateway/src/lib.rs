@@ -3,9 +3,12 @@
 //! [`service`] implements Flight SQL on top of DataFusion and the catalog,
 //! [`error`] is the single mapping of errors to gRPC codes, and
 //! [`client_types`] keeps every schema a client sees free of view types,
-//! and [`prepared`] carries statements and their bound parameters in handles.
+//! and [`prepared`] carries statements and their bound parameters in handles
+//! ([`bindings`] remembers them for clients that execute the handle they
+//! prepared rather than the one DoPut returned).
 
 pub mod auth;
+pub mod bindings;
 pub mod cancel;
 pub mod client_types;
 pub mod config;

@@ -2,8 +2,9 @@
 //!
 //! A prepared statement's handle carries everything needed to run it: the
 //! SQL and, once the client has bound them with DoPut, the parameter rows.
-//! Any gateway replica can therefore serve any handle, and closing one frees
-//! nothing. The encoding is versioned so a newer gateway can still read the
+//! Any gateway replica can therefore serve any handle DoPut returned. (A
+//! client that executes the handle it prepared instead finds its parameters
+//! in [`crate::bindings`], which closing the statement clears.) The encoding is versioned so a newer gateway can still read the
 //! handles an older one gave out:
 //!
 //! ```text

@@ -57,7 +57,7 @@ impl FlightService for KappaFlightService {
                 self.0.plan(&query.query, &settings).await?.1
             }
             Some(Command::CommandPreparedStatementQuery(query)) => {
-                let statement = handle_of(&query.prepared_statement_handle)?;
+                let (_, statement) = handle_of(&query.prepared_statement_handle)?;
                 if statement.params.is_some() {
                     self.0.plan_bound(&statement, &settings).await?.1
                 } else {

@@ -4,8 +4,11 @@
 //! Handles are stateless: a ticket or prepared-statement handle carries the
 //! SQL text itself and any bound parameters ([`crate::prepared`]), so any
 //! gateway can serve any DoGet and a restart loses nothing but running
-//! streams. A query is planned again on DoGet, and that
-//! plan fixes each partition's end offset (the snapshot).
+//! streams. (Clients that execute the handle they prepared after DoPut,
+//! instead of the one DoPut returned, find their parameters in
+//! [`crate::bindings`], on the gateway that took the DoPut.) A query is
+//! planned again on DoGet, and that plan fixes each partition's end offset
+//! (the snapshot).
 
 use std::num::NonZeroUsize;
 use std::pin::Pin;
@@ -34,12 +37,13 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Identity, TokenSigner};
-use crate::cancel::RunningQueries;
+use crate::bindings::Bindings;
+use crate::cancel::{QueryTicket, RunningQueries};
 use crate::error::{internal, invalid_request, param_status};
 use crate::flight::{empty_result, encode_schema, metadata_info};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
 use crate::limits::Limits;
-use crate::plan_cache::PlanCache;
+use crate::plan_cache::{PlanCache, PlanKey};
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
 
@@ -69,6 +73,9 @@ pub struct KappaFlightSqlService {
     auth: Arc<Authenticator>,
     /// Plans GetFlightInfo made, waiting for their DoGet.
     plans: Arc<PlanCache<Planned>>,
+    /// Parameters bound to prepared statements, for clients that execute
+    /// the handle they prepared rather than the one DoPut returned.
+    bindings: Arc<Bindings>,
     /// Queries at once, their time and SQL size.
     limits: Limits,
     /// GetSqlInfo's answers, which tell the SQL size limit.
@@ -93,6 +100,7 @@ impl KappaFlightSqlService {
             runtime,
             running: Arc::default(),
             plans: Arc::default(),
+            bindings: Arc::default(),
             sql_info: Arc::new(SqlInfoAnswers::new(limits.max_sql_bytes())),
             limits,
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
@@ -117,8 +125,41 @@ impl KappaFlightSqlService {
     }
 }
 
-fn handle_of(handle: &[u8]) -> Result<PreparedHandle, Status> {
-    PreparedHandle::decode(handle).map_err(|e| param_status(&e))
+/// A prepared statement's id (absent from handles older gateways gave out)
+/// and the statement its handle carries.
+fn handle_of(handle: &[u8]) -> Result<(Option<u64>, PreparedHandle), Status> {
+    QueryTicket::decode(handle).map_err(|e| param_status(&e))
+}
+
+/// What a binding is kept for: prepared statement `id` of `sql`, called with
+/// these settings and grants.
+fn binding_key(id: u64, sql: &str, settings: &Settings) -> Result<PlanKey, Status> {
+    let handle = QueryTicket {
+        id,
+        statement: PreparedHandle::unbound(sql),
+    };
+    Ok(PlanKey {
+        ticket: handle.encode().map_err(|e| param_status(&e))?,
+        settings: settings.values.clone(),
+        grants: settings.grants.clone(),
+    })
+}
+
+impl KappaFlightSqlService {
+    /// The statement of a prepared handle, with the parameters last bound to
+    /// it when the handle carries none (a client that executes the handle it
+    /// prepared after DoPut).
+    fn prepared(&self, handle: &[u8], settings: &Settings) -> Result<PreparedHandle, Status> {
+        let (id, statement) = handle_of(handle)?;
+        let Some(id) = id.filter(|_| statement.params.is_none()) else {
+            return Ok(statement);
+        };
+        let key = binding_key(id, &statement.sql, settings)?;
+        Ok(match self.bindings.get(id, &key) {
+            Some(params) => statement.bind(params),
+            None => statement,
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -169,7 +210,8 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let statement = handle_of(&query.prepared_statement_handle)?;
+        let settings = Settings::of_request(&request)?;
+        let statement = self.prepared(&query.prepared_statement_handle, &settings)?;
         self.statement_info(statement, request).await
     }
 
@@ -188,9 +230,9 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let statement = handle_of(&query.prepared_statement_handle)?;
-        self.execute(&statement, &Settings::of_request(&request)?, None, None)
-            .await
+        let settings = Settings::of_request(&request)?;
+        let statement = self.prepared(&query.prepared_statement_handle, &settings)?;
+        self.execute(&statement, &settings, None, None).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -203,7 +245,8 @@ impl FlightSqlService for KappaFlightSqlService {
         // Placeholders whose type the plan does not fix are `Null` here: any
         // value binds to them.
         let parameters = statements::placeholders(&df)?.schema();
-        let handle = PreparedHandle::unbound(query.query)
+        // The id lets a binding be found by this handle (see `bindings`).
+        let handle = QueryTicket::new(PreparedHandle::unbound(query.query))
             .encode()
             .map_err(|e| param_status(&e))?;
         Ok(ActionCreatePreparedStatementResult {
@@ -213,19 +256,34 @@ impl FlightSqlService for KappaFlightSqlService {
         })
     }
 
-    /// Binds parameters: the answer is a new handle carrying them (the
-    /// gateway keeps nothing), which the client uses from then on.
+    /// Binds parameters: the answer is a new handle carrying them, which the
+    /// client uses from then on. They are also kept under the statement's id
+    /// for clients that go on executing the handle they prepared.
     async fn do_put_prepared_statement_query(
         &self,
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let settings = Settings::of_request(&request)?;
-        let statement = handle_of(&query.prepared_statement_handle)?;
+        let (id, statement) = handle_of(&query.prepared_statement_handle)?;
         let bound = self
             .bind(statement, &settings, request.into_inner())
             .await?;
-        let handle = bound.encode().map_err(|e| param_status(&e))?;
+        let handle = match id {
+            Some(id) => {
+                if let Some(params) = &bound.params {
+                    let key = binding_key(id, &bound.sql, &settings)?;
+                    self.bindings.put(id, key, params.clone());
+                }
+                QueryTicket {
+                    id,
+                    statement: bound,
+                }
+                .encode()
+            }
+            None => bound.encode(),
+        }
+        .map_err(|e| param_status(&e))?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(Bytes::from(handle)),
         })
@@ -240,19 +298,24 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let settings = Settings::of_request(&request)?;
-        let statement = handle_of(&query.prepared_statement_handle)?;
+        let (_, statement) = handle_of(&query.prepared_statement_handle)?;
         let bound = self
             .bind(statement, &settings, request.into_inner())
             .await?;
         self.count_rows(&bound, &settings).await
     }
 
+    /// Forgets the binding kept for the statement, if any: handles hold
+    /// everything else.
     async fn do_action_close_prepared_statement(
         &self,
-        _query: ActionClosePreparedStatementRequest,
-        _request: Request<Action>,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
     ) -> Result<(), Status> {
-        // Handles hold no server state, so there is nothing to release.
+        if let (Some(id), statement) = handle_of(&query.prepared_statement_handle)? {
+            let key = binding_key(id, &statement.sql, &Settings::of_request(&request)?)?;
+            self.bindings.remove(id, &key);
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Bound parameters at the protocol level: the parameter schema, the
-//! updated handle DoPut returns, CancelFlightInfo on a bound statement, and
+//! updated handle DoPut returns, the binding kept for clients that execute
+//! the handle they prepared, CancelFlightInfo on a bound statement, and
 //! GetSchema for statements and prepared statements.
 
 use std::sync::Arc;
@@ -12,17 +13,18 @@ use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetTableTypes, CommandPreparedStatementQuery, CommandStatementQuery,
-    DoPutPreparedStatementResult, ProstMessageExt, TicketStatementQuery,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
+    ActionCreatePreparedStatementResult, Any, CommandGetTableTypes, CommandPreparedStatementQuery,
+    CommandStatementQuery, DoPutPreparedStatementResult, ProstMessageExt, TicketStatementQuery,
 };
 use arrow_flight::{Action, CancelFlightInfoRequest, FlightDescriptor};
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
+use prost::bytes::Bytes;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::support::{Gateway, TestRecord, create_topic, produce, unique};
+use crate::support::{Client, Gateway, TestRecord, create_topic, produce, unique};
 
 async fn sql_client(gateway: &Gateway) -> FlightSqlServiceClient<Channel> {
     let channel = Channel::from_shared(format!("http://{}", gateway.addr))
@@ -144,6 +146,134 @@ async fn cancelling_a_bound_statement_ends_its_stream() {
     }
 }
 
+/// CreatePreparedStatement for `sql`: the handle the gateway gives out.
+async fn create_prepared(raw: &mut Client, sql: &str) -> Bytes {
+    let create = Action {
+        r#type: "CreatePreparedStatement".into(),
+        body: ActionCreatePreparedStatementRequest {
+            query: sql.into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec()
+        .into(),
+    };
+    let mut results = raw
+        .inner
+        .do_action(create)
+        .await
+        .expect("prepare")
+        .into_inner();
+    let result = results.message().await.unwrap().expect("a result");
+    let created: ActionCreatePreparedStatementResult =
+        Any::decode(result.body).unwrap().unpack().unwrap().unwrap();
+    created.prepared_statement_handle
+}
+
+/// Binds `params` to `handle` with DoPut: the updated handle DoPut returns.
+async fn bind_with_do_put(raw: &mut Client, handle: Bytes, params: RecordBatch) -> Bytes {
+    let command = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
+    let put = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
+            command.as_any().encode_to_vec(),
+        )))
+        .build(futures::stream::iter([Ok(params)]))
+        .map(|data| data.expect("encodes"));
+    let mut answer = raw.inner.do_put(put).await.expect("bind").into_inner();
+    let put_result = answer.message().await.unwrap().expect("DoPut answers");
+    DoPutPreparedStatementResult::decode(put_result.app_metadata)
+        .unwrap()
+        .prepared_statement_handle
+        .expect("an updated handle")
+}
+
+/// One parameter column of strings, as ADBC names it.
+fn strings(values: &[&str]) -> RecordBatch {
+    RecordBatch::try_from_iter([(
+        "0",
+        Arc::new(StringArray::from(values.to_vec())) as Arc<dyn Array>,
+    )])
+    .unwrap()
+}
+
+/// GetFlightInfo and DoGet for prepared statement `handle`: the first
+/// column's strings.
+async fn run_prepared(raw: &mut Client, handle: Bytes) -> Result<Vec<String>, Status> {
+    let command = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle,
+    };
+    let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+    let info = raw.inner.get_flight_info(descriptor).await?.into_inner();
+    let ticket = info.endpoint[0].ticket.clone().expect("a ticket");
+    let flight = raw.inner.do_get(ticket).await?.into_inner();
+    let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+        flight.map_err(|s| FlightError::Tonic(Box::new(s))),
+    )
+    .try_collect()
+    .await
+    .expect("batches");
+    Ok(batches
+        .iter()
+        .flat_map(|b| {
+            let column = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            column
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect())
+}
+
+/// What flightsql-dbapi (Apache Superset's driver) does: DoPut, then execute
+/// the handle it prepared rather than the one DoPut returned. The gateway
+/// keeps the latest binding for that handle until the statement is closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn executing_the_prepared_handle_after_do_put_uses_its_binding() {
+    let gateway = Gateway::start(None).await;
+    let mut raw = gateway.client().await;
+    let created = create_prepared(&mut raw, "SELECT $1 AS x").await;
+    let other = create_prepared(&mut raw, "SELECT $1 AS x").await;
+    assert_ne!(created, other, "each prepared statement has its own id");
+
+    bind_with_do_put(&mut raw, created.clone(), strings(&["a"])).await;
+    bind_with_do_put(&mut raw, other.clone(), strings(&["b"])).await;
+    assert_eq!(
+        run_prepared(&mut raw, created.clone()).await.unwrap(),
+        ["a"]
+    );
+    assert_eq!(run_prepared(&mut raw, other.clone()).await.unwrap(), ["b"]);
+    assert_eq!(
+        run_prepared(&mut raw, created.clone()).await.unwrap(),
+        ["a"],
+        "kept"
+    );
+    bind_with_do_put(&mut raw, created.clone(), strings(&["c"])).await;
+    assert_eq!(
+        run_prepared(&mut raw, created.clone()).await.unwrap(),
+        ["c"],
+        "rebound"
+    );
+
+    let close = Action {
+        r#type: "ClosePreparedStatement".into(),
+        body: ActionClosePreparedStatementRequest {
+            prepared_statement_handle: created.clone(),
+        }
+        .as_any()
+        .encode_to_vec()
+        .into(),
+    };
+    raw.inner.do_action(close).await.expect("closed");
+    let unbound = run_prepared(&mut raw, created).await.unwrap_err();
+    assert_eq!(unbound.code(), Code::InvalidArgument);
+    assert!(
+        unbound.message().contains("missing parameter(s) $1"),
+        "{unbound}"
+    );
+}
+
 /// The schema GetSchema answers for `command`.
 async fn schema_of(gateway: &Gateway, command: impl ProstMessageExt) -> Result<Schema, Status> {
     let mut raw = gateway.client().await;
@@ -175,55 +305,18 @@ async fn get_schema_plans_statements_and_prepared_statements() {
     // A prepared statement: unbound, its placeholder's column is untyped;
     // bound, it has the parameter's type.
     let mut raw = gateway.client().await;
-    let create = Action {
-        r#type: "CreatePreparedStatement".into(),
-        body: ActionCreatePreparedStatementRequest {
-            query: sql.into(),
-            transaction_id: None,
-        }
-        .as_any()
-        .encode_to_vec()
-        .into(),
-    };
-    let mut results = raw
-        .inner
-        .do_action(create)
-        .await
-        .expect("prepare")
-        .into_inner();
-    let result = results.message().await.unwrap().expect("a result");
-    let created: ActionCreatePreparedStatementResult =
-        Any::decode(result.body).unwrap().unpack().unwrap().unwrap();
+    let created = create_prepared(&mut raw, sql).await;
     let unbound = schema_of(
         &gateway,
         CommandPreparedStatementQuery {
-            prepared_statement_handle: created.prepared_statement_handle.clone(),
+            prepared_statement_handle: created.clone(),
         },
     )
     .await
     .expect("unbound prepared schema");
     assert_eq!(unbound.field(0).data_type(), &DataType::Null);
 
-    let command = CommandPreparedStatementQuery {
-        prepared_statement_handle: created.prepared_statement_handle,
-    };
-    let params = RecordBatch::try_from_iter([(
-        "0",
-        Arc::new(StringArray::from(vec!["a"])) as Arc<dyn Array>,
-    )])
-    .unwrap();
-    let put = FlightDataEncoderBuilder::new()
-        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(
-            command.as_any().encode_to_vec(),
-        )))
-        .build(futures::stream::iter([Ok(params)]))
-        .map(|data| data.expect("encodes"));
-    let mut answer = raw.inner.do_put(put).await.expect("bind").into_inner();
-    let put_result = answer.message().await.unwrap().expect("DoPut answers");
-    let bound = DoPutPreparedStatementResult::decode(put_result.app_metadata)
-        .unwrap()
-        .prepared_statement_handle
-        .expect("an updated handle");
+    let bound = bind_with_do_put(&mut raw, created, strings(&["a"])).await;
     let bound = schema_of(
         &gateway,
         CommandPreparedStatementQuery {
