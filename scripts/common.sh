@@ -8,9 +8,39 @@ NISSHI_VERSION="0.8.1"
 NISSHI_ROOT="$KAPPA_CACHE/nisshi-$NISSHI_VERSION"
 NISSHI_BIN="$NISSHI_ROOT/bin/nisshi"
 KAPPA_VENV="$KAPPA_CACHE/venv"
+# Apache Superset and flightsql-dbapi pin SQLAlchemy < 2: their own venv (tests/bi).
+KAPPA_BI_VENV="$KAPPA_CACHE/venv-bi"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$KAPPA_CACHE/target}"
 mkdir -p "$KAPPA_CACHE"
 log() { printf '[kappa %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Installs the Debian packages named that are missing (CI has no stdin: nothing asks).
+apt_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  log "apt: installing ${missing[*]}"
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Makes the virtual environment $1 hold the pinned requirements file $2; does nothing when the
+# file has not changed since the last install (a stamp of its hash).
+ensure_venv() {
+  local venv=$1 requirements=$2 stamp want
+  stamp="$venv/.requirements.sha"
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    log "python: creating $venv from $(basename "$requirements")"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    echo "$want" > "$stamp"
+  fi
+}
 
 # The binary a benchmark runs: $2 (KAPPA_GATEWAY_BIN, KAPPA_COMPACTOR_BIN) if set, else a build
 # of KAPPA_BENCH_PROFILE (release by default; `dev` for a debug build). Prints its path.
@@ -31,9 +61,7 @@ bench_compactor_bin() { bench_bin kappa-compactor KAPPA_COMPACTOR_BIN; }
 
 # Installs kcat (Debian's packages), the raw-consume baseline of the scan and compactor benchmarks.
 ensure_kcat() {
-  command -v kcat >/dev/null && return
-  log "apt: installing kcat (the raw-consume baseline)"
-  $(command -v sudo || true) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kcat >/dev/null
+  command -v kcat >/dev/null || apt_install kcat
 }
 
 # The mock-cluster example's path: KAPPA_MOCK_BIN if set, else a build in KAPPA_BENCH_PROFILE

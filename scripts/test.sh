@@ -30,4 +30,6 @@ KAPPA_BROKERS="$brokers" KAPPA_GATEWAY_BIN="$CARGO_TARGET_DIR/debug/kappa-gatewa
   KAPPA_COMPACTOR_BIN="$CARGO_TARGET_DIR/debug/kappa-compactor" \
   "$KAPPA_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
 
+KAPPA_BROKERS="$brokers" KAPPA_GATEWAY_BIN="$CARGO_TARGET_DIR/debug/kappa-gateway" bash scripts/test-bi.sh
+
 log "all tests passed in $(( $(date +%s) - started ))s"
