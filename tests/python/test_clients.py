@@ -6,11 +6,12 @@ The gateway (conftest's `secured`) serves `orders_…` (JSON, n = 0‥4) to the 
 import adbc_driver_flightsql.dbapi as flightsql
 import pandas as pd
 import polars as pl
+import pyarrow.flight as flight
 import pytest
 import sqlalchemy
 from IPython.core.interactiveshell import InteractiveShell
 
-from conftest import AUTH_HEADER, TLS_ROOT
+from conftest import TLS_ROOT, flight_sql_command
 
 ANALYST = {"username": "analyst", "password": "s3cret"}
 
@@ -89,3 +90,22 @@ def test_jupysql_magic_binds_named_parameters(engine, secured):
         assert secured["orders"] in str(tables)
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_pyarrow_flight_get_schema_plans_without_running(secured):
+    """Plain pyarrow.flight, signed in with Basic: GetSchema answers the schema GetFlightInfo and
+    DoGet give, column types and SQL type names included, without running the query."""
+    client = flight.FlightClient(secured["uri"], tls_root_certs=secured["ca"])
+    try:
+        options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("analyst", "s3cret")])
+        descriptor = flight.FlightDescriptor.for_command(
+            flight_sql_command(f"SELECT n, _timestamp FROM {secured['orders']} WHERE n > 2"))
+        schema = client.get_schema(descriptor, options).schema
+        assert schema.names == ["n", "_timestamp"]
+        assert schema.field("_timestamp").metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"] == b"TIMESTAMP WITH TIME ZONE"
+        info = client.get_flight_info(descriptor, options)
+        assert info.schema == schema
+        table = client.do_get(info.endpoints[0].ticket, options).read_all()
+        assert table.schema == schema and table.column("n").to_pylist() == [3, 4]
+    finally:
+        client.close()
