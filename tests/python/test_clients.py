@@ -10,6 +10,7 @@ import pyarrow.flight as flight
 import pytest
 import sqlalchemy
 from IPython.core.interactiveshell import InteractiveShell
+from sql.connection import ConnectionManager
 
 from conftest import TLS_ROOT, flight_sql_command
 
@@ -89,6 +90,8 @@ def test_jupysql_magic_binds_named_parameters(engine, secured):
         tables = shell.run_line_magic("sqlcmd", "tables --schema default")
         assert secured["orders"] in str(tables)
     finally:
+        # Closed here, not at exit (where jupysql prints each URL, certificate included).
+        ConnectionManager.close_all()
         InteractiveShell.clear_instance()
 
 
