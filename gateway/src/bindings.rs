@@ -5,22 +5,26 @@
 //!
 //! Handles stay stateless for every client that uses DoPut's answer: the
 //! updated handle carries the parameters and any gateway serves it. The
-//! handle CreatePreparedStatement gives out carries an id (as a ticket does),
-//! and the latest parameters bound to it are kept here under that id, for a
-//! caller with the same settings and grants, until the statement is closed,
-//! bound again, or the binding expires. Only the gateway that took the DoPut
-//! has them, as with CancelFlightInfo.
+//! handle CreatePreparedStatement gives out carries a random id, and the
+//! latest parameters bound to it are kept here under that id, for the same
+//! user and SQL, until the statement is closed, bound again, executed through
+//! DoPut's handle (the client does not need them), or the binding expires.
+//! Only the gateway that took the DoPut has them, as with CancelFlightInfo:
+//! a load balancer must keep a client's calls on one gateway (gRPC over one
+//! connection does, behind an L4 balancer; per-call L7 routing does not, and
+//! the client then gets "missing parameter(s)").
 
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 
-use crate::plan_cache::PlanKey;
-
-/// How long a binding waits to be executed.
-pub const BINDING_TTL: Duration = Duration::from_secs(600);
+/// How long a binding waits to be executed: such clients execute right
+/// after binding.
+pub const BINDING_TTL: Duration = Duration::from_secs(120);
 
 /// What all kept bindings may hold together, so clients that never close
 /// their statements cannot grow it.
@@ -30,18 +34,70 @@ pub const MAX_BINDING_BYTES: usize = 64 << 20;
 /// (`executemany` over many rows) use the handle DoPut returns.
 pub const MAX_KEPT_BINDING_BYTES: usize = 4 << 20;
 
-#[derive(Debug)]
+/// At most this many bindings are kept, however small.
+pub const MAX_BINDINGS: usize = 4096;
+
+/// Whose binding it is: the user, and the statement's SQL (as a digest, so
+/// a kept binding does not hold the SQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingOwner {
+    user: String,
+    sql_digest: u64,
+}
+
+impl BindingOwner {
+    /// `user`'s binding of a statement of `sql`.
+    pub fn new(user: &str, sql: &str) -> Self {
+        let mut hasher = DefaultHasher::new();
+        sql.hash(&mut hasher);
+        Self {
+            user: user.to_string(),
+            sql_digest: hasher.finish(),
+        }
+    }
+}
+
 struct Binding {
-    key: PlanKey,
+    owner: BindingOwner,
+    /// Insertion order: the oldest binding is evicted first.
+    seq: u64,
     made: Instant,
     bytes: usize,
     params: RecordBatch,
 }
 
+#[derive(Default)]
+struct Kept {
+    by_id: HashMap<u64, Binding>,
+    /// `(seq, id)` in insertion order; an entry whose binding was replaced
+    /// or removed since is skipped when it comes up.
+    order: VecDeque<(u64, u64)>,
+    next_seq: u64,
+    held: usize,
+}
+
+impl Kept {
+    fn take(&mut self, id: u64) -> Option<Binding> {
+        let binding = self.by_id.remove(&id)?;
+        self.held -= binding.bytes;
+        Some(binding)
+    }
+
+    /// Drops the oldest binding still kept; false when none is.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((seq, id)) = self.order.pop_front() {
+            if self.by_id.get(&id).is_some_and(|b| b.seq == seq) {
+                self.take(id);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// The latest binding of each prepared statement, by the id in its handle.
-#[derive(Debug)]
 pub struct Bindings {
-    entries: Mutex<HashMap<u64, Binding>>,
+    kept: Mutex<Kept>,
     ttl: Duration,
     budget: usize,
 }
@@ -52,45 +108,54 @@ impl Default for Bindings {
     }
 }
 
+/// The parameters are users' values: a debug dump shows only how many.
+impl std::fmt::Debug for Bindings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept = self.kept.lock().expect("bindings poisoned");
+        f.debug_struct("Bindings")
+            .field("kept", &kept.by_id.len())
+            .field("bytes", &kept.held)
+            .finish()
+    }
+}
+
 impl Bindings {
     /// Bindings kept `ttl`, holding at most `budget` bytes together.
     pub fn new(ttl: Duration, budget: usize) -> Self {
         Self {
-            entries: Mutex::default(),
+            kept: Mutex::default(),
             ttl,
             budget,
         }
     }
 
-    /// Keeps `params` as statement `id`'s binding for callers matching
-    /// `key`, replacing the one before. When over budget, expired bindings
-    /// go first, then the oldest.
-    pub fn put(&self, id: u64, key: PlanKey, params: RecordBatch) {
-        let bytes = params.get_array_memory_size();
-        let mut entries = self.entries.lock().expect("bindings poisoned");
-        entries.remove(&id);
+    /// Keeps `params` as statement `id`'s binding for `owner`, replacing
+    /// theirs before. Another owner's binding of that id stays, and this one
+    /// is not kept. When over budget, the oldest bindings go first.
+    pub fn put(&self, id: u64, owner: BindingOwner, params: RecordBatch) {
+        let bytes = params.get_array_memory_size() + owner.user.len() + size_of::<Binding>();
+        let mut kept = self.kept.lock().expect("bindings poisoned");
+        if kept.by_id.get(&id).is_some_and(|b| b.owner != owner) {
+            return;
+        }
+        kept.take(id);
         if bytes > MAX_KEPT_BINDING_BYTES.min(self.budget) {
             return;
         }
-        let mut held: usize = entries.values().map(|b| b.bytes).sum();
-        if held + bytes > self.budget {
-            entries.retain(|_, b| b.made.elapsed() < self.ttl);
-            held = entries.values().map(|b| b.bytes).sum();
-        }
-        while held + bytes > self.budget {
-            let Some(oldest) = entries
-                .iter()
-                .min_by_key(|(_, b)| b.made)
-                .map(|(id, _)| *id)
-            else {
+        while kept.held + bytes > self.budget || kept.by_id.len() >= MAX_BINDINGS {
+            if !kept.evict_oldest() {
                 break;
-            };
-            held -= entries.remove(&oldest).map_or(0, |b| b.bytes);
+            }
         }
-        entries.insert(
+        let seq = kept.next_seq;
+        kept.next_seq += 1;
+        kept.order.push_back((seq, id));
+        kept.held += bytes;
+        kept.by_id.insert(
             id,
             Binding {
-                key,
+                owner,
+                seq,
                 made: Instant::now(),
                 bytes,
                 params,
@@ -98,20 +163,21 @@ impl Bindings {
         );
     }
 
-    /// Statement `id`'s binding, if it is fresh and was made for exactly
-    /// `key`; it stays for the next execution.
-    pub fn get(&self, id: u64, key: &PlanKey) -> Option<RecordBatch> {
-        let entries = self.entries.lock().expect("bindings poisoned");
-        let binding = entries.get(&id)?;
-        (binding.made.elapsed() < self.ttl && binding.key == *key).then(|| binding.params.clone())
+    /// Statement `id`'s binding, if it is fresh and `owner`'s; it stays for
+    /// the next execution.
+    pub fn get(&self, id: u64, owner: &BindingOwner) -> Option<RecordBatch> {
+        let kept = self.kept.lock().expect("bindings poisoned");
+        let binding = kept.by_id.get(&id)?;
+        (binding.made.elapsed() < self.ttl && binding.owner == *owner)
+            .then(|| binding.params.clone())
     }
 
-    /// Forgets statement `id`'s binding (ClosePreparedStatement), if it was
-    /// made for `key`: another caller cannot drop it.
-    pub fn remove(&self, id: u64, key: &PlanKey) {
-        let mut entries = self.entries.lock().expect("bindings poisoned");
-        if entries.get(&id).is_some_and(|b| b.key == *key) {
-            entries.remove(&id);
+    /// Forgets statement `id`'s binding if it is `owner`'s: they closed the
+    /// statement, bound it again, or execute the handle DoPut returned.
+    pub fn remove(&self, id: u64, owner: &BindingOwner) {
+        let mut kept = self.kept.lock().expect("bindings poisoned");
+        if kept.by_id.get(&id).is_some_and(|b| b.owner == *owner) {
+            kept.take(id);
         }
     }
 }
@@ -123,14 +189,9 @@ mod tests {
     use arrow::array::{ArrayRef, Int64Array};
 
     use super::*;
-    use crate::auth::Grants;
 
-    fn key(handle: &str, grants: Grants) -> PlanKey {
-        PlanKey {
-            ticket: handle.as_bytes().to_vec(),
-            settings: vec![],
-            grants,
-        }
+    fn owner(user: &str, sql: &str) -> BindingOwner {
+        BindingOwner::new(user, sql)
     }
 
     fn params(values: Vec<i64>) -> RecordBatch {
@@ -138,65 +199,77 @@ mod tests {
     }
 
     #[test]
-    fn a_binding_serves_every_execution_of_its_caller_until_closed() {
+    fn a_binding_serves_every_execution_of_its_owner_until_removed() {
         let bindings = Bindings::default();
-        bindings.put(1, key("s1", Grants::all()), params(vec![7]));
+        let ada = owner("ada", "SELECT $1");
+        bindings.put(1, ada.clone(), params(vec![7]));
+        assert_eq!(bindings.get(1, &ada), Some(params(vec![7])));
+        assert_eq!(bindings.get(1, &ada), Some(params(vec![7])), "kept");
         assert_eq!(
-            bindings.get(1, &key("s1", Grants::all())),
-            Some(params(vec![7]))
-        );
-        assert_eq!(
-            bindings.get(1, &key("s1", Grants::all())),
-            Some(params(vec![7])),
-            "kept"
-        );
-        let narrower = Grants::only(&["orders".into()]);
-        assert_eq!(
-            bindings.get(1, &key("s1", narrower)),
+            bindings.get(1, &owner("bob", "SELECT $1")),
             None,
-            "another caller's"
+            "another user's"
         );
         assert_eq!(
-            bindings.get(1, &key("s2", Grants::all())),
+            bindings.get(1, &owner("ada", "SELECT 2")),
             None,
             "another statement's"
         );
-        bindings.put(1, key("s1", Grants::all()), params(vec![8]));
-        assert_eq!(
-            bindings.get(1, &key("s1", Grants::all())),
-            Some(params(vec![8])),
-            "rebound"
-        );
-        bindings.remove(1, &key("s1", Grants::only(&["orders".into()])));
+        bindings.put(1, ada.clone(), params(vec![8]));
+        assert_eq!(bindings.get(1, &ada), Some(params(vec![8])), "rebound");
+        bindings.remove(1, &owner("bob", "SELECT $1"));
         assert!(
-            bindings.get(1, &key("s1", Grants::all())).is_some(),
-            "not another caller's to close"
+            bindings.get(1, &ada).is_some(),
+            "not another user's to remove"
         );
-        bindings.remove(1, &key("s1", Grants::all()));
-        assert_eq!(bindings.get(1, &key("s1", Grants::all())), None, "closed");
+        bindings.remove(1, &ada);
+        assert_eq!(bindings.get(1, &ada), None, "removed");
+    }
+
+    #[test]
+    fn another_owner_can_neither_replace_nor_drop_a_binding() {
+        let bindings = Bindings::default();
+        let ada = owner("ada", "SELECT $1");
+        let bob = owner("bob", "SELECT $1");
+        bindings.put(1, ada.clone(), params(vec![7]));
+        bindings.put(1, bob.clone(), params(vec![666]));
+        assert_eq!(bindings.get(1, &ada), Some(params(vec![7])));
+        assert_eq!(bindings.get(1, &bob), None);
     }
 
     #[test]
     fn bindings_expire_and_stay_within_their_budget() {
         let bindings = Bindings::new(Duration::ZERO, MAX_BINDING_BYTES);
-        bindings.put(1, key("s", Grants::all()), params(vec![1]));
-        assert_eq!(bindings.get(1, &key("s", Grants::all())), None, "expired");
+        let ada = owner("ada", "s");
+        bindings.put(1, ada.clone(), params(vec![1]));
+        assert_eq!(bindings.get(1, &ada), None, "expired");
 
-        let one = params(vec![1]).get_array_memory_size();
+        let one = params(vec![1]).get_array_memory_size() + "ada".len() + size_of::<Binding>();
         let bindings = Bindings::new(Duration::from_secs(60), 2 * one);
         for id in 0..5 {
-            bindings.put(id, key("s", Grants::all()), params(vec![1]));
+            bindings.put(id, ada.clone(), params(vec![1]));
         }
-        let kept: Vec<u64> = (0..5)
-            .filter(|&id| bindings.get(id, &key("s", Grants::all())).is_some())
+        // A rebound binding is new again: 3 outlives 4 once rebound.
+        bindings.put(3, ada.clone(), params(vec![1]));
+        bindings.put(5, ada.clone(), params(vec![1]));
+        let kept: Vec<u64> = (0..6)
+            .filter(|&id| bindings.get(id, &ada).is_some())
             .collect();
-        assert_eq!(kept, [3, 4], "the newest stay");
+        assert_eq!(kept, [3, 5], "the newest stay");
 
-        bindings.put(9, key("s", Grants::all()), params((0..1000).collect()));
-        assert_eq!(
-            bindings.get(9, &key("s", Grants::all())),
-            None,
-            "over budget: not kept"
-        );
+        bindings.put(9, ada.clone(), params((0..1000).collect()));
+        assert_eq!(bindings.get(9, &ada), None, "over budget: not kept");
+    }
+
+    #[test]
+    fn at_most_max_bindings_are_kept() {
+        let bindings = Bindings::default();
+        let ada = owner("ada", "s");
+        for id in 0..(MAX_BINDINGS as u64 + 10) {
+            bindings.put(id, ada.clone(), params(vec![1]));
+        }
+        let kept = bindings.kept.lock().unwrap();
+        assert_eq!(kept.by_id.len(), MAX_BINDINGS);
+        assert!(!kept.by_id.contains_key(&9) && kept.by_id.contains_key(&10));
     }
 }

@@ -7,9 +7,7 @@
 //! NotFound; closing the stream, which every client can do, works anywhere.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
@@ -25,23 +23,21 @@ const PREFIX: &[u8] = b"kappa-q:";
 /// kept under, see [`crate::bindings`], and the statement).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryTicket {
-    /// Unique within a gateway's lifetime (and very likely across gateways).
+    /// Random: unique in practice, and not guessable from another id.
     pub id: u64,
     /// The statement.
     pub statement: PreparedHandle,
 }
 
 impl QueryTicket {
-    /// A ticket with a new id for `statement`.
+    /// A ticket with a new id for `statement`: random, so that nobody can
+    /// guess another caller's id to cancel their query or take their
+    /// binding.
     pub fn new(statement: PreparedHandle) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let id = seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
-        Self { id, statement }
+        Self {
+            id: rand::random(),
+            statement,
+        }
     }
 
     /// The statement handle bytes: `kappa-q:<id hex>\n` and the statement

@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use crate::auth::{Grants, Identity};
+use crate::auth::{ANONYMOUS, Grants, Identity};
 use crate::error::invalid_request;
 
 /// The `kappa.*` settings a call carries as request headers (gRPC
@@ -17,6 +17,8 @@ pub struct Settings {
     pub values: Vec<(String, String)>,
     /// The tables the caller may read and list.
     pub grants: Grants,
+    /// Who calls (`anonymous` without sign-in).
+    pub caller: String,
 }
 
 impl Settings {
@@ -27,6 +29,7 @@ impl Settings {
         let mut settings = Self::of(request.metadata())?;
         if let Some(identity) = request.extensions().get::<Identity>() {
             settings.grants = identity.grants.clone();
+            settings.caller = identity.user.clone();
         }
         Ok(settings)
     }
@@ -49,6 +52,7 @@ impl Settings {
         Ok(Self {
             values: settings,
             grants: Grants::all(),
+            caller: ANONYMOUS.to_string(),
         })
     }
 }

@@ -72,6 +72,9 @@ struct StaticToken {
 
 /// Base64 with or without its `=` padding: Go's Flight client (under ADBC)
 /// sends Basic credentials unpadded, most others padded.
+/// The caller's name without a users file (or a user name given with it).
+pub const ANONYMOUS: &str = "anonymous";
+
 const BASE64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
@@ -152,7 +155,7 @@ impl Authenticator {
     pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, AuthError> {
         let Some(users) = &self.users else {
             return Ok(Identity {
-                user: basic_user(metadata).unwrap_or_else(|| "anonymous".into()),
+                user: basic_user(metadata).unwrap_or_else(|| ANONYMOUS.into()),
                 grants: Grants::all(),
             });
         };

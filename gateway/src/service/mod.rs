@@ -37,13 +37,13 @@ use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Identity, TokenSigner};
-use crate::bindings::Bindings;
+use crate::bindings::{BindingOwner, Bindings};
 use crate::cancel::{QueryTicket, RunningQueries};
 use crate::error::{internal, invalid_request, param_status};
 use crate::flight::{empty_result, encode_schema, metadata_info};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
 use crate::limits::Limits;
-use crate::plan_cache::{PlanCache, PlanKey};
+use crate::plan_cache::PlanCache;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
 
@@ -131,31 +131,22 @@ fn handle_of(handle: &[u8]) -> Result<(Option<u64>, PreparedHandle), Status> {
     QueryTicket::decode(handle).map_err(|e| param_status(&e))
 }
 
-/// What a binding is kept for: prepared statement `id` of `sql`, called with
-/// these settings and grants.
-fn binding_key(id: u64, sql: &str, settings: &Settings) -> Result<PlanKey, Status> {
-    let handle = QueryTicket {
-        id,
-        statement: PreparedHandle::unbound(sql),
-    };
-    Ok(PlanKey {
-        ticket: handle.encode().map_err(|e| param_status(&e))?,
-        settings: settings.values.clone(),
-        grants: settings.grants.clone(),
-    })
-}
-
 impl KappaFlightSqlService {
-    /// The statement of a prepared handle, with the parameters last bound to
-    /// it when the handle carries none (a client that executes the handle it
-    /// prepared after DoPut).
+    /// The statement of a prepared handle. One that carries no parameters
+    /// takes those last bound to it, if kept (a client that executes the
+    /// handle it prepared after DoPut); one that carries them shows its
+    /// client uses DoPut's handle, so the kept binding is dropped.
     fn prepared(&self, handle: &[u8], settings: &Settings) -> Result<PreparedHandle, Status> {
         let (id, statement) = handle_of(handle)?;
-        let Some(id) = id.filter(|_| statement.params.is_none()) else {
+        let Some(id) = id else {
             return Ok(statement);
         };
-        let key = binding_key(id, &statement.sql, settings)?;
-        Ok(match self.bindings.get(id, &key) {
+        let owner = BindingOwner::new(&settings.caller, &statement.sql);
+        if statement.params.is_some() {
+            self.bindings.remove(id, &owner);
+            return Ok(statement);
+        }
+        Ok(match self.bindings.get(id, &owner) {
             Some(params) => statement.bind(params),
             None => statement,
         })
@@ -266,14 +257,19 @@ impl FlightSqlService for KappaFlightSqlService {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let settings = Settings::of_request(&request)?;
         let (id, statement) = handle_of(&query.prepared_statement_handle)?;
+        let owner = BindingOwner::new(&settings.caller, &statement.sql);
+        // A binding that fails leaves none kept: executing the prepared
+        // handle then fails, rather than running with the values before.
+        if let Some(id) = id {
+            self.bindings.remove(id, &owner);
+        }
         let bound = self
             .bind(statement, &settings, request.into_inner())
             .await?;
         let handle = match id {
             Some(id) => {
                 if let Some(params) = &bound.params {
-                    let key = binding_key(id, &bound.sql, &settings)?;
-                    self.bindings.put(id, key, params.clone());
+                    self.bindings.put(id, owner, params.clone());
                 }
                 QueryTicket {
                     id,
@@ -313,8 +309,8 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<Action>,
     ) -> Result<(), Status> {
         if let (Some(id), statement) = handle_of(&query.prepared_statement_handle)? {
-            let key = binding_key(id, &statement.sql, &Settings::of_request(&request)?)?;
-            self.bindings.remove(id, &key);
+            let owner = BindingOwner::new(&Settings::of_request(&request)?.caller, &statement.sql);
+            self.bindings.remove(id, &owner);
         }
         Ok(())
     }

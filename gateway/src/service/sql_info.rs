@@ -74,7 +74,8 @@ fn server(b: &mut SqlInfoDataBuilder) {
     b.append(SqlInfo::FlightSqlServerCancel, true);
     b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
     b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
-    // Handles carry their SQL and parameters, so they never expire.
+    // Handles carry their SQL and parameters, so they never expire (only
+    // the bindings kept for clients that ignore DoPut's handle do).
     b.append(SqlInfo::FlightSqlServerStatementTimeout, 0i32);
     b.append(SqlInfo::FlightSqlServerTransactionTimeout, 0i32);
 }
@@ -208,8 +209,8 @@ fn capabilities(b: &mut SqlInfoDataBuilder) {
 
 /// Maximum lengths and counts: 0 is "no limit or unknown" (JDBC's words).
 /// Table names are Kafka topic names, at most 249 characters. A statement
-/// is refused past `max_statement_bytes` of UTF-8, which is never fewer
-/// characters than that.
+/// is refused past `max_statement_bytes` of UTF-8: JDBC counts characters,
+/// which is that many for ASCII (as SQL mostly is) and fewer for other text.
 fn limits(b: &mut SqlInfoDataBuilder, max_statement_bytes: usize) {
     const TOPIC_NAME_MAX: i64 = 249;
     let max_statement = i64::try_from(max_statement_bytes).unwrap_or(0);

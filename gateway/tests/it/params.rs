@@ -172,6 +172,17 @@ async fn create_prepared(raw: &mut Client, sql: &str) -> Bytes {
 
 /// Binds `params` to `handle` with DoPut: the updated handle DoPut returns.
 async fn bind_with_do_put(raw: &mut Client, handle: Bytes, params: RecordBatch) -> Bytes {
+    try_bind_with_do_put(raw, handle, params)
+        .await
+        .expect("bind")
+}
+
+/// Binds `params` to `handle` with DoPut, which may refuse them.
+async fn try_bind_with_do_put(
+    raw: &mut Client,
+    handle: Bytes,
+    params: RecordBatch,
+) -> Result<Bytes, Status> {
     let command = CommandPreparedStatementQuery {
         prepared_statement_handle: handle,
     };
@@ -181,12 +192,14 @@ async fn bind_with_do_put(raw: &mut Client, handle: Bytes, params: RecordBatch) 
         )))
         .build(futures::stream::iter([Ok(params)]))
         .map(|data| data.expect("encodes"));
-    let mut answer = raw.inner.do_put(put).await.expect("bind").into_inner();
-    let put_result = answer.message().await.unwrap().expect("DoPut answers");
-    DoPutPreparedStatementResult::decode(put_result.app_metadata)
-        .unwrap()
-        .prepared_statement_handle
-        .expect("an updated handle")
+    let mut answer = raw.inner.do_put(put).await?.into_inner();
+    let put_result = answer.message().await?.expect("DoPut answers");
+    Ok(
+        DoPutPreparedStatementResult::decode(put_result.app_metadata)
+            .unwrap()
+            .prepared_statement_handle
+            .expect("an updated handle"),
+    )
 }
 
 /// One parameter column of strings, as ADBC names it.
@@ -268,6 +281,50 @@ async fn executing_the_prepared_handle_after_do_put_uses_its_binding() {
     raw.inner.do_action(close).await.expect("closed");
     let unbound = run_prepared(&mut raw, created).await.unwrap_err();
     assert_eq!(unbound.code(), Code::InvalidArgument);
+    assert!(
+        unbound.message().contains("missing parameter(s) $1"),
+        "{unbound}"
+    );
+}
+
+/// A kept binding never outlives what its client showed: a DoPut that fails
+/// drops it (running the prepared handle then fails, rather than with the
+/// values before), and running DoPut's own handle drops it (that client does
+/// not need it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_rebind_or_a_run_of_do_puts_handle_drops_the_kept_binding() {
+    let gateway = Gateway::start(None).await;
+    let mut raw = gateway.client().await;
+    let created = create_prepared(&mut raw, "SELECT $1 AS x").await;
+    bind_with_do_put(&mut raw, created.clone(), strings(&["a"])).await;
+    let two_columns = RecordBatch::try_from_iter([
+        (
+            "0",
+            Arc::new(StringArray::from(vec!["b"])) as Arc<dyn Array>,
+        ),
+        (
+            "1",
+            Arc::new(StringArray::from(vec!["c"])) as Arc<dyn Array>,
+        ),
+    ])
+    .unwrap();
+    let refused = try_bind_with_do_put(&mut raw, created.clone(), two_columns)
+        .await
+        .expect_err("one parameter, two values");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused}");
+    let unbound = run_prepared(&mut raw, created.clone())
+        .await
+        .expect_err("the binding before the failed one is gone");
+    assert!(
+        unbound.message().contains("missing parameter(s) $1"),
+        "{unbound}"
+    );
+
+    let updated = bind_with_do_put(&mut raw, created.clone(), strings(&["d"])).await;
+    assert_eq!(run_prepared(&mut raw, updated).await.unwrap(), ["d"]);
+    let unbound = run_prepared(&mut raw, created)
+        .await
+        .expect_err("its client runs DoPut's handle: nothing kept");
     assert!(
         unbound.message().contains("missing parameter(s) $1"),
         "{unbound}"
