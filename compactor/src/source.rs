@@ -13,7 +13,7 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, TryStreamExt, future, stream};
 use kappa_catalog::offsets::PartitionRange;
 use kappa_catalog::scan::{KafkaScanExec, ScanSpec};
 use kappa_catalog::{DeclaredTable, KafkaClient};
@@ -21,6 +21,9 @@ use kappa_catalog::{DeclaredTable, KafkaClient};
 use crate::error::Result;
 use crate::progress::TierProgress;
 use crate::tier::with_date;
+
+/// Ranges whose readers run at once: the one being written and the next.
+const RANGES_IN_FLIGHT: usize = 2;
 
 /// The ranges of one commit, read one after another (so rows are written in
 /// `(_partition, _offset)` order) by the gateway's own scan and decoders,
@@ -93,7 +96,12 @@ impl PartitionStream for CommitSource {
         let lake_schema = Arc::clone(&self.lake_schema);
         let progress = Arc::clone(&self.progress);
         let batches = stream::iter(scans)
-            .map(move |scan| scan.execute(0, Arc::clone(&ctx)))
+            .map(move |scan| future::ready(scan.execute(0, Arc::clone(&ctx))))
+            // Executing a scan starts its reader: the next range's fetches
+            // its first batches while this one streams, instead of the
+            // writer waiting out each partition's start. Rows still come
+            // range after range.
+            .buffered(RANGES_IN_FLIGHT)
             .try_flatten()
             .map(move |batch| {
                 let batch = batch?;
