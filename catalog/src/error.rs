@@ -91,25 +91,33 @@ impl From<CatalogError> for DataFusionError {
     }
 }
 
-/// What librdkafka says went wrong, in its own words ("Broker transport
-/// failure"), without the Rust names its `Display` wraps them in
-/// ("Meta data fetch error: BrokerTransportFailure (Local: Broker transport
-/// failure)"): users read these messages, and the enum names are internals.
+/// What librdkafka says went wrong, in its own words, after what kappa was
+/// doing ("fetching metadata: Broker transport failure"), without the Rust
+/// names its `Display` wraps them in ("Meta data fetch error:
+/// BrokerTransportFailure (Local: Broker transport failure)"): users read
+/// these messages, and the enum names are internals. librdkafka's "Local:"
+/// prefix goes (the client failed, which the words say); "Broker:" stays
+/// (the broker refused).
 pub(crate) fn kafka_cause(err: &rdkafka::error::KafkaError) -> String {
+    use rdkafka::error::KafkaError as E;
     let Some(code) = err.rdkafka_error_code() else {
         return err.to_string();
     };
-    // A code displays as "Name (description)"; librdkafka prefixes
-    // client-side errors' descriptions with "Local: ".
+    // A code displays as "Name (description)".
     let shown = code.to_string();
     let description = shown
         .split_once(" (")
         .and_then(|(_, rest)| rest.strip_suffix(')'))
         .unwrap_or(&shown);
-    description
-        .strip_prefix("Local: ")
-        .unwrap_or(description)
-        .to_string()
+    let description = description.strip_prefix("Local: ").unwrap_or(description);
+    let doing = match err {
+        E::MetadataFetch(_) => "fetching metadata",
+        E::OffsetFetch(_) => "fetching offsets",
+        E::MessageConsumption(_) | E::MessageConsumptionFatal(_) => "reading records",
+        E::SetPartitionOffset(_) => "positioning the reader",
+        _ => return description.to_string(),
+    };
+    format!("{doing}: {description}")
 }
 
 #[cfg(test)]
@@ -120,11 +128,20 @@ mod tests {
     #[test]
     fn kafka_errors_read_in_librdkafkas_words_without_enum_names() {
         let down = KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure);
-        assert_eq!(kafka_cause(&down), "Broker transport failure");
+        assert_eq!(
+            kafka_cause(&down),
+            "fetching metadata: Broker transport failure"
+        );
         let shown = CatalogError::Kafka(down).to_string();
-        assert_eq!(shown, "Kafka error: Broker transport failure");
+        assert_eq!(
+            shown,
+            "Kafka error: fetching metadata: Broker transport failure"
+        );
         let refused = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
-        assert_eq!(kafka_cause(&refused), "Broker: Topic authorization failed");
+        assert_eq!(
+            kafka_cause(&refused),
+            "reading records: Broker: Topic authorization failed"
+        );
         // Errors without a librdkafka code keep rdkafka's own words.
         assert_eq!(
             kafka_cause(&KafkaError::Canceled),
