@@ -4,6 +4,7 @@ the gateway: its Kafka readers are gone within a second, and the connection serv
 import os
 import time
 
+import adbc_driver_flightsql
 import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 
@@ -25,12 +26,17 @@ def scan_threads(gateway):
     return [n for n in names if n.startswith("kappa-scan")]
 
 
+RECORDS = 120_000
+
+
 @pytest.fixture(scope="module")
 def big(brokers):
-    """Far more records than the readers buffer ahead of a client that stops reading."""
+    """About 15 batches in one partition: far more than the reader (two batches), the gateway's
+    stream and the client (one batch, below) buffer ahead of a client that stops reading."""
     topic = unique("cancel-big")
-    create_topic(brokers, topic, partitions=2)
-    produce(brokers, topic, [{"partition": i % 2, "value": b"x" * 64} for i in range(40_000)])
+    create_topic(brokers, topic, partitions=1)
+    for _ in range(2):  # a producer queues at most 100,000 records
+        produce(brokers, topic, [{"partition": 0, "value": b"x" * 64} for _ in range(RECORDS // 2)])
     gateway = Gateway(brokers)
     yield gateway, topic
     gateway.stop()
@@ -40,6 +46,9 @@ def test_adbc_cancel_stops_the_querys_readers(big):
     gateway, topic = big
     with flightsql.connect(gateway.uri, autocommit=True) as conn:
         with conn.cursor() as cur:
+            # ADBC fetches ahead into a queue (five batches by default): one, so the gateway's
+            # readers are still waiting on the client when it cancels.
+            cur.adbc_statement.set_options(**{adbc_driver_flightsql.StatementOptions.QUEUE_SIZE.value: "1"})
             cur.execute(f'SELECT * FROM "{topic}"')
             reader = cur.fetch_record_batch()
             assert reader.read_next_batch().num_rows > 0
@@ -54,4 +63,4 @@ def test_adbc_cancel_stops_the_querys_readers(big):
                 time.sleep(0.02)
         with conn.cursor() as cur:
             cur.execute(f'SELECT count(*) FROM "{topic}"')
-            assert cur.fetchone() == (40_000,)
+            assert cur.fetchone() == (RECORDS,)

@@ -107,8 +107,8 @@ def test_pyarrow_flight_get_schema_plans_without_running(secured):
         assert schema.names == ["n", "_timestamp"]
         assert schema.field("_timestamp").metadata[b"ARROW:FLIGHT:SQL:TYPE_NAME"] == b"TIMESTAMP WITH TIME ZONE"
         info = client.get_flight_info(descriptor, options)
-        assert info.schema == schema
+        assert info.schema.equals(schema, check_metadata=True)
         table = client.do_get(info.endpoints[0].ticket, options).read_all()
-        assert table.schema == schema and table.column("n").to_pylist() == [3, 4]
+        assert table.schema.equals(schema, check_metadata=True) and table.column("n").to_pylist() == [3, 4]
     finally:
         client.close()
