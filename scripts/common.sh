@@ -18,12 +18,15 @@ log() { printf '[kappa %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 apt_install() {
   local missing=() p
   for p in "$@"; do
-    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   log "apt: installing ${missing[*]}"
   local sudo=""
-  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { log "apt: ${missing[*]} missing; run as root or install sudo"; return 1; }
+    sudo="sudo -n"
+  fi
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }

@@ -7,6 +7,7 @@ cd "$KAPPA_ROOT"
 started=$(date +%s)
 
 bash scripts/install-deps.sh
+bash scripts/install-bi.sh
 bash scripts/install-broker.sh
 
 log "lint: cargo fmt --check"
