@@ -54,10 +54,12 @@ fn client_type(data_type: &DataType) -> DataType {
         DataType::Utf8View => DataType::Utf8,
         DataType::BinaryView => DataType::Binary,
         DataType::Dictionary(_, value) => client_type(value),
-        DataType::ListView(item) | DataType::List(item) => DataType::List(client_field(item)),
-        DataType::LargeListView(item) | DataType::LargeList(item) => {
-            DataType::LargeList(client_field(item))
-        }
+        // arrow-flight's encoder sends a large list as a list (it rewrites
+        // the stream's schema), so FlightInfo must say `List` too.
+        DataType::ListView(item)
+        | DataType::List(item)
+        | DataType::LargeListView(item)
+        | DataType::LargeList(item) => DataType::List(client_field(item)),
         DataType::FixedSizeList(item, n) => DataType::FixedSizeList(client_field(item), *n),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(client_field).collect()),
         DataType::Map(entries, sorted) => DataType::Map(client_field(entries), *sorted),

@@ -53,3 +53,22 @@ async fn prepared_statements_and_view_types_keep_one_schema() {
     assert_eq!(direct.info_schema, dataset_schema);
     assert_eq!(*direct.stream_schema, dataset_schema);
 }
+
+/// Types arrow-flight's encoder rewrites in the stream (a large list is sent
+/// as a list) are announced the same way in FlightInfo.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_lists_keep_one_schema() {
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let result = client
+        .query("SELECT arrow_cast(make_array(1, 2), 'LargeList(Int64)') AS l")
+        .await
+        .expect("query");
+    assert_eq!(result.info_schema, *result.stream_schema);
+    assert!(
+        matches!(result.info_schema.field(0).data_type(), DataType::List(_)),
+        "{:?}",
+        result.info_schema.field(0).data_type()
+    );
+    assert_eq!(result.rows(), 1);
+}
