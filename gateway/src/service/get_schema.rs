@@ -17,7 +17,7 @@ use arrow_flight::{
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{KappaFlightSqlService, handle_of};
+use super::KappaFlightSqlService;
 use crate::flight::encode_schema;
 use crate::settings::Settings;
 
@@ -57,7 +57,10 @@ impl FlightService for KappaFlightService {
                 self.0.plan(&query.query, &settings).await?.1
             }
             Some(Command::CommandPreparedStatementQuery(query)) => {
-                let (_, statement) = handle_of(&query.prepared_statement_handle)?;
+                // With the parameters kept for it, as GetFlightInfo takes them.
+                let statement = self
+                    .0
+                    .prepared(&query.prepared_statement_handle, &settings)?;
                 if statement.params.is_some() {
                     self.0.plan_bound(&statement, &settings).await?.1
                 } else {

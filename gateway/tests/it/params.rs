@@ -250,8 +250,19 @@ async fn executing_the_prepared_handle_after_do_put_uses_its_binding() {
     let other = create_prepared(&mut raw, "SELECT $1 AS x").await;
     assert_ne!(created, other, "each prepared statement has its own id");
 
+    let unbound = CommandPreparedStatementQuery {
+        prepared_statement_handle: created.clone(),
+    };
+    let untyped = schema_of(&gateway, unbound.clone()).await.unwrap();
+    assert_eq!(untyped.field(0).data_type(), &DataType::Null);
     bind_with_do_put(&mut raw, created.clone(), strings(&["a"])).await;
     bind_with_do_put(&mut raw, other.clone(), strings(&["b"])).await;
+    let typed = schema_of(&gateway, unbound).await.unwrap();
+    assert_eq!(
+        typed.field(0).data_type(),
+        &DataType::Utf8,
+        "GetSchema takes the kept binding as GetFlightInfo does"
+    );
     assert_eq!(
         run_prepared(&mut raw, created.clone()).await.unwrap(),
         ["a"]
