@@ -31,16 +31,18 @@ apt_install() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Makes the virtual environment $1 hold the pinned requirements file $2; does nothing when the
-# file has not changed since the last install (a stamp of its hash).
+# Makes the virtual environment $1 hold the pinned requirements file $2 (its relative paths are
+# from the checkout's root); does nothing when neither it nor the local sources $3… it installs
+# have changed since the last install (a stamp of their hashes).
 ensure_venv() {
   local venv=$1 requirements=$2 stamp want
+  shift 2
   stamp="$venv/.requirements.sha"
-  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  want=$(cat "$requirements" "$@" | sha256sum | cut -d' ' -f1)
   if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
     log "python: creating $venv from $(basename "$requirements")"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
+    (cd "$KAPPA_ROOT" && "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements")
     echo "$want" > "$stamp"
   fi
 }

@@ -4,6 +4,7 @@ dataset on a topic's table and a bar chart of orders per region. The chart's dat
 produced to Kafka, and headless Chromium must draw it: bars in proportion to those counts. Over TLS
 with a token, Superset lists and queries only what the token's user is granted."""
 
+import datetime
 import io
 import json
 import os
@@ -186,6 +187,26 @@ def test_chart_data_is_what_was_produced(api, chart):
     (result,) = api.call("GET", f"/api/v1/chart/{chart['id']}/data/")["result"]
     assert result["status"] == "success" and result["error"] is None, result
     assert {row["region"]: row["count"] for row in result["data"]} == REGIONS
+
+
+def test_kappas_engine_spec_buckets_by_time_grain_and_filters_by_time(api, chart):
+    """deploy/superset's engine spec (installed beside Superset): a time-series query by day over
+    the last seven days truncates `_timestamp` with date_trunc and bounds it with timestamp literals, which
+    kappa narrows to a range of the log. The generic spec has no time grains at all."""
+    engines = api.call("GET", "/api/v1/database/available/")["databases"]
+    assert any(e["engine"] == "datafusion" and e["name"] == "kappa (Arrow Flight SQL)" for e in engines), engines
+    by_day = {"columns": [{"timeGrain": "P1D", "columnType": "BASE_AXIS", "sqlExpression": "_timestamp",
+                           "label": "_timestamp", "expressionType": "SQL"}],
+              "metrics": ["count"], "filters": [{"col": "_timestamp", "op": "TEMPORAL_RANGE", "val": 'DATEADD(DATETIME("now"), -7, day) : now'}],
+              "orderby": [], "row_limit": 100, "extras": {}}
+    answer = api.call("POST", "/api/v1/chart/data", json={
+        "datasource": {"id": chart["dataset"], "type": "table"}, "force": True,
+        "result_format": "json", "result_type": "full", "queries": [by_day]})
+    (result,) = answer["result"]
+    assert "date_trunc('day', _timestamp)" in result["query"], result["query"]
+    assert "_timestamp >= TIMESTAMP '" in result["query"], result["query"]
+    today = datetime.datetime.now(datetime.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert result["data"] == [{"_timestamp": int(today.timestamp() * 1000), "count": sum(REGIONS.values())}], result["query"]
 
 
 def test_superset_over_tls_with_a_token_sees_and_queries_only_granted_tables(api, secured):
