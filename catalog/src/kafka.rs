@@ -429,11 +429,13 @@ impl KafkaClient {
         Ok(out)
     }
 
+    /// The error a query's caller sees names no broker: addresses are the
+    /// deployment's, for its operators, so the log has them.
     fn unavailable(&self, err: KafkaError) -> CatalogError {
+        let cause = crate::error::kafka_cause(&err);
+        tracing::warn!(brokers = %self.options.brokers, error = %cause, "Kafka brokers did not answer");
         CatalogError::BrokerUnavailable(format!(
-            "{} (brokers {}, waited up to {:?})",
-            crate::error::kafka_cause(&err),
-            self.options.brokers,
+            "{cause} (waited up to {:?})",
             self.options.request_timeout
         ))
     }

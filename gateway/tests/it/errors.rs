@@ -48,7 +48,11 @@ async fn a_broker_that_is_down_is_unavailable_within_the_deadline() {
         .await
         .expect_err("broker is down");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("127.0.0.1"), "{}", err.message());
+    assert!(
+        !err.message().contains(&port.to_string()),
+        "broker addresses are for the log, not the caller: {}",
+        err.message()
+    );
     assert!(
         err.message().contains("Broker transport failure")
             && !err.message().contains("BrokerTransportFailure"),
