@@ -83,6 +83,17 @@ impl Kept {
         Some(binding)
     }
 
+    /// Forgets the order of bindings replaced or removed since, once they
+    /// outnumber the kept ones: bindings that never reach the budget (each
+    /// removed by its client) would otherwise grow it without end.
+    fn drop_stale_order(&mut self) {
+        if self.order.len() > 2 * self.by_id.len() + 64 {
+            let by_id = &self.by_id;
+            self.order
+                .retain(|(seq, id)| by_id.get(id).is_some_and(|b| b.seq == *seq));
+        }
+    }
+
     /// Drops the oldest binding still kept; false when none is.
     fn evict_oldest(&mut self) -> bool {
         while let Some((seq, id)) = self.order.pop_front() {
@@ -150,6 +161,7 @@ impl Bindings {
         let seq = kept.next_seq;
         kept.next_seq += 1;
         kept.order.push_back((seq, id));
+        kept.drop_stale_order();
         kept.held += bytes;
         kept.by_id.insert(
             id,
@@ -259,6 +271,19 @@ mod tests {
 
         bindings.put(9, ada.clone(), params((0..1000).collect()));
         assert_eq!(bindings.get(9, &ada), None, "over budget: not kept");
+    }
+
+    #[test]
+    fn bindings_their_clients_remove_leave_nothing_behind() {
+        let bindings = Bindings::default();
+        let ada = owner("ada", "s");
+        for id in 0..10_000 {
+            bindings.put(id, ada.clone(), params(vec![1]));
+            bindings.remove(id, &ada);
+        }
+        let kept = bindings.kept.lock().unwrap();
+        assert!(kept.by_id.is_empty() && kept.held == 0);
+        assert!(kept.order.len() <= 65, "{} stale entries", kept.order.len());
     }
 
     #[test]
