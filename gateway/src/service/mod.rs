@@ -123,15 +123,7 @@ impl KappaFlightSqlService {
         self.limits = limits;
         self
     }
-}
 
-/// A prepared statement's id (absent from handles older gateways gave out)
-/// and the statement its handle carries.
-fn handle_of(handle: &[u8]) -> Result<(Option<u64>, PreparedHandle), Status> {
-    QueryTicket::decode(handle).map_err(|e| param_status(&e))
-}
-
-impl KappaFlightSqlService {
     /// The statement of a prepared handle. One that carries no parameters
     /// takes those last bound to it, if kept (a client that executes the
     /// handle it prepared after DoPut); one that carries them shows its
@@ -151,6 +143,12 @@ impl KappaFlightSqlService {
             None => statement,
         })
     }
+}
+
+/// A prepared statement's id (absent from handles older gateways gave out)
+/// and the statement its handle carries.
+fn handle_of(handle: &[u8]) -> Result<(Option<u64>, PreparedHandle), Status> {
+    QueryTicket::decode(handle).map_err(|e| param_status(&e))
 }
 
 #[tonic::async_trait]
