@@ -4,8 +4,9 @@
 //! SQL and, once the client has bound them with DoPut, the parameter rows.
 //! Any gateway replica can therefore serve any handle DoPut returned. (A
 //! client that executes the handle it prepared instead finds its parameters
-//! in [`crate::bindings`], which closing the statement clears.) The encoding is versioned so a newer gateway can still read the
-//! handles an older one gave out:
+//! in [`crate::bindings`], which closing the statement clears.) The encoding
+//! is versioned so a newer gateway can still read the handles an older one
+//! gave out:
 //!
 //! ```text
 //! kappa-stmt/1\n
