@@ -169,7 +169,7 @@ impl KappaFlightSqlService {
     }
 
     pub(super) fn sql_info(&self, query: CommandGetSqlInfo) -> Response<DoGetStream> {
-        let builder = query.into_builder(&self.sql_info);
+        let builder = query.into_builder(self.sql_info_answers());
         let schema = builder.schema();
         Response::new(one_batch(builder.build(), schema))
     }

@@ -12,7 +12,7 @@
 
 use std::num::NonZeroUsize;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
@@ -78,8 +78,8 @@ pub struct KappaFlightSqlService {
     bindings: Arc<Bindings>,
     /// Queries at once, their time and SQL size.
     limits: Limits,
-    /// GetSqlInfo's answers, which tell the SQL size limit.
-    sql_info: Arc<SqlInfoAnswers>,
+    /// GetSqlInfo's answers, built from the limits at the first request.
+    sql_info: Arc<OnceLock<SqlInfoAnswers>>,
 }
 
 impl KappaFlightSqlService {
@@ -94,15 +94,14 @@ impl KappaFlightSqlService {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .expect("the default runtime builds");
-        let limits = Limits::default();
         Self {
             schema,
             runtime,
             running: Arc::default(),
             plans: Arc::default(),
             bindings: Arc::default(),
-            sql_info: Arc::new(SqlInfoAnswers::new(limits.max_sql_bytes())),
-            limits,
+            sql_info: Arc::default(),
+            limits: Limits::default(),
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -119,9 +118,15 @@ impl KappaFlightSqlService {
 
     /// The same service under `limits`.
     pub fn with_limits(mut self, limits: Limits) -> Self {
-        self.sql_info = Arc::new(SqlInfoAnswers::new(limits.max_sql_bytes()));
+        self.sql_info = Arc::default();
         self.limits = limits;
         self
+    }
+
+    /// GetSqlInfo's answers, which tell the SQL size limit.
+    fn sql_info_answers(&self) -> &SqlInfoAnswers {
+        self.sql_info
+            .get_or_init(|| SqlInfoAnswers::new(self.limits.max_sql_bytes()))
     }
 
     /// The statement of a prepared handle. One that carries no parameters
@@ -383,7 +388,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        metadata::sql_info_flight_info(query, &self.sql_info, request)
+        metadata::sql_info_flight_info(query, self.sql_info_answers(), request)
     }
 
     async fn do_get_sql_info(
