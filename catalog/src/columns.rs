@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
-use crate::config::ValueFormat;
+use crate::format::ValueFormat;
 
 /// Kafka partition of the record.
 pub const PARTITION: &str = "_partition";
@@ -65,20 +65,17 @@ fn metadata_fields() -> Vec<Field> {
 /// The schema of a table: metadata columns, then the value's columns.
 ///
 /// * raw: `_partition, _offset, _timestamp, _key, _value, _headers`
-/// * json: `_partition, _offset, _timestamp, _key, _headers, <columns…>, _error, _value`
+/// * decoded (json): `_partition, _offset, _timestamp, _key, _headers, <columns…>, _error, _value`
 pub fn table_schema(format: ValueFormat, value_schema: &Schema) -> SchemaRef {
     let mut fields = metadata_fields();
-    match format {
-        ValueFormat::Raw => {
-            fields.push(Field::new(VALUE, DataType::Binary, true));
-            fields.push(Field::new(HEADERS, headers_type(), true));
-        }
-        ValueFormat::Json => {
-            fields.push(Field::new(HEADERS, headers_type(), true));
-            fields.extend(value_schema.fields().iter().map(|f| f.as_ref().clone()));
-            fields.push(Field::new(ERROR, DataType::Utf8, true));
-            fields.push(Field::new(VALUE, DataType::Binary, true));
-        }
+    if format.decodes() {
+        fields.push(Field::new(HEADERS, headers_type(), true));
+        fields.extend(value_schema.fields().iter().map(|f| f.as_ref().clone()));
+        fields.push(Field::new(ERROR, DataType::Utf8, true));
+        fields.push(Field::new(VALUE, DataType::Binary, true));
+    } else {
+        fields.push(Field::new(VALUE, DataType::Binary, true));
+        fields.push(Field::new(HEADERS, headers_type(), true));
     }
     Arc::new(Schema::new(fields))
 }

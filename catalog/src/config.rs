@@ -20,6 +20,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 
 use crate::error::{CatalogError, Result};
+use crate::format::ValueFormat;
 
 /// The whole configuration file. Unknown keys are errors, so a typo never
 /// silently drops a setting.
@@ -43,16 +44,6 @@ pub struct KafkaSection {
     /// Property name to value, passed to librdkafka as they are.
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
-}
-
-/// How a topic's value bytes become columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueFormat {
-    /// One JSON object per message.
-    Json,
-    /// The value is not decoded: `_value BINARY`.
-    Raw,
 }
 
 /// One `[[tables]]` entry, as written in the file.
@@ -202,7 +193,7 @@ pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
                 field.name()
             )));
         }
-        if !crate::decode::json_supports(field.data_type()) {
+        if !crate::format::json::supports(field.data_type()) {
             return Err(bad(format!(
                 "column '{}': type {} is not supported by the json format",
                 field.name(),

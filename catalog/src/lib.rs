@@ -3,7 +3,7 @@
 //! Every Kafka topic is a table in catalog [`provider::CATALOG`], schema
 //! [`provider::SCHEMA`]. A scan fixes each partition's offset range when it is
 //! planned ([`offsets`]), reads partitions in parallel ([`scan`]) and decodes
-//! records into Arrow ([`decode`]). No server code lives here.
+//! records into Arrow ([`decode`], values by their [`format`]). No server code lives here.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +22,7 @@ pub mod columns;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod format;
 pub mod kafka;
 pub mod lake;
 pub mod offsets;
@@ -39,8 +40,9 @@ use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
 
-pub use config::{CatalogConfig, DeclaredTable, TableDefinition, ValueFormat};
+pub use config::{CatalogConfig, DeclaredTable, TableDefinition};
 pub use error::{CatalogError, Result};
+pub use format::ValueFormat;
 pub use kafka::{KafkaClient, KafkaOptions};
 pub use options::KappaOptions;
 pub use provider::{CATALOG, KafkaCatalog, KafkaSchema, SCHEMA};

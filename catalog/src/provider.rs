@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
 
-use crate::config::{DeclaredTable, ValueFormat};
+use crate::config::DeclaredTable;
 use crate::error::Result;
+use crate::format::ValueFormat;
 use crate::kafka::{KafkaClient, is_legal_topic_name};
 use crate::lake::Lake;
 use crate::system::{SYSTEM_SCHEMA, SystemSchema};

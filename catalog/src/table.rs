@@ -20,7 +20,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::OnceCell;
 
 use crate::columns::{OFFSET, PARTITION, TIMESTAMP, table_schema};
-use crate::config::ValueFormat;
+use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
 use crate::offsets::PartitionRange;
 use crate::plan::ranges::candidate_partitions;

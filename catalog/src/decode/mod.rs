@@ -2,9 +2,10 @@
 //!
 //! [`BatchAssembler`] collects records (metadata columns straight into Arrow
 //! builders, value bytes kept until the batch is cut) and turns them into one
-//! `RecordBatch` of the table's schema. JSON values go through arrow-json in
-//! one pass ([`json`]); a record that does not fit the declared columns
-//! becomes a row of nulls with the reason in `_error`, never a crash or a gap.
+//! `RecordBatch` of the table's schema. Values go through the table format's
+//! [`ValueDecoder`](crate::format::ValueDecoder); a record that does not fit
+//! the declared columns becomes a row of nulls with the reason in `_error`,
+//! never a crash or a gap.
 
 use std::sync::Arc;
 
@@ -12,16 +13,12 @@ use datafusion::arrow::array::{
     ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
     TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
-use datafusion::arrow::json::ReaderBuilder;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-pub mod json;
-
 use crate::columns::{ERROR, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE};
-use crate::config::ValueFormat;
 use crate::error::Result;
-use json::JsonColumns;
+use crate::format::{ValueDecoder, ValueFormat, value_decoder};
 
 /// One Kafka record, borrowed from the client's buffer.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +38,7 @@ pub struct RecordRef<'a> {
 /// Builds record batches of one table's schema from Kafka records.
 ///
 /// Only the projected columns are built: `count(*)` decodes no value and
-/// copies no key or header. The JSON value is decoded whole whenever any
+/// copies no key or header. The value is decoded whole whenever any
 /// value column or `_error` is projected, so a row reads the same (all its
 /// fields, or nulls and the reason) whichever columns a query selects.
 #[derive(Debug)]
@@ -55,7 +52,7 @@ pub struct BatchAssembler {
     key: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
     raw_values: BinaryBuilder,
-    json: Option<JsonColumns>,
+    values: Option<Box<dyn ValueDecoder>>,
     rows: usize,
     bytes: usize,
 }
@@ -69,7 +66,7 @@ struct Needs {
     key: bool,
     headers: bool,
     raw_value: bool,
-    json: bool,
+    decoded: bool,
 }
 
 impl BatchAssembler {
@@ -86,23 +83,24 @@ impl BatchAssembler {
         // `columns::table_schema`.
         let mut needs = Needs::default();
         for field in schema.fields() {
-            match (field.name().as_str(), format) {
-                (PARTITION, _) => needs.partition = true,
-                (OFFSET, _) => needs.offset = true,
-                (TIMESTAMP, _) => needs.timestamp = true,
-                (KEY, _) => needs.key = true,
-                (HEADERS, _) => needs.headers = true,
-                (VALUE, ValueFormat::Raw) => needs.raw_value = true,
+            match field.name().as_str() {
+                PARTITION => needs.partition = true,
+                OFFSET => needs.offset = true,
+                TIMESTAMP => needs.timestamp = true,
+                KEY => needs.key = true,
+                HEADERS => needs.headers = true,
+                VALUE if !format.decodes() => needs.raw_value = true,
                 // Declared columns, `_error` and the undecoded `_value`.
-                (_, ValueFormat::Json) => needs.json = true,
-                (other, ValueFormat::Raw) => unreachable!("raw tables have no column {other}"),
+                _ if format.decodes() => needs.decoded = true,
+                other => unreachable!("raw tables have no column {other}"),
             }
         }
-        let json = needs
-            .json
-            .then(|| JsonColumns::new(Arc::clone(&value_schema)))
-            .transpose()
-            .expect("declared columns are checked when the table is defined");
+        let values = if needs.decoded {
+            value_decoder(format, &value_schema)
+                .expect("declared columns are checked when the table is defined")
+        } else {
+            None
+        };
         Self {
             schema,
             value_schema,
@@ -116,7 +114,7 @@ impl BatchAssembler {
                 0,
             )),
             raw_values: BinaryBuilder::new(),
-            json,
+            values,
             rows: 0,
             bytes: 0,
         }
@@ -186,8 +184,8 @@ impl BatchAssembler {
             self.raw_values.append_option(record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
-        if let Some(json) = &mut self.json {
-            json.append(record.value);
+        if let Some(values) = &mut self.values {
+            values.append(record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
         self.rows += 1;
@@ -197,9 +195,9 @@ impl BatchAssembler {
     /// Cuts a batch of everything appended so far and resets the builders.
     pub fn finish(&mut self) -> Result<RecordBatch> {
         let needs = self.needs;
-        let (decoded, errors, undecoded) = match &mut self.json {
-            Some(json) => {
-                let decoded = json.finish()?;
+        let (decoded, errors, undecoded) = match &mut self.values {
+            Some(values) => {
+                let decoded = values.finish()?;
                 (
                     decoded.columns,
                     Some(decoded.errors),
@@ -242,17 +240,11 @@ impl BatchAssembler {
     }
 }
 
-/// Whether the JSON decoder can produce a column of this type.
-pub fn json_supports(data_type: &datafusion::arrow::datatypes::DataType) -> bool {
-    let schema = Schema::new(vec![Field::new("c", data_type.clone(), true)]);
-    ReaderBuilder::new(Arc::new(schema)).build_decoder().is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::{DataType, Int64Type};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
     fn orders_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![

@@ -31,7 +31,7 @@ pub(crate) mod reader;
 use metrics::ScanMetrics;
 use reader::GroupReader;
 
-use crate::config::ValueFormat;
+use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
 use crate::offsets::{PartitionRange, group_ranges};
 

@@ -26,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::StartPosition;
 use super::reader::TailReader;
 use super::registry::StreamRegistry;
-use crate::config::ValueFormat;
+use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
 use crate::plan::RangePredicate;
 

@@ -12,36 +12,24 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, StringArray, new_null_array,
-};
+use datafusion::arrow::array::{Array, BinaryArray, BinaryBuilder, StringArray, new_null_array};
 use datafusion::arrow::compute::{concat_batches, interleave};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::{DecodedValues, ValueDecoder};
 use crate::error::Result;
 
 /// Rows the decoder holds before it hands them over (its buffers are sized
 /// for this many and reused from batch to batch).
 const DECODER_ROWS: usize = 8192;
 
-/// The decoded columns of a batch of JSON values.
-#[derive(Debug)]
-pub struct DecodedJson {
-    /// One column per declared field, one row per value.
-    pub columns: Vec<ArrayRef>,
-    /// Why a value did not decode (null where it did, or for a tombstone).
-    pub errors: ArrayRef,
-    /// The bytes of each value that did not decode, so nothing is lost.
-    pub undecoded: ArrayRef,
-}
-
 /// Collects JSON values and decodes them into `schema`'s columns.
 #[derive(Debug)]
-pub struct JsonColumns {
+pub struct JsonDecoder {
     schema: SchemaRef,
     raw: BinaryBuilder,
     decoder: Decoder,
@@ -54,7 +42,7 @@ pub struct JsonColumns {
     careful: bool,
 }
 
-impl JsonColumns {
+impl JsonDecoder {
     /// Values decoding into `schema`.
     pub fn new(schema: SchemaRef) -> Result<Self> {
         Ok(Self {
@@ -67,9 +55,10 @@ impl JsonColumns {
             careful: false,
         })
     }
+}
 
-    /// Adds one value (`None`: a tombstone, a row of nulls and no error).
-    pub fn append(&mut self, value: Option<&[u8]>) {
+impl ValueDecoder for JsonDecoder {
+    fn append(&mut self, value: Option<&[u8]>) {
         let row = self.values;
         self.values += 1;
         self.raw.append_option(value);
@@ -101,8 +90,7 @@ impl JsonColumns {
         }
     }
 
-    /// Decodes everything appended since the last call.
-    pub fn finish(&mut self) -> Result<DecodedJson> {
+    fn finish(&mut self) -> Result<DecodedValues> {
         let raw = self.raw.finish();
         let values = std::mem::take(&mut self.values);
         let rows = std::mem::take(&mut self.rows);
@@ -139,12 +127,18 @@ impl JsonColumns {
         let undecoded: BinaryArray = (0..values)
             .map(|row| (errors[row].is_some() && raw.is_valid(row)).then(|| raw.value(row)))
             .collect();
-        Ok(DecodedJson {
+        Ok(DecodedValues {
             columns,
             errors: Arc::new(StringArray::from(errors)),
             undecoded: Arc::new(undecoded),
         })
     }
+}
+
+/// Whether the JSON decoder can produce a column of this type.
+pub fn supports(data_type: &DataType) -> bool {
+    let schema = Schema::new(vec![Field::new("c", data_type.clone(), true)]);
+    ReaderBuilder::new(Arc::new(schema)).build_decoder().is_ok()
 }
 
 fn new_decoder(schema: &SchemaRef, rows: usize) -> Result<Decoder> {
@@ -255,14 +249,14 @@ fn decode_rows(
 mod tests {
     use super::*;
     use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use datafusion::arrow::datatypes::Int64Type;
 
     fn ids() -> SchemaRef {
         Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]))
     }
 
     fn decode(values: &[Option<&[u8]>]) -> (Vec<Option<i64>>, Vec<Option<String>>) {
-        let mut json = JsonColumns::new(ids()).unwrap();
+        let mut json = JsonDecoder::new(ids()).unwrap();
         for value in values {
             json.append(*value);
         }
@@ -343,7 +337,7 @@ mod tests {
         let values: Vec<Vec<u8>> = (0..DECODER_ROWS as i64 * 2 + 5)
             .map(|i| format!("{{\"id\": {i}, \"extra\": \"ignored\"}}").into_bytes())
             .collect();
-        let mut json = JsonColumns::new(ids()).unwrap();
+        let mut json = JsonDecoder::new(ids()).unwrap();
         for (i, value) in values.iter().enumerate() {
             // A tombstone every 1000 rows: nulls, no error.
             json.append((i % 1000 != 0).then_some(value.as_slice()));

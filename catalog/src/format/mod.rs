@@ -1,0 +1,75 @@
+//! Value formats: how a message's value bytes become a table's columns.
+//!
+//! A format is kept apart from where the bytes come from (a scan, a stream,
+//! the compactor): each gets a [`ValueDecoder`] from [`value_decoder`] and
+//! feeds it the values of one batch in order. A decoder never drops a value
+//! and never fails on bad input: a value that does not decode is a row of
+//! nulls with the reason in `_error` and its bytes in `_value`. Only what is
+//! not the message's fault (a registry that is down) is an error of the scan.
+//!
+//! One module per format; [`json`] is the first.
+
+use std::fmt::Debug;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::SchemaRef;
+use serde::Deserialize;
+
+use crate::error::Result;
+
+pub mod json;
+
+/// How a topic's value bytes become columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFormat {
+    /// One JSON object per message.
+    Json,
+    /// The value is not decoded: `_value BINARY`.
+    Raw,
+}
+
+impl ValueFormat {
+    /// Whether values are decoded into declared columns (with `_error`, and
+    /// `_value` kept only for values that did not decode), rather than kept
+    /// whole in `_value`.
+    pub fn decodes(&self) -> bool {
+        !matches!(self, Self::Raw)
+    }
+}
+
+/// The decoded columns of one batch of values.
+#[derive(Debug)]
+pub struct DecodedValues {
+    /// One column per value field, one row per value.
+    pub columns: Vec<ArrayRef>,
+    /// Why a value did not decode (null where it did, or for a tombstone).
+    pub errors: ArrayRef,
+    /// The bytes of each value that did not decode, so nothing is lost.
+    pub undecoded: ArrayRef,
+}
+
+/// Turns the values of a batch, appended in order, into columns.
+///
+/// `append` is on the reader's hot path: it may only buffer or decode
+/// incrementally; `finish` produces the batch's columns and resets the
+/// decoder for the next batch.
+pub trait ValueDecoder: Debug + Send {
+    /// Adds one value (`None`: a tombstone, a row of nulls and no error).
+    fn append(&mut self, value: Option<&[u8]>);
+
+    /// Decodes everything appended since the last call, one row per value.
+    fn finish(&mut self) -> Result<DecodedValues>;
+}
+
+/// A decoder of `format` values into `value_schema`'s columns, or `None` for
+/// a format that keeps values whole (`raw`).
+pub fn value_decoder(
+    format: ValueFormat,
+    value_schema: &SchemaRef,
+) -> Result<Option<Box<dyn ValueDecoder>>> {
+    Ok(match format {
+        ValueFormat::Raw => None,
+        ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
+    })
+}
