@@ -66,6 +66,64 @@ impl KafkaArgs {
     }
 }
 
+/// Where the schema registry is (a Confluent-compatible REST API).
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Schema registry URL, e.g. `http://registry:8081` (credentials may be
+    /// in the URL). With it, a topic whose `<topic>-value` subject exists
+    /// reads as a typed Avro table with no definition, and `avro-confluent`
+    /// tables resolve their schemas.
+    #[arg(long, env = "KAPPA_SCHEMA_REGISTRY")]
+    pub schema_registry: Option<String>,
+
+    /// Basic-auth user for the registry.
+    #[arg(long, env = "KAPPA_SCHEMA_REGISTRY_USER", requires = "schema_registry")]
+    pub schema_registry_user: Option<String>,
+
+    /// Basic-auth password for the registry (better in the env var than on
+    /// a command line).
+    #[arg(
+        long,
+        env = "KAPPA_SCHEMA_REGISTRY_PASSWORD",
+        requires = "schema_registry_user",
+        hide_env_values = true
+    )]
+    pub schema_registry_password: Option<String>,
+
+    /// PEM file of the CA that signed the registry's certificate.
+    #[arg(long, env = "KAPPA_SCHEMA_REGISTRY_CA", requires = "schema_registry")]
+    pub schema_registry_ca: Option<std::path::PathBuf>,
+
+    /// Deadline of one registry request: a registry that does not answer
+    /// in time fails the query (`Unavailable`), it never yields rows.
+    #[arg(long, env = "KAPPA_SCHEMA_REGISTRY_TIMEOUT", default_value = "10s", value_parser = positive_duration)]
+    pub schema_registry_timeout: Duration,
+}
+
+impl RegistryArgs {
+    /// The registry client, if a registry is configured. Call within the
+    /// tokio runtime.
+    pub fn registry(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::format::SchemaRegistry>>, String> {
+        let Some(url) = &self.schema_registry else {
+            return Ok(None);
+        };
+        let options = crate::format::RegistryOptions {
+            url: url.clone(),
+            basic_auth: self.schema_registry_user.clone().map(|user| {
+                (
+                    user,
+                    self.schema_registry_password.clone().unwrap_or_default(),
+                )
+            }),
+            ca_file: self.schema_registry_ca.clone(),
+            timeout: self.schema_registry_timeout,
+        };
+        crate::format::SchemaRegistry::new(options).map(|r| Some(std::sync::Arc::new(r)))
+    }
+}
+
 /// Parses a duration greater than zero.
 pub fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {

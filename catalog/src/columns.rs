@@ -66,7 +66,7 @@ fn metadata_fields() -> Vec<Field> {
 ///
 /// * raw: `_partition, _offset, _timestamp, _key, _value, _headers`
 /// * decoded (json): `_partition, _offset, _timestamp, _key, _headers, <columns…>, _error, _value`
-pub fn table_schema(format: ValueFormat, value_schema: &Schema) -> SchemaRef {
+pub fn table_schema(format: &ValueFormat, value_schema: &Schema) -> SchemaRef {
     let mut fields = metadata_fields();
     if format.decodes() {
         fields.push(Field::new(HEADERS, headers_type(), true));
@@ -82,5 +82,5 @@ pub fn table_schema(format: ValueFormat, value_schema: &Schema) -> SchemaRef {
 
 /// The schema of a topic nobody declared: raw key, value and headers.
 pub fn raw_schema() -> SchemaRef {
-    table_schema(ValueFormat::Raw, &Schema::empty())
+    table_schema(&ValueFormat::Raw, &Schema::empty())
 }

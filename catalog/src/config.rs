@@ -20,7 +20,8 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 
 use crate::error::{CatalogError, Result};
-use crate::format::ValueFormat;
+use crate::format::registry::{RegistryError, SchemaType};
+use crate::format::{AvroFormat, SchemaRegistry, ValueFormat};
 
 /// The whole configuration file. Unknown keys are errors, so a typo never
 /// silently drops a setting.
@@ -46,6 +47,23 @@ pub struct KafkaSection {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
+/// A value format's name, as written in a definition (Flink's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum FormatName {
+    /// One JSON object per message, declared `columns`.
+    #[serde(rename = "json")]
+    Json,
+    /// Bytes as they are.
+    #[serde(rename = "raw")]
+    Raw,
+    /// A bare Avro datum of the definition's `schema`.
+    #[serde(rename = "avro")]
+    Avro,
+    /// Avro in the Confluent wire format, writer schemas from the registry.
+    #[serde(rename = "avro-confluent")]
+    AvroConfluent,
+}
+
 /// One `[[tables]]` entry, as written in the file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +73,20 @@ pub struct TableDefinition {
     /// Kafka topic; defaults to the table name.
     pub topic: Option<String>,
     /// Value format.
-    pub format: ValueFormat,
+    pub format: FormatName,
+    /// Avro schema (JSON): what `avro` values are written with; for
+    /// `avro-confluent`, the reader schema every writer schema resolves to
+    /// (default: the registry subject's).
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// `avro-confluent`: the registry subject the reader schema comes from
+    /// (default `<topic>-value`, Confluent's TopicNameStrategy).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// `avro-confluent`: the subject's version to read as (default: the
+    /// latest when the definition is read).
+    #[serde(default)]
+    pub schema_version: Option<u32>,
     /// Column list in SQL, for example `id BIGINT, name VARCHAR`. Names keep
     /// their case as written (JSON field names are matched exactly).
     #[serde(default)]
@@ -75,7 +106,7 @@ pub struct DeclaredTable {
     pub name: String,
     /// Kafka topic.
     pub topic: String,
-    /// Value format.
+    /// Value format (with, for Avro, its reader schema and registry).
     pub format: ValueFormat,
     /// Columns decoded from the value (metadata columns not included).
     pub value_schema: SchemaRef,
@@ -98,6 +129,14 @@ impl CatalogConfig {
 
     /// Checks every definition and turns its column list into a schema.
     pub async fn resolve(&self) -> Result<Vec<DeclaredTable>> {
+        self.resolve_with(None).await
+    }
+
+    /// [`Self::resolve`], taking `avro-confluent` schemas from `registry`.
+    pub async fn resolve_with(
+        &self,
+        registry: Option<&Arc<SchemaRegistry>>,
+    ) -> Result<Vec<DeclaredTable>> {
         let mut out: Vec<DeclaredTable> = Vec::with_capacity(self.tables.len());
         for def in &self.tables {
             if out.iter().any(|t| t.name == def.name) {
@@ -106,28 +145,71 @@ impl CatalogConfig {
                     def.name
                 )));
             }
-            out.push(def.resolve().await?);
+            out.push(def.resolve(registry).await?);
         }
         Ok(out)
     }
 }
 
 impl TableDefinition {
-    async fn resolve(&self) -> Result<DeclaredTable> {
-        let value_schema = match (self.format, &self.columns) {
-            (ValueFormat::Json, Some(columns)) => parse_columns(&self.name, columns).await?,
-            (ValueFormat::Json, None) => {
-                return Err(CatalogError::Config(format!(
-                    "table '{}': format \"json\" needs `columns`",
-                    self.name
-                )));
+    async fn resolve(&self, registry: Option<&Arc<SchemaRegistry>>) -> Result<DeclaredTable> {
+        let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
+        let topic = self.topic.clone().unwrap_or_else(|| self.name.clone());
+        let avro = matches!(self.format, FormatName::Avro | FormatName::AvroConfluent);
+        if !avro
+            && (self.schema.is_some() || self.subject.is_some() || self.schema_version.is_some())
+        {
+            return Err(bad(
+                "`schema`, `subject` and `schema_version` are options of the Avro formats".into(),
+            ));
+        }
+        if avro && self.columns.is_some() {
+            return Err(bad(
+                "Avro tables take their columns from the Avro schema, not `columns`".into(),
+            ));
+        }
+        let (format, value_schema) = match (self.format, &self.columns) {
+            (FormatName::Json, Some(columns)) => {
+                (ValueFormat::Json, parse_columns(&self.name, columns).await?)
             }
-            (ValueFormat::Raw, None) => Arc::new(Schema::empty()),
-            (ValueFormat::Raw, Some(_)) => {
-                return Err(CatalogError::Config(format!(
-                    "table '{}': format \"raw\" takes no `columns`",
-                    self.name
-                )));
+            (FormatName::Json, None) => {
+                return Err(bad("format \"json\" needs `columns`".into()));
+            }
+            (FormatName::Raw, None) => (ValueFormat::Raw, Arc::new(Schema::empty())),
+            (FormatName::Raw, Some(_)) => {
+                return Err(bad("format \"raw\" takes no `columns`".into()));
+            }
+            (FormatName::Avro, _) => {
+                if self.subject.is_some() || self.schema_version.is_some() {
+                    return Err(bad("format \"avro\" takes its `schema` inline; `subject` and `schema_version` are options of \"avro-confluent\"".into()));
+                }
+                let schema = self.schema.as_deref().ok_or_else(|| {
+                    bad("format \"avro\" needs `schema` (use \"avro-confluent\" for values framed for a schema registry)".into())
+                })?;
+                avro_format(AvroFormat::plain(schema).map_err(bad)?)
+            }
+            (FormatName::AvroConfluent, _) => {
+                let registry = registry.ok_or_else(|| {
+                    bad(
+                        "format \"avro-confluent\" needs a schema registry (--schema-registry)"
+                            .into(),
+                    )
+                })?;
+                let reader = match &self.schema {
+                    Some(schema) => schema.clone(),
+                    None => {
+                        let subject = self
+                            .subject
+                            .clone()
+                            .unwrap_or_else(|| value_subject(&topic));
+                        subject_schema(registry, &subject, self.schema_version)
+                            .await?
+                            .ok_or_else(|| {
+                                bad(format!("subject '{subject}' is not in the schema registry"))
+                            })?
+                    }
+                };
+                avro_format(AvroFormat::confluent(&reader, Arc::clone(registry)).map_err(bad)?)
             }
         };
         let timestamp_skew = self
@@ -144,11 +226,67 @@ impl TableDefinition {
             .transpose()?;
         Ok(DeclaredTable {
             name: self.name.clone(),
-            topic: self.topic.clone().unwrap_or_else(|| self.name.clone()),
-            format: self.format,
+            topic,
+            format,
             value_schema,
             timestamp_skew,
         })
+    }
+}
+
+impl DeclaredTable {
+    /// The table a topic nobody declared is, given a registry: Avro with the
+    /// latest version of its `<topic>-value` subject as the reader schema, or
+    /// `None` when there is no such subject (the topic is then raw). A
+    /// registry that cannot be asked is an error, never a raw table.
+    pub async fn from_registry(
+        registry: &Arc<SchemaRegistry>,
+        topic: &str,
+    ) -> Result<Option<Self>> {
+        let subject = value_subject(topic);
+        let Some(reader) = subject_schema(registry, &subject, None).await? else {
+            return Ok(None);
+        };
+        let bad = |why: String| {
+            CatalogError::Config(format!("topic '{topic}': subject '{subject}': {why}"))
+        };
+        let (format, value_schema) =
+            avro_format(AvroFormat::confluent(&reader, Arc::clone(registry)).map_err(bad)?);
+        Ok(Some(Self {
+            name: topic.to_string(),
+            topic: topic.to_string(),
+            format,
+            value_schema,
+            timestamp_skew: None,
+        }))
+    }
+}
+
+/// Confluent's TopicNameStrategy: the subject of a topic's values.
+pub fn value_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+fn avro_format(avro: AvroFormat) -> (ValueFormat, SchemaRef) {
+    let value_schema = Arc::clone(avro.value_schema());
+    (ValueFormat::Avro(Arc::new(avro)), value_schema)
+}
+
+/// A subject's Avro schema at `version` (the latest if `None`), or `None` if
+/// the registry has no such subject or version.
+async fn subject_schema(
+    registry: &SchemaRegistry,
+    subject: &str,
+    version: Option<u32>,
+) -> Result<Option<String>> {
+    match registry.subject_version(subject, version).await {
+        Ok(found) if found.schema_type == SchemaType::Avro => Ok(Some(found.schema)),
+        Ok(found) => Err(CatalogError::Config(format!(
+            "subject '{subject}' holds a {} schema; kappa reads Avro subjects so far",
+            found.schema_type
+        ))),
+        Err(RegistryError::NotFound(_)) => Ok(None),
+        Err(unavailable) => Err(CatalogError::Registry(unavailable.to_string())),
     }
 }
 

@@ -50,6 +50,11 @@ pub enum CatalogError {
         detail: String,
     },
 
+    /// The schema registry could not be asked (down, slow, refused our
+    /// credentials). Never a reason to return rows: the query fails.
+    #[error("{0}")]
+    Registry(String),
+
     /// The lake (a Delta table) could not be read.
     #[error("lake unavailable: {0}")]
     Lake(String),

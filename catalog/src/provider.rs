@@ -14,6 +14,7 @@ use datafusion::error::Result as DfResult;
 
 use crate::config::DeclaredTable;
 use crate::error::Result;
+use crate::format::SchemaRegistry;
 use crate::format::ValueFormat;
 use crate::kafka::{KafkaClient, is_legal_topic_name};
 use crate::lake::Lake;
@@ -76,6 +77,9 @@ pub struct KafkaSchema {
     cache: Mutex<TopicCache>,
     streams: Arc<StreamRegistry>,
     stream_linger: Duration,
+    registry: Option<Arc<SchemaRegistry>>,
+    /// What the registry said of undeclared topics, and when.
+    registry_tables: Mutex<HashMap<String, (Instant, Option<DeclaredTable>)>>,
 }
 
 impl KafkaSchema {
@@ -93,7 +97,88 @@ impl KafkaSchema {
             cache: Mutex::new(TopicCache::default()),
             streams: Arc::new(StreamRegistry::default()),
             stream_linger: DEFAULT_STREAM_LINGER,
+            registry: None,
+            registry_tables: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reads an undeclared topic whose `<topic>-value` subject is in
+    /// `registry` as an Avro table of the subject's latest version (asked
+    /// again after the refresh interval).
+    pub fn with_registry(mut self, registry: Option<Arc<SchemaRegistry>>) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// The schema registry, if any.
+    pub fn registry(&self) -> Option<&Arc<SchemaRegistry>> {
+        self.registry.as_ref()
+    }
+
+    /// What the registry says an undeclared topic is (`None`: raw), asked
+    /// at most once per refresh interval.
+    async fn registry_table(&self, topic: &str) -> Result<Option<DeclaredTable>> {
+        let Some(registry) = &self.registry else {
+            return Ok(None);
+        };
+        if let Some(table) = self.registry_table_cached(topic) {
+            return Ok(table);
+        }
+        let asked_at = Instant::now();
+        let table = DeclaredTable::from_registry(registry, topic).await?;
+        let mut tables = self
+            .registry_tables
+            .lock()
+            .expect("registry cache poisoned");
+        tables.insert(topic.to_string(), (asked_at, table.clone()));
+        Ok(table)
+    }
+
+    fn registry_table_cached(&self, topic: &str) -> Option<Option<DeclaredTable>> {
+        let tables = self
+            .registry_tables
+            .lock()
+            .expect("registry cache poisoned");
+        tables
+            .get(topic)
+            .filter(|(at, _)| at.elapsed() < self.refresh_interval)
+            .map(|(_, table)| table.clone())
+    }
+
+    /// [`Self::registry_table`] for a synchronous caller (a table function
+    /// is planned synchronously): on the gateway's multi-threaded runtime
+    /// the lookup runs in place; elsewhere only the cache can answer.
+    fn registry_table_now(&self, topic: &str) -> Result<Option<DeclaredTable>> {
+        if self.registry.is_none() {
+            return Ok(None);
+        }
+        if let Some(table) = self.registry_table_cached(topic) {
+            return Ok(table);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| runtime.block_on(self.registry_table(topic)))
+            }
+            _ => Err(crate::CatalogError::Registry(format!(
+                "topic '{topic}': its schema-registry subject is not known yet; query the table once first"
+            ))),
+        }
+    }
+
+    /// The table an undeclared topic is: typed by its registry subject, or
+    /// raw. Fails when the registry cannot be asked.
+    async fn undeclared_table(&self, topic: &str) -> Result<KafkaTable> {
+        Ok(match self.registry_table(topic).await? {
+            Some(def) => KafkaTable::new(
+                def.topic.clone(),
+                def.format.clone(),
+                Arc::clone(&def.value_schema),
+                Arc::clone(&self.client),
+            ),
+            None => self.raw_table(topic),
+        })
     }
 
     /// Runs at most `max_streams` streaming queries at once, each sending a
@@ -109,24 +194,37 @@ impl KafkaSchema {
         &self.streams
     }
 
-    /// `tail(name, start)`: a stream of a declared table or a topic, or
-    /// `None` for a name that is neither (existence is checked when it runs).
-    pub fn tail_table(&self, name: &str, start: StartPosition) -> Option<TailTable> {
+    /// `tail(name, start)`: a stream of a declared table or a topic (typed
+    /// by its registry subject, as a query reads it), or `None` for a name
+    /// that is neither (existence is checked when it runs).
+    pub fn tail_table(&self, name: &str, start: StartPosition) -> Result<Option<TailTable>> {
         let settings = StreamSettings {
             linger: self.stream_linger,
             refresh_interval: self.refresh_interval,
             registry: Arc::clone(&self.streams),
         };
-        let (topic, format, value_schema) = match self.declared.get(name) {
-            Some(def) => (def.topic.clone(), def.format, Arc::clone(&def.value_schema)),
-            None if is_user_topic(name) && is_legal_topic_name(name) => (
+        let registry_table;
+        let declared = match self.declared.get(name) {
+            Some(def) => Some(def),
+            None if is_user_topic(name) && is_legal_topic_name(name) => {
+                registry_table = self.registry_table_now(name)?;
+                registry_table.as_ref()
+            }
+            None => return Ok(None),
+        };
+        let (topic, format, value_schema) = match declared {
+            Some(def) => (
+                def.topic.clone(),
+                def.format.clone(),
+                Arc::clone(&def.value_schema),
+            ),
+            None => (
                 name.to_string(),
                 ValueFormat::Raw,
                 Arc::new(datafusion::arrow::datatypes::Schema::empty()),
             ),
-            None => return None,
         };
-        Some(TailTable::new(
+        Ok(Some(TailTable::new(
             name,
             topic,
             format,
@@ -135,7 +233,7 @@ impl KafkaSchema {
             Arc::clone(&self.client),
             self.lake.clone(),
             settings,
-        ))
+        )))
     }
 
     /// Reads tables that have a lake tier (a Delta table the compactor
@@ -264,7 +362,7 @@ impl SchemaProvider for KafkaSchema {
         if let Some(def) = self.declared.get(name) {
             let table = KafkaTable::new(
                 def.topic.clone(),
-                def.format,
+                def.format.clone(),
                 Arc::clone(&def.value_schema),
                 Arc::clone(&self.client),
             )
@@ -277,7 +375,8 @@ impl SchemaProvider for KafkaSchema {
             return Ok(None);
         }
         if self.cached(name) {
-            return self.with_lake_tier(name, self.raw_table(name)).await;
+            let table = self.undeclared_table(name).await?;
+            return self.with_lake_tier(name, table).await;
         }
         // Not in the cache: maybe created since the last refresh. Ask once.
         let topic = name.to_string();
@@ -290,7 +389,8 @@ impl SchemaProvider for KafkaSchema {
                 let mut cache = self.cache.lock().expect("topic cache poisoned");
                 cache.topics.insert(name.to_string());
             }
-            return self.with_lake_tier(name, self.raw_table(name)).await;
+            let table = self.undeclared_table(name).await?;
+            return self.with_lake_tier(name, table).await;
         }
         Ok(None)
     }

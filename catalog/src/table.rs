@@ -54,7 +54,7 @@ impl KafkaTable {
     ) -> Self {
         Self {
             topic: topic.into(),
-            schema: table_schema(format, &value_schema),
+            schema: table_schema(&format, &value_schema),
             format,
             value_schema,
             timestamp_skew: None,
@@ -233,7 +233,7 @@ impl KafkaTable {
         let schema = project_schema(&self.schema, projection)?;
         let spec = ScanSpec {
             topic: self.topic.clone(),
-            format: self.format,
+            format: self.format.clone(),
             value_schema: Arc::clone(&self.value_schema),
             projection: projection.cloned(),
             ranges,

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs};
+use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs, RegistryArgs};
+use kappa_catalog::format::SchemaRegistry;
 use kappa_catalog::lake;
 use kappa_catalog::{CatalogConfig, DeclaredTable, KafkaClient, ValueFormat};
 use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
@@ -47,6 +48,9 @@ enum Command {
         /// TOML file with table definitions.
         #[arg(long, env = "KAPPA_CONFIG")]
         config: PathBuf,
+
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
 }
 
@@ -104,6 +108,9 @@ struct RunArgs {
 
     #[command(flatten)]
     kafka: KafkaArgs,
+
+    #[command(flatten)]
+    registry: RegistryArgs,
 
     #[command(flatten)]
     lake: LakeArgs,
@@ -165,13 +172,13 @@ struct VacuumArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Check { config } => {
-            let tables = CatalogConfig::from_file(&config)?.resolve().await?;
+        Command::Check { config, registry } => {
+            let registry = registry.registry().map_err(anyhow::Error::msg)?;
+            let tables = CatalogConfig::from_file(&config)?
+                .resolve_with(registry.as_ref())
+                .await?;
             for table in tables {
-                println!(
-                    "{} <- topic {} ({:?})",
-                    table.name, table.topic, table.format
-                );
+                println!("{} <- topic {} ({})", table.name, table.topic, table.format);
             }
             Ok(())
         }
@@ -186,12 +193,13 @@ async fn main() -> anyhow::Result<()> {
 async fn config_and_tables(
     path: Option<&PathBuf>,
     names: &[String],
+    registry: Option<&Arc<SchemaRegistry>>,
 ) -> anyhow::Result<(CatalogConfig, Vec<DeclaredTable>)> {
     let config = match path {
         Some(path) => CatalogConfig::from_file(path)?,
         None => CatalogConfig::default(),
     };
-    let tables = select_tables(&config.resolve().await?, names)?;
+    let tables = select_tables(&config.resolve_with(registry).await?, names, registry).await?;
     anyhow::ensure!(
         !tables.is_empty(),
         "no tables: declare them in --config or name them with --table"
@@ -201,7 +209,9 @@ async fn config_and_tables(
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.log.init();
-    let (config, tables) = config_and_tables(args.config.as_ref(), &args.tables).await?;
+    let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
+    let (config, tables) =
+        config_and_tables(args.config.as_ref(), &args.tables, registry.as_ref()).await?;
     let client = KafkaClient::new(args.kafka.options(&config.kafka.properties))?;
     // SIGTERM or Ctrl-C: the commit in flight finishes, nothing more starts.
     let stop = Arc::new(AtomicBool::new(false));
@@ -313,7 +323,7 @@ fn log_tiered(name: &str, metrics: &TierMetrics, took: Duration) {
 /// The tables a maintenance job handles and where each is.
 async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocation>> {
     args.log.init();
-    let (_, tables) = config_and_tables(args.config.as_ref(), &args.tables).await?;
+    let (_, tables) = config_and_tables(args.config.as_ref(), &args.tables, None).await?;
     tables
         .iter()
         .map(|table| {
@@ -397,27 +407,36 @@ async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// The tables named with `--table` (declared, or raw topics), or every
-/// declared table.
-fn select_tables(
+/// The tables named with `--table` (declared; else topics, typed by their
+/// registry subject as the gateway reads them, or raw), or every declared
+/// table.
+async fn select_tables(
     declared: &[DeclaredTable],
     names: &[String],
+    registry: Option<&Arc<SchemaRegistry>>,
 ) -> anyhow::Result<Vec<DeclaredTable>> {
     if names.is_empty() {
         return Ok(declared.to_vec());
     }
-    names
-        .iter()
-        .map(|name| {
-            let table = declared.iter().find(|t| &t.name == name).cloned();
-            Ok(table.unwrap_or_else(|| DeclaredTable {
-                name: name.clone(),
-                topic: name.clone(),
-                format: ValueFormat::Raw,
-                value_schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
-                timestamp_skew: None,
-            }))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .context("selecting tables")
+    let mut tables = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(table) = declared.iter().find(|t| &t.name == name) {
+            tables.push(table.clone());
+            continue;
+        }
+        let typed = match registry {
+            Some(registry) => DeclaredTable::from_registry(registry, name)
+                .await
+                .with_context(|| format!("selecting table {name}"))?,
+            None => None,
+        };
+        tables.push(typed.unwrap_or_else(|| DeclaredTable {
+            name: name.clone(),
+            topic: name.clone(),
+            format: ValueFormat::Raw,
+            value_schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
+            timestamp_skew: None,
+        }));
+    }
+    Ok(tables)
 }

@@ -69,7 +69,7 @@ impl CommitSource {
     fn scan(&self, range: PartitionRange) -> KafkaScanExec {
         let spec = ScanSpec {
             topic: self.table.topic.clone(),
-            format: self.table.format,
+            format: self.table.format.clone(),
             value_schema: Arc::clone(&self.table.value_schema),
             projection: None,
             ranges: vec![range],

@@ -324,7 +324,7 @@ impl TierTable {
             let source = CommitSource::new(
                 Arc::clone(&self.client),
                 self.table.clone(),
-                table_schema(self.table.format, &self.table.value_schema),
+                table_schema(&self.table.format, &self.table.value_schema),
                 self.lake_schema(),
                 ranges.clone(),
                 Arc::clone(&self.progress),
@@ -393,7 +393,7 @@ impl TierTable {
 
     /// The lake table's schema for the table's current definition.
     fn lake_schema(&self) -> SchemaRef {
-        lake_schema(&table_schema(self.table.format, &self.table.value_schema))
+        lake_schema(&table_schema(&self.table.format, &self.table.value_schema))
     }
 
     /// Counts the files the commit just made wrote, and writes a checkpoint
@@ -566,7 +566,7 @@ mod tests {
     #[test]
     fn the_date_is_the_utc_day_of_the_timestamp() {
         use datafusion::arrow::array::{Int32Array, Int64Array, new_null_array};
-        let schema = table_schema(ValueFormat::Raw, &Schema::empty());
+        let schema = table_schema(&ValueFormat::Raw, &Schema::empty());
         let timestamps = vec![Some(MICROS_PER_DAY - 1), Some(-1), None];
         let columns = schema
             .fields()

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 pub use kappa_catalog::cli::{
-    KafkaArgs, LakeArgs, LogArgs, LogFormat, byte_size, key_value, positive_duration,
+    KafkaArgs, LakeArgs, LogArgs, LogFormat, RegistryArgs, byte_size, key_value, positive_duration,
 };
 
 /// kappa's Flight SQL gateway: SQL over Kafka topics and their lake tables.
@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+
+    /// Schema registry.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 
     /// How often the list of topics (tables) is refreshed. A table name not
     /// in the list is looked up on the broker at once, whatever this is.

@@ -87,9 +87,10 @@ pub fn catalog_status(err: &CatalogError) -> Status {
         CatalogError::TooManyStreams(_) => Code::ResourceExhausted,
         CatalogError::StreamFellBehind { .. } => Code::Aborted,
         CatalogError::TopicNotFound(_) => Code::NotFound,
-        CatalogError::BrokerUnavailable(_) | CatalogError::Kafka(_) | CatalogError::Lake(_) => {
-            Code::Unavailable
-        }
+        CatalogError::BrokerUnavailable(_)
+        | CatalogError::Kafka(_)
+        | CatalogError::Lake(_)
+        | CatalogError::Registry(_) => Code::Unavailable,
         // History that no tier holds any more.
         CatalogError::HistoryGap { .. } => Code::DataLoss,
         // The snapshot changed under the query: running it again succeeds.

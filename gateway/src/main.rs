@@ -75,7 +75,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => CatalogConfig::from_file(path)?,
         None => CatalogConfig::default(),
     };
-    let tables = config.resolve().await?;
+    let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
+    let tables = config.resolve_with(registry.as_ref()).await?;
     let options = args.kafka.options(&config.kafka.properties);
     let lake = Lake::new(
         args.lake.lake.clone(),
@@ -85,6 +86,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let schema = Arc::new(
         KafkaSchema::new(client, tables, args.topic_refresh)
             .with_lake(Some(lake))
+            .with_registry(registry)
             .with_streams(args.max_streams, args.stream_linger),
     );
     let listener = TcpListener::bind(args.listen)

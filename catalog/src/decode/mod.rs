@@ -74,7 +74,7 @@ impl BatchAssembler {
     /// `value_schema`, producing the table's columns at `projection` (all
     /// when `None`).
     pub fn new(format: ValueFormat, value_schema: SchemaRef, projection: Option<&[usize]>) -> Self {
-        let table = crate::columns::table_schema(format, &value_schema);
+        let table = crate::columns::table_schema(&format, &value_schema);
         let schema = match projection {
             Some(p) => Arc::new(table.project(p).expect("projection within the table")),
             None => table,
@@ -96,7 +96,7 @@ impl BatchAssembler {
             }
         }
         let values = if needs.decoded {
-            value_decoder(format, &value_schema)
+            value_decoder(&format, &value_schema)
                 .expect("declared columns are checked when the table is defined")
         } else {
             None
@@ -375,7 +375,7 @@ mod tests {
 
         // A value column without _error still sees whole-record decoding:
         // the row whose other field is bad is null, as in a full scan.
-        let table = crate::columns::table_schema(ValueFormat::Json, &orders_schema());
+        let table = crate::columns::table_schema(&ValueFormat::Json, &orders_schema());
         let (offset, id) = (
             table.index_of(OFFSET).unwrap(),
             table.index_of("id").unwrap(),

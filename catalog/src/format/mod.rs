@@ -7,26 +7,48 @@
 //! nulls with the reason in `_error` and its bytes in `_value`. Only what is
 //! not the message's fault (a registry that is down) is an error of the scan.
 //!
-//! One module per format; [`json`] is the first.
+//! One module per format ([`json`], [`avro`]); values framed for a schema
+//! registry are split by [`framing`], and writer schemas come from the
+//! [`registry`].
 
-use std::fmt::Debug;
+use std::fmt::{self, Debug};
+use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::SchemaRef;
-use serde::Deserialize;
 
 use crate::error::Result;
 
+pub mod avro;
+pub mod framing;
 pub mod json;
+pub mod registry;
+
+pub use avro::{AvroFormat, AvroFraming};
+pub use registry::{RegistryOptions, SchemaRegistry};
 
 /// How a topic's value bytes become columns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone)]
 pub enum ValueFormat {
     /// One JSON object per message.
     Json,
     /// The value is not decoded: `_value BINARY`.
     Raw,
+    /// Avro, plain or framed for a schema registry.
+    Avro(Arc<AvroFormat>),
+}
+
+impl fmt::Display for ValueFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Json => "json",
+            Self::Raw => "raw",
+            Self::Avro(avro) => match avro.framing() {
+                AvroFraming::Plain => "avro",
+                AvroFraming::Confluent => "avro-confluent",
+            },
+        })
+    }
 }
 
 impl ValueFormat {
@@ -65,11 +87,12 @@ pub trait ValueDecoder: Debug + Send {
 /// A decoder of `format` values into `value_schema`'s columns, or `None` for
 /// a format that keeps values whole (`raw`).
 pub fn value_decoder(
-    format: ValueFormat,
+    format: &ValueFormat,
     value_schema: &SchemaRef,
 ) -> Result<Option<Box<dyn ValueDecoder>>> {
     Ok(match format {
         ValueFormat::Raw => None,
         ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
+        ValueFormat::Avro(avro) => Some(Box::new(avro::AvroDecoder::new(Arc::clone(avro)))),
     })
 }

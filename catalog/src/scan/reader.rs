@@ -74,7 +74,7 @@ impl GroupReader {
             topic: spec.topic.clone(),
             ranges,
             assembler: BatchAssembler::new(
-                spec.format,
+                spec.format.clone(),
                 Arc::clone(&spec.value_schema),
                 spec.projection.as_deref(),
             ),

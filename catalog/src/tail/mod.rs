@@ -100,7 +100,7 @@ impl TableFunctionImpl for TailFunction {
                 datafusion::error::DataFusionError::Plan(format!("{usage}; got {expr}"))
             })?,
         };
-        let Some(table) = self.tables.tail_table(&name, start) else {
+        let Some(table) = self.tables.tail_table(&name, start)? else {
             return plan_err!("tail: table '{name}' not found");
         };
         Ok(Arc::new(table))

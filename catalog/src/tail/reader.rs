@@ -57,7 +57,8 @@ impl TailReader {
         batch_size: usize,
         guard: Arc<StreamGuard>,
     ) -> Self {
-        let assembler = BatchAssembler::new(spec.format, Arc::clone(&spec.value_schema), None);
+        let assembler =
+            BatchAssembler::new(spec.format.clone(), Arc::clone(&spec.value_schema), None);
         Self {
             spec,
             client,

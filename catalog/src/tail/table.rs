@@ -80,7 +80,7 @@ impl TailTable {
         Self {
             name: name.into(),
             topic: topic.into(),
-            schema: table_schema(format, &value_schema),
+            schema: table_schema(&format, &value_schema),
             format,
             value_schema,
             start,
@@ -293,7 +293,7 @@ impl TableProvider for TailTable {
         let spec = TailSpec {
             table: self.name.clone(),
             topic: self.topic.clone(),
-            format: self.format,
+            format: self.format.clone(),
             value_schema: Arc::clone(&self.value_schema),
             start: self.start,
             predicate,

@@ -1,0 +1,303 @@
+//! A client of a Confluent-compatible schema registry.
+//!
+//! Only the documented REST API is used (`GET /schemas/ids/{id}`,
+//! `GET /subjects/{subject}/versions/{version}`), so Confluent's server,
+//! Karapace, Redpanda's registry and Apicurio's compatibility API all serve.
+//!
+//! Schemas by id are immutable, so they are cached for the life of the
+//! process, with one request in flight per id however many readers ask at
+//! once. Subjects' versions move, so "latest" is asked again each time (the
+//! catalog caches it per refresh interval).
+//!
+//! Two kinds of failure are kept apart, because they mean different things
+//! to a query: the registry answered that a schema does not exist
+//! ([`RegistryError::NotFound`]: the message is bad, it becomes an `_error`
+//! row) or the registry could not be asked ([`RegistryError::Unavailable`]:
+//! the query fails, and no row pretends to know why).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+/// What a registry lookup can end in.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry answered: no such schema, subject or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// The registry could not be reached, timed out, refused our credentials
+    /// or answered something that is not its API.
+    #[error("schema registry {registry} unavailable: {why}")]
+    Unavailable {
+        /// The registry's base URL (credentials removed).
+        registry: String,
+        /// What went wrong.
+        why: String,
+    },
+}
+
+/// The kind of a registered schema (`schemaType`; absent means Avro).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SchemaType {
+    /// An Avro schema in JSON.
+    #[default]
+    Avro,
+    /// A `.proto` file (text, or a base64 `FileDescriptorProto`).
+    Protobuf,
+    /// A JSON Schema document.
+    Json,
+}
+
+impl fmt::Display for SchemaType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Avro => "AVRO",
+            Self::Protobuf => "PROTOBUF",
+            Self::Json => "JSON",
+        })
+    }
+}
+
+/// A schema as the registry returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RegisteredSchema {
+    /// The schema's id (present in subject-version answers).
+    #[serde(default)]
+    pub id: Option<u32>,
+    /// The subject's version number (subject-version answers only).
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Its kind.
+    #[serde(default, rename = "schemaType")]
+    pub schema_type: SchemaType,
+    /// The schema text.
+    pub schema: String,
+}
+
+/// How to reach a registry.
+#[derive(Clone)]
+pub struct RegistryOptions {
+    /// Base URL, e.g. `http://registry:8081`.
+    pub url: String,
+    /// Basic-auth user name and password.
+    pub basic_auth: Option<(String, String)>,
+    /// PEM file of the CA that signed the registry's certificate (added to
+    /// the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Deadline of one request, connecting included.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("url", &self.url)
+            .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+type SchemaCell = Arc<OnceCell<Arc<RegisteredSchema>>>;
+
+/// A schema registry client, shared by every table and reader.
+pub struct SchemaRegistry {
+    base: url::Url,
+    shown: String,
+    http: reqwest::Client,
+    basic_auth: Option<(String, String)>,
+    by_id: Mutex<HashMap<u32, SchemaCell>>,
+    /// Where blocking callers (the reader threads) run their requests.
+    runtime: tokio::runtime::Handle,
+}
+
+impl fmt::Debug for SchemaRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaRegistry")
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SchemaRegistry {
+    /// A client of the registry at `options.url`. Call within a tokio
+    /// runtime: blocking lookups from reader threads run on it.
+    pub fn new(options: RegistryOptions) -> Result<Self, String> {
+        let mut base = url::Url::parse(&options.url)
+            .map_err(|e| format!("schema registry URL {:?}: {e}", options.url))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(format!(
+                "schema registry URL {:?}: expected http:// or https://",
+                options.url
+            ));
+        }
+        // Credentials in the URL work like the flags, and never reach logs.
+        let mut basic_auth = options.basic_auth;
+        if !base.username().is_empty() {
+            let user = percent_decode(base.username());
+            let password = base.password().map(percent_decode).unwrap_or_default();
+            basic_auth.get_or_insert((user, password));
+            let _ = base.set_username("");
+            let _ = base.set_password(None);
+        }
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let mut http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout);
+        if let Some(ca) = &options.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("schema registry CA {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("schema registry CA {}: {e}", ca.display()))?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
+            .build()
+            .map_err(|e| format!("schema registry client: {e}"))?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "the schema registry client needs a tokio runtime".to_string())?;
+        let shown = base.as_str().trim_end_matches('/').to_string();
+        Ok(Self {
+            base,
+            shown,
+            http,
+            basic_auth,
+            by_id: Mutex::new(HashMap::new()),
+            runtime,
+        })
+    }
+
+    /// The registry's URL, without credentials.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// The schema with this id (cached: ids are immutable).
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        let cell = {
+            let mut by_id = self.by_id.lock().expect("registry cache poisoned");
+            Arc::clone(by_id.entry(id).or_default())
+        };
+        cell.get_or_try_init(|| async {
+            let mut schema: RegisteredSchema = self.get(&format!("schemas/ids/{id}")).await?;
+            schema.id = Some(id);
+            Ok(Arc::new(schema))
+        })
+        .await
+        .cloned()
+    }
+
+    /// [`Self::schema_by_id`] for a reader thread (never call it on the
+    /// async runtime's own threads).
+    pub fn schema_by_id_blocking(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        self.runtime.block_on(self.schema_by_id(id))
+    }
+
+    /// A subject's version (`None`: the latest), with its id.
+    pub async fn subject_version(
+        &self,
+        subject: &str,
+        version: Option<u32>,
+    ) -> Result<RegisteredSchema, RegistryError> {
+        let version = version.map_or_else(|| "latest".to_string(), |v| v.to_string());
+        let subject = utf8_percent_encode(subject);
+        self.get(&format!("subjects/{subject}/versions/{version}"))
+            .await
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
+        let unavailable = |why: String| RegistryError::Unavailable {
+            registry: self.shown.clone(),
+            why,
+        };
+        let url = self
+            .base
+            .join(path)
+            .map_err(|e| unavailable(format!("bad path {path}: {e}")))?;
+        let mut request = self
+            .http
+            .get(url)
+            .header("Accept", "application/vnd.schemaregistry.v1+json");
+        if let Some((user, password)) = &self.basic_auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| unavailable(describe(&e)))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| unavailable(format!("unexpected answer to GET {path}: {e}")));
+        }
+        let answer: Option<ErrorAnswer> = serde_json::from_slice(&body).ok();
+        match answer {
+            // 40401 subject, 40402 version, 40403 schema: the registry's own
+            // word that the thing does not exist.
+            Some(ErrorAnswer {
+                error_code: 40401..=40403,
+                message,
+            }) if status.as_u16() == 404 => Err(RegistryError::NotFound(message)),
+            Some(ErrorAnswer {
+                error_code,
+                message,
+            }) => Err(unavailable(format!(
+                "GET {path}: HTTP {status}, error {error_code}: {message}"
+            ))),
+            None => Err(unavailable(format!("GET {path}: HTTP {status}"))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer {
+    error_code: u32,
+    #[serde(default)]
+    message: String,
+}
+
+/// reqwest's error and its causes, in one line.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        error.to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn utf8_percent_encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}

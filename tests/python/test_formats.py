@@ -1,0 +1,273 @@
+"""Avro topics as typed tables: values produced by confluent-kafka's own AvroSerializer through a
+schema registry (the Confluent wire format) and by fastavro (plain datums), read through the real
+gateway with no definition, with a TOML definition pinned to a subject version, and tiered by the
+compactor. The registry is tests/registry/test_registry.py, a test double of the Confluent REST API."""
+
+import datetime
+import decimal
+import io
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+
+import adbc_driver_flightsql.dbapi as flightsql
+import fastavro
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from deltalake import DeltaTable
+
+from conftest import Gateway, create_topic, produce, unique
+from test_compactor import compactor
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
+import test_registry  # noqa: E402 (the registry test double)
+
+ADDRESS = {
+    "type": "record", "name": "Address",
+    "fields": [{"name": "city", "type": "string"}, {"name": "zip", "type": ["null", "string"], "default": None}],
+}
+V1_FIELDS = [
+    {"name": "id", "type": "long"},
+    {"name": "customer", "type": ["null", "string"], "default": None},
+    {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+    {"name": "placed_on", "type": {"type": "int", "logicalType": "date"}},
+    {"name": "placed_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+    {"name": "seen_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+    {"name": "local_at", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+    {"name": "ref", "type": {"type": "string", "logicalType": "uuid"}},
+    {"name": "at_time", "type": {"type": "int", "logicalType": "time-millis"}},
+    {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["NEW", "PAID", "SHIPPED"]}},
+    {"name": "tags", "type": {"type": "array", "items": "string"}},
+    {"name": "attrs", "type": {"type": "map", "values": "long"}},
+    {"name": "address", "type": ["null", ADDRESS], "default": None},
+    {"name": "legacy", "type": "string", "default": ""},
+]
+# v2 drops `legacy` and adds `channel` with a default: a BACKWARD-compatible change.
+V2_FIELDS = [f for f in V1_FIELDS if f["name"] != "legacy"] + [
+    {"name": "channel", "type": "string", "default": "web"}]
+V1 = {"type": "record", "name": "Order", "namespace": "shop", "fields": V1_FIELDS}
+V2 = {"type": "record", "name": "Order", "namespace": "shop", "fields": V2_FIELDS}
+BASE = datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=datetime.timezone.utc)
+
+
+def order(i, version):
+    value = {
+        "id": i,
+        "customer": None if i % 4 == 0 else f"c{i % 5}",
+        "amount": decimal.Decimal(f"{i}.{i % 100:02d}"),
+        "placed_on": datetime.date(2026, 1, 1) + datetime.timedelta(days=i),
+        "placed_at": BASE + datetime.timedelta(seconds=i),
+        "seen_at": BASE + datetime.timedelta(microseconds=i * 7),
+        "local_at": datetime.datetime(2026, 5, 1, 8, 30) + datetime.timedelta(minutes=i),
+        "ref": str(uuid.UUID(int=i + 1)),
+        "at_time": datetime.time(9, 15, i % 60),
+        "status": ["NEW", "PAID", "SHIPPED"][i % 3],
+        "tags": [f"t{j}" for j in range(i % 3)],
+        "attrs": {"n": i, "double": 2 * i},
+        "address": None if i % 2 else {"city": f"city{i}", "zip": None if i % 3 else f"{10000 + i}"},
+    }
+    if version == 1:
+        value["legacy"] = f"old{i}"
+    else:
+        value["channel"] = "app" if i % 2 else "store"
+    return value
+
+
+def expected(i, version, reader_version):
+    """The row a value of `version` reads as under `reader_version`'s schema."""
+    source = order(i, version)
+    row = {k: v for k, v in source.items() if k not in ("legacy", "channel")}
+    row["ref"] = source["ref"]
+    row["at_time"] = (9 * 3600 + 15 * 60 + i % 60) * 1_000_000  # microseconds since midnight
+    row["seen_at"] = BASE + datetime.timedelta(microseconds=i * 7)
+    row["attrs"] = [("n", i), ("double", 2 * i)]
+    if reader_version == 1:
+        row["legacy"] = source.get("legacy", "")  # v2 values take the reader's default
+    else:
+        row["channel"] = source.get("channel", "web")  # v1 values take the reader's default
+    return row
+
+
+def query(gateway, sql, **options):
+    with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+@pytest.fixture(scope="module")
+def registry():
+    server, url = test_registry.serve()
+    yield url
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def avro_topic(brokers, registry):
+    """A topic of v1 then v2 values from AvroSerializer, with poison values in the middle."""
+    topic = unique("avro-orders")
+    create_topic(brokers, topic, partitions=1)
+    client = SchemaRegistryClient({"url": registry})
+    context = SerializationContext(topic, MessageField.VALUE)
+    v1 = AvroSerializer(client, json.dumps(V1))
+    v2 = AvroSerializer(client, json.dumps(V2))
+    values = [v1(order(i, 1), context) for i in range(20)]
+    good = v2(order(20, 2), context)
+    values += [
+        b"\x01not framed",                                  # wrong magic byte
+        b"\x00\x00\x00\x03\xe7" + good[5:],                   # schema id 999: not in the registry
+        good[:-3],                                          # truncated body
+    ]
+    values += [v2(order(i, 2), context) for i in range(20, 40)]
+    produce(brokers, topic, [{"partition": 0, "key": b"k%d" % n, "value": v} for n, v in enumerate(values)])
+    versions = client.get_versions(f"{topic}-value")
+    assert len(versions) == 2, versions
+    return {"topic": topic, "values": values}
+
+
+def check_rows(rows, reader_version):
+    good = [r for r in rows if r["_error"] is None]
+    bad = [r for r in rows if r["_error"] is not None]
+    assert len(rows) == 43 and len(good) == 40, [r["_error"] for r in bad]
+    for row in good:
+        i = row["id"]
+        version = 1 if i < 20 else 2
+        want = expected(i, version, reader_version)
+        got = {k: row[k] for k in want}
+        assert got == want, (i, got, want)
+        assert row["_value"] is None, "decoded values keep no bytes"
+    return bad
+
+
+def test_a_registry_topic_is_a_typed_table_with_no_definition(brokers, registry, avro_topic):
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry])
+    try:
+        table = query(gateway, f'SELECT * FROM "{avro_topic["topic"]}" ORDER BY _offset')
+        types = {f.name: str(f.type) for f in table.schema}
+        assert types["amount"] == "decimal128(10, 2)" and types["placed_on"] == "date32[day]", types
+        assert types["placed_at"] == "timestamp[us, tz=UTC]" and types["local_at"] == "timestamp[us]", types
+        assert types["ref"] == "string" and types["status"] == "string" and types["at_time"] == "int64", types
+        assert types["tags"] == "list<item: string not null>", types
+        assert types["address"] == "struct<city: string not null, zip: string>", types
+        assert "legacy" not in types and types["channel"] == "string", "the latest version's columns"
+        bad = check_rows(table.to_pylist(), reader_version=2)
+        errors = [r["_error"] for r in bad]
+        assert "first byte is 0x01" in errors[0], errors
+        assert "schema id 999 is not in the schema registry" in errors[1], errors
+        assert "invalid Avro" in errors[2], errors
+        assert [r["_value"] for r in bad] == avro_topic["values"][20:23], "bad values keep their bytes"
+        assert all(r["id"] is None for r in bad), "a bad value is a row of nulls"
+
+        # Only the columns asked for, and filters on decoded columns.
+        rows = query(gateway, f'SELECT id, address[\'city\'] AS city FROM "{avro_topic["topic"]}" '
+                              f"WHERE status = 'PAID' AND id < 10 ORDER BY id").to_pylist()
+        assert rows == [{"id": i, "city": None if i % 2 else f"city{i}"} for i in (1, 4, 7)], rows
+    finally:
+        gateway.stop()
+
+
+def test_a_definition_pins_a_subject_version(brokers, registry, avro_topic, tmp_path):
+    topic = avro_topic["topic"]
+    config = (f'[[tables]]\nname = "orders_v1"\ntopic = "{topic}"\nformat = "avro-confluent"\n'
+              f"schema_version = 1\n")
+    gateway = Gateway(brokers, config, extra_args=["--schema-registry", registry])
+    try:
+        table = query(gateway, "SELECT * FROM orders_v1 ORDER BY _offset")
+        assert "legacy" in table.schema.names and "channel" not in table.schema.names
+        check_rows(table.to_pylist(), reader_version=1)
+    finally:
+        gateway.stop()
+
+
+def test_plain_avro_with_an_inline_schema(brokers):
+    topic = unique("plain-avro")
+    create_topic(brokers, topic, partitions=1)
+    schema = {"type": "record", "name": "Reading", "fields": [
+        {"name": "sensor", "type": "string"},
+        {"name": "celsius", "type": ["null", "double"], "default": None},
+        {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"}}]}
+    parsed = fastavro.parse_schema(schema)
+
+    def datum(record):
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, record)
+        return out.getvalue()
+
+    readings = [{"sensor": f"s{i}", "celsius": None if i == 3 else i / 2, "at": BASE + datetime.timedelta(seconds=i)}
+                for i in range(6)]
+    values = [datum(r) for r in readings]
+    values.insert(2, b"\x02")  # a string length and no string
+    produce(brokers, topic, [{"partition": 0, "value": v} for v in values])
+    config = (f'[[tables]]\nname = "readings"\ntopic = "{topic}"\nformat = "avro"\n'
+              f"schema = '''{json.dumps(schema)}'''\n")
+    gateway = Gateway(brokers, config)
+    try:
+        rows = query(gateway, "SELECT sensor, celsius, at, _error, _value FROM readings ORDER BY _offset").to_pylist()
+        assert [(r["sensor"], r["celsius"], r["at"]) for r in rows if r["_error"] is None] == \
+            [(r["sensor"], r["celsius"], r["at"]) for r in readings]
+        assert rows[2]["sensor"] is None and "invalid Avro" in rows[2]["_error"] and rows[2]["_value"] == b"\x02"
+    finally:
+        gateway.stop()
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_registry_that_is_down_fails_the_query_and_names_it(brokers, avro_topic):
+    url = f"http://127.0.0.1:{closed_port()}"
+    gateway = Gateway(brokers, extra_args=["--schema-registry", url, "--schema-registry-timeout", "2s"])
+    try:
+        started = time.monotonic()
+        with pytest.raises((flightsql.Error, OSError)) as failed:
+            query(gateway, f'SELECT * FROM "{avro_topic["topic"]}"')
+        assert time.monotonic() - started < 15
+        message = str(failed.value)
+        assert "(Unavailable;" in message and url in message, message
+    finally:
+        gateway.stop()
+
+
+def test_the_compactor_tiers_an_avro_topic_into_typed_delta_columns(brokers, registry, avro_topic, tmp_path):
+    topic = avro_topic["topic"]
+    lake = tmp_path / "lake"
+    config = tmp_path / "kappa.toml"
+    config.write_text("")
+    run = compactor(brokers, lake, config, "--table", topic, "--tier-after", "0s", "--schema-registry", registry)
+    assert run.returncode == 0, run.stderr
+    dt = DeltaTable(str(lake / "tables" / topic))
+    lake_rows = sorted(dt.to_pyarrow_table().to_pylist(), key=lambda r: r["_offset"])
+    lake_types = {f.name: str(f.type) for f in dt.to_pyarrow_table().schema}
+    assert lake_types["amount"] == "decimal128(10, 2)" and lake_types["placed_at"] == "timestamp[us, tz=UTC]", lake_types
+    check_rows(lake_rows, reader_version=2)
+
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry, "--lake", str(lake)])
+    try:
+        plan = query(gateway, f'EXPLAIN SELECT * FROM "{topic}"').to_pylist()
+        assert "LakeTierExec" in str(plan), plan
+        rows = query(gateway, f'SELECT * FROM "{topic}" ORDER BY _offset').to_pylist()
+        assert [r["id"] for r in rows] == [r["id"] for r in lake_rows], "the union reads the lake tier"
+        check_rows(rows, reader_version=2)
+    finally:
+        gateway.stop()
+
+
+def test_tail_streams_a_registry_topic_with_the_same_columns(brokers, registry, avro_topic):
+    from test_tail import Stream
+
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry])
+    stream = None
+    try:
+        stream = Stream(gateway, f"SELECT * FROM tail('{avro_topic['topic']}', 'earliest')")
+        assert "amount" in stream.schema.names and "channel" in stream.schema.names
+        check_rows(stream.read(43), reader_version=2)
+    finally:
+        if stream:
+            stream.close()
+        gateway.stop()
