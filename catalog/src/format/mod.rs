@@ -21,6 +21,8 @@ use crate::error::Result;
 
 pub mod avro;
 pub mod framing;
+#[cfg(test)]
+mod fuzz;
 pub mod json;
 pub mod registry;
 
