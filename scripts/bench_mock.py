@@ -1,5 +1,7 @@
 """Full-scan speed on librdkafka's mock cluster: kappa through ADBC against kcat and a plain
-confluent-kafka consumer building a pandas DataFrame, on the same topic in the same run.
+confluent-kafka consumer building a pandas DataFrame, on the same topic in the same run; and the
+same orders as Avro in the Confluent wire format (a second mock cluster, the schema in the test
+double of a schema registry, tests/registry), against kcat on that topic.
 
 Not part of the test run: scripts/bench_mock.sh builds the binaries and calls this."""
 
@@ -12,17 +14,31 @@ import tempfile
 import threading
 import time
 
+import io
+import struct
+import sys
+
 import adbc_driver_flightsql.dbapi as flightsql
+import fastavro
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "registry"))
+import test_registry  # noqa: E402 (the registry test double)
+
+ORDER_AVRO = {"type": "record", "name": "Order", "namespace": "bench", "fields": [
+    {"name": "id", "type": "long"}, {"name": "customer", "type": "string"},
+    {"name": "amount", "type": "double"}, {"name": "pad", "type": "string"}]}
 
 MOCK_MAX_RECORDS_PER_PARTITION = 100_000
 MOCK_MAX_BYTES_PER_PARTITION = 5_000_000
 
 
-def produce(brokers, topic, records, partitions, value_bytes=None):
+def produce(brokers, topic, records, partitions, value_bytes=None, avro_id=None):
     """JSON orders spread over the partitions; `value_bytes` pads each value to about that size
-    (default: a 40-byte pad, values of about 100 bytes). Returns the bytes of the values."""
+    (default: a 40-byte pad, values of about 100 bytes); with `avro_id`, the same orders in Avro,
+    framed with that schema id. Returns the bytes of the values."""
+    schema = fastavro.parse_schema(ORDER_AVRO)
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000,
                          "queue.buffering.max.kbytes": 1_048_576, "batch.num.messages": 10_000})
     now = int(time.time() * 1000)
@@ -32,7 +48,13 @@ def produce(brokers, topic, records, partitions, value_bytes=None):
         if value_bytes is not None:
             value["pad"] = ""
             value["pad"] = "x" * max(0, value_bytes - len(json.dumps(value)))
-        value = json.dumps(value).encode()
+        if avro_id is None:
+            value = json.dumps(value).encode()
+        else:
+            out = io.BytesIO()
+            out.write(b"\x00" + struct.pack(">I", avro_id))
+            fastavro.schemaless_writer(out, schema, value)
+            value = out.getvalue()
         size += len(value)
         while True:
             try:
@@ -94,6 +116,46 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
+def bench_avro(args, gateway_bin):
+    """The orders as Confluent-framed Avro on a mock cluster of their own: kcat and kappa's full
+    scans, records/s by label."""
+    topic = "bench-avro"
+    registry, registry_url = test_registry.serve()
+    mock = subprocess.Popen([args.mock_bin, topic, str(args.partitions)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    gateway = None
+    try:
+        brokers = mock.stdout.readline().strip()
+        from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+        schema_id = SchemaRegistryClient({"url": registry_url}).register_schema(
+            f"{topic}-value", Schema(json.dumps(ORDER_AVRO), "AVRO"))
+        size = produce(brokers, topic, args.records, args.partitions, avro_id=schema_id)
+        print(f"produced {args.records} Avro records ({size / 1e6:.0f} MB)")
+        gateway = subprocess.Popen([gateway_bin, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers,
+                                    "--schema-registry", registry_url, "--log-filter", "warn"],
+                                   stdout=subprocess.PIPE, text=True)
+        uri = "grpc://" + gateway.stdout.readline().strip().removeprefix("listening on ")
+        assert kappa(uri, f'SELECT count(*) FROM "{topic}" WHERE _error IS NULL') == args.records
+        _, kcat_s = best(args.runs, lambda: kcat(brokers, topic))
+        out = {"kcat on the Avro topic": args.records / kcat_s}
+        for label, sql in [
+            ("kappa count(*) of the Avro topic", f'SELECT count(*) FROM "{topic}"'),
+            ("kappa SELECT * of the Avro topic", f'SELECT * FROM "{topic}"'),
+        ]:
+            rows, elapsed = best(args.runs, lambda sql=sql: kappa(uri, sql))
+            assert rows == args.records, (label, rows)
+            out[label] = args.records / elapsed
+        return out
+    finally:
+        if gateway:
+            gateway.terminate()
+            gateway.wait(10)
+        mock.stdin.close()
+        mock.wait(10)
+        registry.shutdown()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gateway-bin", required=True)
@@ -144,6 +206,9 @@ def main():
             assert rows == args.records, (label, rows)
             results[label] = args.records / elapsed
             print(f"{label:44s} {results[label]:12.0f} {results[label] / base:8.2f}")
+        avro = bench_avro(args, args.gateway_bin)
+        for label, rate in avro.items():
+            print(f"{label:44s} {rate:12.0f} {rate / avro['kcat on the Avro topic']:8.2f}  (vs kcat on that topic)")
         rows, pandas_s = best(1, lambda: pandas_consumer(brokers, topic, args.partitions))
         assert rows == args.records, rows
         pandas_rate = args.records / pandas_s
