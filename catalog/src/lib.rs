@@ -19,8 +19,8 @@
 
 pub mod cli;
 pub mod columns;
-pub mod config;
 pub mod decode;
+pub mod definitions;
 pub mod error;
 pub mod format;
 pub mod kafka;
@@ -40,7 +40,9 @@ use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
 
-pub use config::{CatalogConfig, DeclaredTable, TableDefinition};
+pub use definitions::{
+    CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, TableDefinition,
+};
 pub use error::{CatalogError, Result};
 pub use format::ValueFormat;
 pub use kafka::{KafkaClient, KafkaOptions};

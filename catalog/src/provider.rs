@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
 
-use crate::config::DeclaredTable;
+use crate::definitions::DeclaredTable;
 use crate::error::Result;
 use crate::format::SchemaRegistry;
 use crate::format::ValueFormat;

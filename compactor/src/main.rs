@@ -17,7 +17,9 @@ use clap::{Args, Parser, Subcommand};
 use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs, RegistryArgs};
 use kappa_catalog::format::SchemaRegistry;
 use kappa_catalog::lake;
-use kappa_catalog::{CatalogConfig, DeclaredTable, KafkaClient, ValueFormat};
+use kappa_catalog::{
+    CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, KafkaClient, ValueFormat,
+};
 use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
 use kappa_compactor::{
     OptimizeMetrics, OptimizeTable, Shard, TableLocation, TierMetrics, TierProgress, TierTable,
@@ -174,8 +176,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Check { config, registry } => {
             let registry = registry.registry().map_err(anyhow::Error::msg)?;
-            let tables = CatalogConfig::from_file(&config)?
-                .resolve_with(registry.as_ref())
+            let tables = FileDefinitions::new(CatalogConfig::from_file(&config)?, registry)
+                .tables()
                 .await?;
             for table in tables {
                 println!("{} <- topic {} ({})", table.name, table.topic, table.format);
@@ -199,7 +201,10 @@ async fn config_and_tables(
         Some(path) => CatalogConfig::from_file(path)?,
         None => CatalogConfig::default(),
     };
-    let tables = select_tables(&config.resolve_with(registry).await?, names, registry).await?;
+    let declared = FileDefinitions::new(config.clone(), registry.cloned())
+        .tables()
+        .await?;
+    let tables = select_tables(&declared, names, registry).await?;
     anyhow::ensure!(
         !tables.is_empty(),
         "no tables: declare them in --config or name them with --table"

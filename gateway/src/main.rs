@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use kappa_catalog::lake::Lake;
-use kappa_catalog::{CatalogConfig, KafkaClient, KafkaSchema};
+use kappa_catalog::{CatalogConfig, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema};
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
 use kappa_gateway::config::{Cli, Command, SecurityArgs, ServeArgs};
@@ -76,7 +76,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => CatalogConfig::default(),
     };
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
-    let tables = config.resolve_with(registry.as_ref()).await?;
+    let definitions = FileDefinitions::new(config.clone(), registry.clone());
+    let tables = definitions.tables().await?;
     let options = args.kafka.options(&config.kafka.properties);
     let lake = Lake::new(
         args.lake.lake.clone(),

@@ -1,4 +1,5 @@
-//! Table definitions from the gateway's TOML configuration file.
+//! Table definitions from the TOML configuration file the gateway and the
+//! compactor share.
 //!
 //! ```toml
 //! [[tables]]
