@@ -271,3 +271,37 @@ def test_tail_streams_a_registry_topic_with_the_same_columns(brokers, registry, 
         if stream:
             stream.close()
         gateway.stop()
+
+
+def test_nested_json_columns_read_the_same_from_kafka_and_the_lake(brokers, tmp_path):
+    topic = unique("nested-json")
+    create_topic(brokers, topic, partitions=1)
+    values = [json.dumps({
+        "id": i, "address": None if i == 2 else {"city": f"c{i}", "zip": None},
+        "tags": [f"t{j}" for j in range(i)], "price": f"{i}.25", "day": f"2026-12-0{i + 1}",
+        "attrs": {"n": i}, "at": f"2026-12-06T10:00:0{i}.5Z"}).encode() for i in range(4)]
+    values.insert(1, b'{"id": "not a number"}')
+    produce(brokers, topic, [{"partition": 0, "value": v} for v in values])
+    config = tmp_path / "kappa.toml"
+    config.write_text(
+        f'[[tables]]\nname = "nested"\ntopic = "{topic}"\nformat = "json"\n'
+        'columns = "id BIGINT, address STRUCT<city VARCHAR, zip VARCHAR>, tags ARRAY<VARCHAR>, '
+        'price DECIMAL(10, 2), day DATE, attrs MAP<VARCHAR, BIGINT>, at TIMESTAMP"\n')
+    want = [{"id": i, "address": None if i == 2 else {"city": f"c{i}", "zip": None},
+             "tags": [f"t{j}" for j in range(i)], "price": decimal.Decimal(f"{i}.25"),
+             "day": datetime.date(2026, 12, i + 1), "attrs": [("n", i)],
+             "at": datetime.datetime(2026, 12, 6, 10, 0, i, 500000)} for i in range(4)]
+    columns = "id, address, tags, price, day, attrs, at"
+    gateway = Gateway(brokers, config.read_text())
+    try:
+        rows = query(gateway, f"SELECT {columns}, _error FROM nested ORDER BY _offset").to_pylist()
+        assert "not a number" in rows[1]["_error"]
+        assert [{k: v for k, v in r.items() if k != "_error"} for r in rows if r["_error"] is None] == want
+    finally:
+        gateway.stop()
+    lake = tmp_path / "lake"
+    run = compactor(brokers, lake, config, "--tier-after", "0s")
+    assert run.returncode == 0, run.stderr
+    tiered = DeltaTable(str(lake / "tables" / "nested")).to_pyarrow_table().to_pylist()
+    tiered = sorted((r for r in tiered if r["_error"] is None), key=lambda r: r["id"])
+    assert [{k: r[k] for k in want[0]} for r in tiered] == want
