@@ -102,7 +102,7 @@ def flight_sql_command(sql):
 
 
 class Gateway:
-    def __init__(self, brokers, config_text=None, extra_args=()):
+    def __init__(self, brokers, config_text=None, extra_args=(), env=None):
         binary = _required_env("KAPPA_GATEWAY_BIN")
         args = [binary, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers, *extra_args]
         self._config = None
@@ -111,7 +111,7 @@ class Gateway:
             self._config.write(config_text)
             self._config.close()
             args += ["--config", self._config.name]
-        env = dict(os.environ, KAPPA_LOG="warn")
+        env = dict(env or os.environ, KAPPA_LOG="warn")
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
         self.address = self._wait_for_address()
 

@@ -305,3 +305,40 @@ def test_nested_json_columns_read_the_same_from_kafka_and_the_lake(brokers, tmp_
     tiered = DeltaTable(str(lake / "tables" / "nested")).to_pyarrow_table().to_pylist()
     tiered = sorted((r for r in tiered if r["_error"] is None), key=lambda r: r["id"])
     assert [{k: r[k] for k in want[0]} for r in tiered] == want
+
+
+def test_registry_credentials_and_a_registry_that_never_answers(brokers, avro_topic):
+    topic = avro_topic["topic"]
+    server, url = test_registry.serve(credentials="kappa:s3cret")
+    client = SchemaRegistryClient({"url": url, "basic.auth.user.info": "kappa:s3cret"})
+    from confluent_kafka.schema_registry import Schema
+
+    client.register_schema(f"{topic}-value", Schema(json.dumps(V1), "AVRO"))
+    client.register_schema(f"{topic}-value", Schema(json.dumps(V2), "AVRO"))
+    silent = socket.socket()  # accepts connections, never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    env_password = dict(os.environ, KAPPA_SCHEMA_REGISTRY_PASSWORD="s3cret")
+    right = Gateway(brokers, extra_args=["--schema-registry", url, "--schema-registry-user", "kappa"],
+                    env=env_password)
+    wrong = Gateway(brokers, extra_args=["--schema-registry", url.replace("//", "//kappa:nope@")])
+    slow = Gateway(brokers, extra_args=["--schema-registry", silent_url, "--schema-registry-timeout", "1s"])
+    try:
+        # The ids in the topic's frames are the other registry's; these are the same schemas, so
+        # the registries agree on ids 1 and 2 (both numbered them in the same order).
+        rows = query(right, f'SELECT id, channel, _error FROM "{topic}" ORDER BY _offset').to_pylist()
+        assert sum(r["_error"] is None for r in rows) == 40 and rows[0]["channel"] == "web"
+        for gateway, words in ((wrong, "401"), (slow, "timed out")):
+            started = time.monotonic()
+            with pytest.raises((flightsql.Error, OSError)) as failed:
+                query(gateway, f'SELECT * FROM "{topic}"')
+            assert time.monotonic() - started < 10, "bounded by the registry timeout"
+            message = str(failed.value)
+            assert "(Unavailable;" in message and words in message, message
+            assert "nope" not in message, "credentials never reach an error message"
+    finally:
+        for gateway in (right, wrong, slow):
+            gateway.stop()
+        silent.close()
+        server.shutdown()
