@@ -289,15 +289,69 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// Undoes the URL's percent-encoding of a user name or password (`%40` is
+/// `@`); anything that is not a valid escape stays as it is.
 fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn utf8_percent_encode(segment: &str) -> String {
     url::form_urlencoded::byte_serialize(segment.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_unescaped() {
+        assert_eq!(percent_decode("p%40ss%2Bw+rd"), "p@ss+w+rd");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[tokio::test]
+    async fn the_url_loses_its_credentials_and_keeps_its_path() {
+        let registry = SchemaRegistry::new(RegistryOptions {
+            url: "https://user:p%40ss@registry.example:8081/ccompat/v7".into(),
+            basic_auth: None,
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        assert_eq!(registry.url(), "https://registry.example:8081/ccompat/v7");
+        assert_eq!(
+            registry.basic_auth,
+            Some(("user".to_string(), "p@ss".to_string()))
+        );
+        assert!(!format!("{registry:?}").contains("p@ss"));
+        let refused = SchemaRegistry::new(RegistryOptions {
+            url: "ftp://registry".into(),
+            basic_auth: None,
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        });
+        assert!(refused.unwrap_err().contains("http"));
+    }
 }
