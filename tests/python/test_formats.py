@@ -342,3 +342,36 @@ def test_registry_credentials_and_a_registry_that_never_answers(brokers, avro_to
             gateway.stop()
         silent.close()
         server.shutdown()
+
+
+@pytest.mark.parametrize("key_schema,key_of,want_key", [
+    ('"string"', lambda i: f"customer-{i}", lambda i: f"customer-{i}"),
+    (json.dumps({"type": "record", "name": "OrderKey", "namespace": "shop", "fields": [
+        {"name": "region", "type": "string"}, {"name": "n", "type": "long"}]}),
+     lambda i: {"region": f"r{i % 2}", "n": i}, lambda i: {"region": f"r{i % 2}", "n": i}),
+])
+def test_a_key_subject_decodes_keys_into_the_key_column(brokers, registry, key_schema, key_of, want_key):
+    topic = unique("avro-keys")
+    create_topic(brokers, topic, partitions=1)
+    client = SchemaRegistryClient({"url": registry})
+    keys = AvroSerializer(client, key_schema)
+    values = AvroSerializer(client, json.dumps(V2))
+    key_context = SerializationContext(topic, MessageField.KEY)
+    value_context = SerializationContext(topic, MessageField.VALUE)
+    records = [{"partition": 0, "key": keys(key_of(i), key_context), "value": values(order(i, 2), value_context)}
+               for i in range(5)]
+    records.insert(2, {"partition": 0, "key": b"\x07bad key", "value": values(order(9, 2), value_context)})
+    records.append({"partition": 0, "key": None, "value": values(order(5, 2), value_context)})
+    produce(brokers, topic, records)
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry])
+    try:
+        table = query(gateway, f'SELECT key, _key, id, _error FROM "{topic}" ORDER BY _offset')
+        assert table.schema.names[0] == "key"
+        rows = table.to_pylist()
+        assert [r["key"] for r in rows] == [want_key(0), want_key(1), None, want_key(2), want_key(3), want_key(4), None]
+        assert [r["id"] for r in rows] == [0, 1, 9, 2, 3, 4, 5], "a bad key does not cost the value"
+        assert rows[2]["_error"].startswith("key: ") and rows[2]["_key"] == b"\x07bad key"
+        assert all(r["_error"] is None for i, r in enumerate(rows) if i != 2)
+        assert rows[0]["_key"] == records[0]["key"], "_key keeps the raw bytes"
+    finally:
+        gateway.stop()

@@ -185,7 +185,7 @@ impl BatchAssembler {
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
         if let Some(values) = &mut self.values {
-            values.append(record.value);
+            values.append_record(record.key, record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
         self.rows += 1;

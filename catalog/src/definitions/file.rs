@@ -21,6 +21,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Deserialize;
 
 use crate::error::{CatalogError, Result};
+use crate::format::keyed::KeyedFormat;
 use crate::format::registry::{RegistryError, SchemaType};
 use crate::format::{AvroFormat, SchemaRegistry, ValueFormat};
 
@@ -238,7 +239,8 @@ impl TableDefinition {
 impl DeclaredTable {
     /// The table a topic nobody declared is, given a registry: Avro with the
     /// latest version of its `<topic>-value` subject as the reader schema, or
-    /// `None` when there is no such subject (the topic is then raw). A
+    /// `None` when there is no such subject (the topic is then raw). If a
+    /// `<topic>-key` subject exists too, keys decode into the `key` column. A
     /// registry that cannot be asked is an error, never a raw table.
     pub async fn from_registry(
         registry: &Arc<SchemaRegistry>,
@@ -251,8 +253,25 @@ impl DeclaredTable {
         let bad = |why: String| {
             CatalogError::Config(format!("topic '{topic}': subject '{subject}': {why}"))
         };
-        let (format, value_schema) =
+        let (mut format, mut value_schema) =
             avro_format(AvroFormat::confluent(&reader, Arc::clone(registry)).map_err(bad)?);
+        let key_subject = key_subject(topic);
+        if let Some(key_reader) = subject_schema(registry, &key_subject, None).await? {
+            let (key, key_is_record) = AvroFormat::confluent_key(&key_reader, Arc::clone(registry))
+                .map_err(|why| {
+                    CatalogError::Config(format!("topic '{topic}': subject '{key_subject}': {why}"))
+                })?;
+            let keyed = KeyedFormat::new(
+                Arc::new(key),
+                key_is_record,
+                format.clone(),
+                value_schema.clone(),
+            );
+            if let Some(keyed) = keyed {
+                value_schema = Arc::clone(keyed.schema());
+                format = ValueFormat::Keyed(Arc::new(keyed));
+            }
+        }
         Ok(Some(Self {
             name: topic.to_string(),
             topic: topic.to_string(),
@@ -266,6 +285,11 @@ impl DeclaredTable {
 /// Confluent's TopicNameStrategy: the subject of a topic's values.
 pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
+}
+
+/// Confluent's TopicNameStrategy: the subject of a topic's keys.
+pub fn key_subject(topic: &str) -> String {
+    format!("{topic}-key")
 }
 
 fn avro_format(avro: AvroFormat) -> (ValueFormat, SchemaRef) {

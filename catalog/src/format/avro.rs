@@ -59,6 +59,9 @@ const PLAIN_PREFIX: [u8; framing::HEADER_LEN] = [0; framing::HEADER_LEN];
 #[derive(Debug)]
 pub struct AvroFormat {
     framing: AvroFraming,
+    /// Schemas that are not records are decoded as a record with one field,
+    /// `key` (the same bytes): keys are often a bare string or long.
+    wrap_scalars: bool,
     reader: AvroSchema,
     registry: Option<Arc<SchemaRegistry>>,
     /// What arrow-avro produces for the reader schema.
@@ -71,6 +74,19 @@ impl AvroFormat {
     /// Plain datums written with `schema` (Avro JSON).
     pub fn plain(schema: &str) -> std::result::Result<Self, String> {
         Self::new(AvroFraming::Plain, schema, None)
+    }
+
+    /// Registry-framed keys read as `reader`: a schema that is not a record
+    /// reads as a record whose one field, `key`, is it. Also says whether
+    /// `reader` is a record.
+    pub fn confluent_key(
+        reader: &str,
+        registry: Arc<SchemaRegistry>,
+    ) -> std::result::Result<(Self, bool), String> {
+        let is_record = is_record(reader);
+        let mut format = Self::new(AvroFraming::Confluent, &wrap_scalar(reader), Some(registry))?;
+        format.wrap_scalars = true;
+        Ok((format, is_record))
     }
 
     /// Registry-framed datums read as `reader` (Avro JSON), each resolved
@@ -109,6 +125,7 @@ impl AvroFormat {
         }
         Ok(Self {
             framing,
+            wrap_scalars: false,
             reader,
             registry,
             decoded_schema,
@@ -130,6 +147,24 @@ impl AvroFormat {
     pub fn reader_schema(&self) -> &str {
         &self.reader.json_string
     }
+}
+
+/// Whether an Avro schema (JSON) is a record.
+fn is_record(schema: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(schema)
+        .ok()
+        .is_some_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("record"))
+}
+
+/// A schema that is not a record, as a record with one field `key` of it
+/// (a record of one field is encoded exactly as that field).
+fn wrap_scalar(schema: &str) -> String {
+    if is_record(schema) {
+        return schema.to_string();
+    }
+    format!(
+        r#"{{"type": "record", "name": "KappaKey", "fields": [{{"name": "key", "type": {schema}}}]}}"#
+    )
 }
 
 fn store_of(id: u32, schema: &AvroSchema) -> std::result::Result<SchemaStore, String> {
@@ -202,7 +237,11 @@ impl AvroDecoder {
                 found.schema_type
             )),
             Ok(found) => {
-                let writer = AvroSchema::new(found.schema.clone());
+                let writer = if self.format.wrap_scalars {
+                    AvroSchema::new(wrap_scalar(&found.schema))
+                } else {
+                    AvroSchema::new(found.schema.clone())
+                };
                 match store_of(id, &writer).and_then(|store| {
                     builder(store, &self.format.reader, 1)
                         .build_decoder()

@@ -24,6 +24,7 @@ pub mod framing;
 #[cfg(test)]
 mod fuzz;
 pub mod json;
+pub mod keyed;
 pub mod registry;
 
 pub use avro::{AvroFormat, AvroFraming};
@@ -38,6 +39,8 @@ pub enum ValueFormat {
     Raw,
     /// Avro, plain or framed for a schema registry.
     Avro(Arc<AvroFormat>),
+    /// A decoded value with its key decoded too (the `key` column).
+    Keyed(Arc<keyed::KeyedFormat>),
 }
 
 impl fmt::Display for ValueFormat {
@@ -49,6 +52,7 @@ impl fmt::Display for ValueFormat {
                 AvroFraming::Plain => "avro",
                 AvroFraming::Confluent => "avro-confluent",
             },
+            Self::Keyed(keyed) => return write!(f, "{} (key: avro-confluent)", keyed.value()),
         })
     }
 }
@@ -82,6 +86,13 @@ pub trait ValueDecoder: Debug + Send {
     /// Adds one value (`None`: a tombstone, a row of nulls and no error).
     fn append(&mut self, value: Option<&[u8]>);
 
+    /// Adds one record's key and value; formats that decode only the value
+    /// ignore the key.
+    fn append_record(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
+        let _ = key;
+        self.append(value);
+    }
+
     /// Decodes everything appended since the last call, one row per value.
     fn finish(&mut self) -> Result<DecodedValues>;
 }
@@ -96,5 +107,6 @@ pub fn value_decoder(
         ValueFormat::Raw => None,
         ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
         ValueFormat::Avro(avro) => Some(Box::new(avro::AvroDecoder::new(Arc::clone(avro)))),
+        ValueFormat::Keyed(keyed) => Some(Box::new(keyed::KeyedDecoder::new(Arc::clone(keyed))?)),
     })
 }
