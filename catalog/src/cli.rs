@@ -73,7 +73,7 @@ pub struct RegistryArgs {
     /// in the URL). With it, a topic whose `<topic>-value` subject exists
     /// reads as a typed Avro table with no definition, and `avro-confluent`
     /// tables resolve their schemas.
-    #[arg(long, env = "KAPPA_SCHEMA_REGISTRY")]
+    #[arg(long, env = "KAPPA_SCHEMA_REGISTRY", hide_env_values = true)]
     pub schema_registry: Option<String>,
 
     /// Basic-auth user for the registry.

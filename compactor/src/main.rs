@@ -137,6 +137,10 @@ struct MaintainArgs {
     #[arg(long, env = "KAPPA_LEASE_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
 
+    /// Schema registry (definitions of `avro-confluent` tables resolve there).
+    #[command(flatten)]
+    registry: RegistryArgs,
+
     #[command(flatten)]
     lake: LakeArgs,
 
@@ -328,7 +332,9 @@ fn log_tiered(name: &str, metrics: &TierMetrics, took: Duration) {
 /// The tables a maintenance job handles and where each is.
 async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocation>> {
     args.log.init();
-    let (_, tables) = config_and_tables(args.config.as_ref(), &args.tables, None).await?;
+    let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
+    let (_, tables) =
+        config_and_tables(args.config.as_ref(), &args.tables, registry.as_ref()).await?;
     tables
         .iter()
         .map(|table| {

@@ -246,30 +246,46 @@ impl DeclaredTable {
         registry: &Arc<SchemaRegistry>,
         topic: &str,
     ) -> Result<Option<Self>> {
+        // A subject kappa cannot read yet (Protobuf, JSON Schema, an Avro
+        // type with no column type) leaves the topic raw, as it was before
+        // the registry: said in the log, never a failed query.
+        let usable = |subject: &str, found: Result<Option<String>>| match found {
+            Err(CatalogError::Config(why)) => {
+                tracing::warn!(topic, subject, "not decoded: {why}");
+                Ok(None)
+            }
+            other => other,
+        };
         let subject = value_subject(topic);
-        let Some(reader) = subject_schema(registry, &subject, None).await? else {
+        let found = subject_schema(registry, &subject, None).await;
+        let Some(reader) = usable(&subject, found)? else {
             return Ok(None);
         };
-        let bad = |why: String| {
-            CatalogError::Config(format!("topic '{topic}': subject '{subject}': {why}"))
-        };
         let (mut format, mut value_schema) =
-            avro_format(AvroFormat::confluent(&reader, Arc::clone(registry)).map_err(bad)?);
+            match AvroFormat::confluent(&reader, Arc::clone(registry)) {
+                Ok(avro) => avro_format(avro),
+                Err(why) => {
+                    tracing::warn!(topic, subject, "read as raw bytes: {why}");
+                    return Ok(None);
+                }
+            };
         let key_subject = key_subject(topic);
-        if let Some(key_reader) = subject_schema(registry, &key_subject, None).await? {
-            let (key, key_is_record) = AvroFormat::confluent_key(&key_reader, Arc::clone(registry))
-                .map_err(|why| {
-                    CatalogError::Config(format!("topic '{topic}': subject '{key_subject}': {why}"))
-                })?;
-            let keyed = KeyedFormat::new(
-                Arc::new(key),
-                key_is_record,
-                format.clone(),
-                value_schema.clone(),
-            );
-            if let Some(keyed) = keyed {
-                value_schema = Arc::clone(keyed.schema());
-                format = ValueFormat::Keyed(Arc::new(keyed));
+        let found = subject_schema(registry, &key_subject, None).await;
+        if let Some(key_reader) = usable(&key_subject, found)? {
+            match AvroFormat::confluent_key(&key_reader, Arc::clone(registry)) {
+                Ok((key, key_is_record)) => {
+                    let keyed = KeyedFormat::new(
+                        Arc::new(key),
+                        key_is_record,
+                        format.clone(),
+                        value_schema.clone(),
+                    );
+                    if let Some(keyed) = keyed {
+                        value_schema = Arc::clone(keyed.schema());
+                        format = ValueFormat::Keyed(Arc::new(keyed));
+                    }
+                }
+                Err(why) => tracing::warn!(topic, subject = key_subject, "keys not decoded: {why}"),
             }
         }
         Ok(Some(Self {

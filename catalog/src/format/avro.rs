@@ -190,9 +190,12 @@ pub struct AvroDecoder {
     raw: BinaryBuilder,
     /// Writer schemas that resolve to the reader schema, by id.
     store: SchemaStore,
-    /// Ids that cannot be read, with the reason (kept for the scan: ids are
-    /// immutable).
+    /// Ids that cannot be read, with the reason: for the scan when the
+    /// schema is unusable (ids are immutable), for the batch when the
+    /// registry does not know the id (it may be registered a moment later).
     rejected: HashMap<u32, String>,
+    /// Ids the registry did not know, asked again next batch.
+    unknown: Vec<u32>,
 }
 
 impl AvroDecoder {
@@ -209,6 +212,7 @@ impl AvroDecoder {
             raw: BinaryBuilder::new(),
             store,
             rejected: HashMap::new(),
+            unknown: Vec::new(),
         }
     }
 
@@ -227,10 +231,17 @@ impl AvroDecoder {
             .registry
             .as_ref()
             .expect("a Confluent-framed format has a registry");
+        if id == 0 || id > i32::MAX as u32 {
+            // Registries number schemas from 1 with Java ints.
+            return Ok(Err(format!("schema id {id} cannot be a registry's id")));
+        }
         let verdict = match registry.schema_by_id_blocking(id) {
-            Err(RegistryError::NotFound(message)) => Err(format!(
-                "schema id {id} is not in the schema registry ({message})"
-            )),
+            Err(RegistryError::NotFound(message)) => {
+                self.unknown.push(id);
+                Err(format!(
+                    "schema id {id} is not in the schema registry ({message})"
+                ))
+            }
             Err(unavailable) => return Err(CatalogError::Registry(unavailable.to_string())),
             Ok(found) if found.schema_type != SchemaType::Avro => Err(format!(
                 "schema id {id} is a {} schema, and this table reads Avro",
@@ -278,19 +289,24 @@ impl AvroDecoder {
         }
         let mut decoder =
             builder(self.store.clone(), &self.format.reader, rows.len()).build_decoder()?;
-        let mut batches = Vec::new();
-        for &row in rows {
+        let mut fed = Feed {
+            batch_size: rows.len(),
+            flushed: 0,
+            batches: Vec::new(),
+        };
+        for (done, &row) in rows.iter().enumerate() {
             let value = raw.value(row);
-            if self.format.framing == AvroFraming::Plain {
-                feed(&mut decoder, &PLAIN_PREFIX, &mut batches)?;
-            }
-            feed(&mut decoder, value, &mut batches)?;
+            let (header, body) = match self.format.framing {
+                AvroFraming::Plain => (&PLAIN_PREFIX[..], value),
+                AvroFraming::Confluent => value.split_at(framing::HEADER_LEN.min(value.len())),
+            };
+            fed.value(&mut decoder, header, body, done)?;
         }
-        batches.extend(decoder.flush()?);
-        let batch = concat_batches(schema, &batches)?;
+        fed.batches.extend(decoder.flush()?);
+        let batch = concat_batches(schema, &fed.batches)?;
         if batch.num_rows() != rows.len() {
             return Err(ArrowError::AvroError(format!(
-                "{} values decoded into {} rows (bytes after the datum?)",
+                "{} values decoded into {} rows",
                 rows.len(),
                 batch.num_rows()
             )));
@@ -326,28 +342,65 @@ impl AvroDecoder {
     }
 }
 
-/// Feeds one whole value to the decoder, flushing when arrow-avro marks the
-/// batch full (it does when the writer schema changes mid-batch).
-fn feed(
-    decoder: &mut Decoder,
-    value: &[u8],
-    batches: &mut Vec<RecordBatch>,
-) -> std::result::Result<(), ArrowError> {
-    let mut at = 0;
-    while at < value.len() {
-        if decoder.batch_is_full() {
-            batches.extend(decoder.flush()?);
-        }
-        let used = decoder.decode(&value[at..])?;
-        if used == 0 && !decoder.batch_is_full() {
-            return Err(ArrowError::AvroError(format!(
-                "truncated datum: {} bytes left undecoded",
-                value.len() - at
-            )));
-        }
-        at += used;
+/// Feeds values to an arrow-avro decoder one at a time, checking that each
+/// is exactly one datum: its header is read as a header (not as the body of
+/// a datum the previous value left unfinished), and its body completes one
+/// row with no byte left over. arrow-avro itself streams across value
+/// boundaries, so without these checks one value's stray bytes could shift
+/// every row after it.
+struct Feed {
+    batch_size: usize,
+    /// Rows in the batches flushed so far.
+    flushed: usize,
+    batches: Vec<RecordBatch>,
+}
+
+impl Feed {
+    /// Rows decoded so far (valid whenever the batch is not marked full by
+    /// a schema switch, which [`Self::flush_if_full`] clears).
+    fn rows(&self, decoder: &Decoder) -> usize {
+        self.flushed + self.batch_size - decoder.capacity()
     }
-    Ok(())
+
+    fn flush_if_full(&mut self, decoder: &mut Decoder) -> std::result::Result<(), ArrowError> {
+        if decoder.batch_is_full()
+            && let Some(batch) = decoder.flush()?
+        {
+            self.flushed += batch.num_rows();
+            self.batches.push(batch);
+        }
+        Ok(())
+    }
+
+    /// Feeds the `done`-th value, split into its framing header and body.
+    fn value(
+        &mut self,
+        decoder: &mut Decoder,
+        header: &[u8],
+        body: &[u8],
+        done: usize,
+    ) -> std::result::Result<(), ArrowError> {
+        let bad = |why: &str| ArrowError::AvroError(why.to_string());
+        self.flush_if_full(decoder)?;
+        if decoder.decode(header)? != header.len() || {
+            // A header that switched the writer schema marks the batch full.
+            self.flush_if_full(decoder)?;
+            self.rows(decoder) != done
+        } {
+            return Err(bad(
+                "the datum before this one did not end where its value did",
+            ));
+        }
+        let used = decoder.decode(body)?;
+        let rows = self.rows(decoder);
+        if rows == done {
+            return Err(bad("truncated datum"));
+        }
+        if used != body.len() || rows != done + 1 {
+            return Err(bad("bytes after the datum"));
+        }
+        Ok(())
+    }
 }
 
 impl ValueDecoder for AvroDecoder {
@@ -356,6 +409,9 @@ impl ValueDecoder for AvroDecoder {
     }
 
     fn finish(&mut self) -> Result<DecodedValues> {
+        for id in self.unknown.drain(..) {
+            self.rejected.remove(&id);
+        }
         let raw = self.raw.finish();
         let mut errors: Vec<Option<String>> = vec![None; raw.len()];
         let mut rows = Vec::with_capacity(raw.len());
@@ -381,7 +437,17 @@ impl ValueDecoder for AvroDecoder {
                 let mut fitting = Vec::with_capacity(rows.len());
                 self.find_misfits(&raw, &rows, &mut fitting, &mut errors);
                 rows = fitting;
-                self.decode_rows(&raw, &rows)?
+                match self.decode_rows(&raw, &rows) {
+                    Ok(batch) => batch,
+                    // Values that decode alone but not together: each alone.
+                    Err(_) => {
+                        let mut alone = Vec::with_capacity(rows.len());
+                        for &row in &rows {
+                            alone.push(self.decode_rows(&raw, &[row])?);
+                        }
+                        concat_batches(&self.format.decoded_schema, &alone)?
+                    }
+                }
             }
         };
         // Spread the decoded rows back over all rows; the others take nulls.
@@ -443,6 +509,9 @@ pub fn table_type(field: &Field) -> std::result::Result<DataType, String> {
             table_type(item)?,
             item.is_nullable(),
         ))),
+        DataType::Struct(fields) if fields.is_empty() => {
+            return Err("a record with no fields (Parquet cannot store it)".into());
+        }
         DataType::Struct(fields) => DataType::Struct(table_fields(fields)?),
         DataType::Map(entries, sorted) => {
             let DataType::Struct(kv) = entries.data_type() else {
@@ -465,8 +534,10 @@ fn table_fields(fields: &Fields) -> std::result::Result<Fields, String> {
     fields
         .iter()
         .map(|f| {
+            // Avro's `null` type becomes a column of nulls, so nullable.
+            let nullable = f.is_nullable() || f.data_type() == &DataType::Null;
             table_type(f)
-                .map(|t| Field::new(f.name(), t, f.is_nullable()))
+                .map(|t| Field::new(f.name(), t, nullable))
                 .map_err(|e| format!("{}: {e}", f.name()))
         })
         .collect()
@@ -507,7 +578,13 @@ fn to_table_type(array: &ArrayRef, target: &DataType) -> std::result::Result<Arr
                 .columns()
                 .iter()
                 .zip(fields)
-                .map(|(c, f)| to_table_type(&with_nulls_of(c, parts.nulls())?, f.data_type()))
+                .map(|(c, f)| {
+                    let c = match c.data_type() {
+                        DataType::Null => Arc::clone(c),
+                        _ => with_nulls_of(c, parts.nulls())?,
+                    };
+                    to_table_type(&c, f.data_type())
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             Arc::new(StructArray::try_new(
                 fields.clone(),
@@ -654,6 +731,33 @@ mod tests {
             let kept = errors.is_valid(row).then(|| value.as_deref().unwrap());
             assert_eq!(undecoded.is_valid(row).then(|| undecoded.value(row)), kept);
         }
+    }
+
+    #[test]
+    fn stray_bytes_after_a_datum_are_that_value_s_error_and_shift_nothing() {
+        // Alone, a datum followed by a header-shaped tail would decode; fed
+        // together, the tail would swallow the next value as its body.
+        let mut stray = datum(1, b"a");
+        stray.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let values = vec![Some(stray), Some(datum(2, b"b")), Some(datum(3, b"c"))];
+        let decoded = decode(AvroFormat::plain(READING).unwrap(), &values);
+        let ids: Vec<Option<i64>> = decoded.columns[0]
+            .as_primitive::<Int64Type>()
+            .iter()
+            .collect();
+        assert_eq!(ids, [None, Some(2), Some(3)]);
+        let errors = decoded.errors.as_string::<i32>();
+        assert!(
+            errors.value(0).contains("bytes after the datum"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_with_no_fields_is_refused() {
+        let empty = r#"{"type": "record", "name": "T", "fields": [
+            {"name": "e", "type": {"type": "record", "name": "E", "fields": []}}]}"#;
+        assert!(AvroFormat::plain(empty).unwrap_err().contains("no fields"));
     }
 
     #[test]

@@ -129,17 +129,15 @@ impl SchemaRegistry {
     /// A client of the registry at `options.url`. Call within a tokio
     /// runtime: blocking lookups from reader threads run on it.
     pub fn new(options: RegistryOptions) -> Result<Self, String> {
-        let mut base = url::Url::parse(&options.url)
-            .map_err(|e| format!("schema registry URL {:?}: {e}", options.url))?;
+        // The URL may hold credentials: errors never repeat it.
+        let mut base =
+            url::Url::parse(&options.url).map_err(|e| format!("schema registry URL: {e}"))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!(
-                "schema registry URL {:?}: expected http:// or https://",
-                options.url
-            ));
+            return Err("schema registry URL: expected http:// or https://".into());
         }
         // Credentials in the URL work like the flags, and never reach logs.
         let mut basic_auth = options.basic_auth;
-        if !base.username().is_empty() {
+        if !base.username().is_empty() || base.password().is_some() {
             let user = percent_decode(base.username());
             let password = base.password().map(percent_decode).unwrap_or_default();
             basic_auth.get_or_insert((user, password));
@@ -189,13 +187,22 @@ impl SchemaRegistry {
             let mut by_id = self.by_id.lock().expect("registry cache poisoned");
             Arc::clone(by_id.entry(id).or_default())
         };
-        cell.get_or_try_init(|| async {
-            let mut schema: RegisteredSchema = self.get(&format!("schemas/ids/{id}")).await?;
-            schema.id = Some(id);
-            Ok(Arc::new(schema))
-        })
-        .await
-        .cloned()
+        let found = cell
+            .get_or_try_init(|| async {
+                let mut schema: RegisteredSchema = self.get(&format!("schemas/ids/{id}")).await?;
+                schema.id = Some(id);
+                Ok(Arc::new(schema))
+            })
+            .await
+            .cloned();
+        if found.is_err() {
+            // Nothing is kept for an id that was not found.
+            let mut by_id = self.by_id.lock().expect("registry cache poisoned");
+            if by_id.get(&id).is_some_and(|c| !c.initialized()) {
+                by_id.remove(&id);
+            }
+        }
+        found
     }
 
     /// [`Self::schema_by_id`] for a reader thread (never call it on the
