@@ -26,10 +26,10 @@ use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, ListArray, MapArray, StringArray,
-    StructArray, make_array, new_null_array,
+    StructArray, make_array,
 };
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::{cast, concat_batches, interleave};
+use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -450,29 +450,14 @@ impl ValueDecoder for AvroDecoder {
                 }
             }
         };
-        // Spread the decoded rows back over all rows; the others take nulls.
-        let mut indices = vec![(1, 0); raw.len()];
-        for (position, &row) in rows.iter().enumerate() {
-            indices[row] = (0, position);
-        }
-        let mut columns = Vec::with_capacity(self.format.value_schema.fields().len());
-        for (column, field) in decoded
+        let fields = self.format.value_schema.fields();
+        let columns = decoded
             .columns()
             .iter()
-            .zip(self.format.value_schema.fields())
-        {
-            let column = to_table_type(column, field.data_type())?;
-            let null = new_null_array(field.data_type(), 1);
-            columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
-        }
-        let undecoded: BinaryArray = (0..raw.len())
-            .map(|row| (errors[row].is_some() && raw.is_valid(row)).then(|| raw.value(row)))
-            .collect();
-        Ok(DecodedValues {
-            columns,
-            errors: Arc::new(StringArray::from(errors)),
-            undecoded: Arc::new(undecoded),
-        })
+            .zip(fields)
+            .map(|(column, field)| to_table_type(column, field.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        DecodedValues::spread(&raw, &columns, fields, &rows, errors)
     }
 }
 

@@ -12,8 +12,8 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BinaryArray, BinaryBuilder, StringArray, new_null_array};
-use datafusion::arrow::compute::{concat_batches, interleave};
+use datafusion::arrow::array::{Array, BinaryArray, BinaryBuilder};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::json::ReaderBuilder;
@@ -114,24 +114,7 @@ impl ValueDecoder for JsonDecoder {
                 careful_decode(&raw, &self.schema)?
             }
         };
-        // Spread the decoded rows back over all rows; the others take nulls.
-        let mut indices = vec![(1, 0); values];
-        for (position, &row) in rows.iter().enumerate() {
-            indices[row] = (0, position);
-        }
-        let mut columns = Vec::with_capacity(self.schema.fields().len());
-        for (column, field) in decoded.columns().iter().zip(self.schema.fields()) {
-            let null = new_null_array(field.data_type(), 1);
-            columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
-        }
-        let undecoded: BinaryArray = (0..values)
-            .map(|row| (errors[row].is_some() && raw.is_valid(row)).then(|| raw.value(row)))
-            .collect();
-        Ok(DecodedValues {
-            columns,
-            errors: Arc::new(StringArray::from(errors)),
-            undecoded: Arc::new(undecoded),
-        })
+        DecodedValues::spread(&raw, decoded.columns(), self.schema.fields(), &rows, errors)
     }
 }
 

@@ -14,8 +14,9 @@
 use std::fmt::{self, Debug};
 use std::sync::Arc;
 
-use datafusion::arrow::array::ArrayRef;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringArray, new_null_array};
+use datafusion::arrow::compute::interleave;
+use datafusion::arrow::datatypes::{Fields, SchemaRef};
 
 use crate::error::Result;
 
@@ -75,6 +76,38 @@ pub struct DecodedValues {
     pub errors: ArrayRef,
     /// The bytes of each value that did not decode, so nothing is lost.
     pub undecoded: ArrayRef,
+}
+
+impl DecodedValues {
+    /// The batch's values as rows: `decoded` has a row for each value at
+    /// `rows` (in order), of `fields`' types; every other value is a row of
+    /// nulls. `errors` has one entry per value, and a value with an error
+    /// keeps its bytes in `undecoded`.
+    pub(crate) fn spread(
+        raw: &BinaryArray,
+        decoded: &[ArrayRef],
+        fields: &Fields,
+        rows: &[usize],
+        errors: Vec<Option<String>>,
+    ) -> Result<Self> {
+        let mut indices = vec![(1, 0); raw.len()];
+        for (position, &row) in rows.iter().enumerate() {
+            indices[row] = (0, position);
+        }
+        let mut columns = Vec::with_capacity(fields.len());
+        for (column, field) in decoded.iter().zip(fields) {
+            let null = new_null_array(field.data_type(), 1);
+            columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
+        }
+        let undecoded: BinaryArray = (0..raw.len())
+            .map(|row| (errors[row].is_some() && raw.is_valid(row)).then(|| raw.value(row)))
+            .collect();
+        Ok(Self {
+            columns,
+            errors: Arc::new(StringArray::from(errors)),
+            undecoded: Arc::new(undecoded),
+        })
+    }
 }
 
 /// Turns the values of a batch, appended in order, into columns.
