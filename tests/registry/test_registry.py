@@ -27,6 +27,7 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 
@@ -38,10 +39,15 @@ class Registry:
         self.schemas = {}  # id -> dict(schema, schemaType, references)
         self.subjects = {}  # subject -> [id per version, in order]
 
-    def register(self, subject, body):
-        schema_type = body.get("schemaType", "AVRO")
+    @staticmethod
+    def key(body):
+        """What makes two registrations the same schema: type, text and references."""
         references = body.get("references") or []
-        key = (schema_type, body["schema"], json.dumps(references, sort_keys=True))
+        return body.get("schemaType", "AVRO"), body["schema"], json.dumps(references, sort_keys=True)
+
+    def register(self, subject, body):
+        key = self.key(body)
+        schema_type, references = key[0], body.get("references") or []
         with self.lock:
             schema_id = self.ids.get(key)
             if schema_id is None:
@@ -58,11 +64,8 @@ class Registry:
             return schema_id, versions.index(schema_id) + 1
 
     def lookup(self, subject, body):
-        schema_type = body.get("schemaType", "AVRO")
-        references = body.get("references") or []
-        key = (schema_type, body["schema"], json.dumps(references, sort_keys=True))
         with self.lock:
-            schema_id = self.ids.get(key)
+            schema_id = self.ids.get(self.key(body))
             versions = self.subjects.get(subject)
             if versions is None:
                 return None, 40401
@@ -120,10 +123,7 @@ def handler_for(registry, credentials):
         def do_GET(self):
             if not self.authorized():
                 return
-            parts = self.path_parts()
-            from urllib.parse import unquote
-
-            parts = [unquote(p) for p in parts]
+            parts = [unquote(p) for p in self.path_parts()]
             if parts[:2] == ["schemas", "ids"] and len(parts) == 3:
                 try:
                     schema_id = int(parts[2])
@@ -164,8 +164,6 @@ def handler_for(registry, credentials):
                 body = json.loads(self.rfile.read(length) or b"{}")
             except ValueError:
                 return self.error(400, 400, "invalid JSON")
-            from urllib.parse import unquote
-
             parts = [unquote(p) for p in self.path_parts()]
             if len(parts) == 3 and parts[0] == "subjects" and parts[2] == "versions":
                 schema_id, _ = registry.register(parts[1], body)
