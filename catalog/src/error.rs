@@ -17,6 +17,18 @@ pub enum CatalogError {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A table definition given in SQL is invalid or refused.
+    #[error("{0}")]
+    Definition(String),
+
+    /// A table of that name is already defined.
+    #[error("{0}")]
+    AlreadyExists(String),
+
+    /// No table of that name is defined.
+    #[error("{0}")]
+    TableNotFound(String),
+
     /// The broker did not answer within the deadline, or refused the request.
     #[error("Kafka broker unavailable: {0}")]
     BrokerUnavailable(String),

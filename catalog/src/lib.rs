@@ -41,7 +41,8 @@ use std::time::Duration;
 use datafusion::prelude::SessionContext;
 
 pub use definitions::{
-    CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, TableDefinition,
+    CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, LakeDefinitions, LakeTables,
+    TableDefinition,
 };
 pub use error::{CatalogError, Result};
 pub use format::ValueFormat;

@@ -12,8 +12,9 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::Result as DfResult;
 
-use crate::definitions::DeclaredTable;
-use crate::error::Result;
+use crate::definitions::sql::create_statement;
+use crate::definitions::{DeclaredTable, LakeTables, TableDefinition};
+use crate::error::{CatalogError, Result};
 use crate::format::SchemaRegistry;
 use crate::format::ValueFormat;
 use crate::kafka::{KafkaClient, is_legal_topic_name};
@@ -80,6 +81,8 @@ pub struct KafkaSchema {
     registry: Option<Arc<SchemaRegistry>>,
     /// What the registry said of undeclared topics, and when.
     registry_tables: Mutex<HashMap<String, (Instant, Option<DeclaredTable>)>>,
+    /// The tables defined by SQL on the lake.
+    defined: Option<Arc<LakeTables>>,
 }
 
 impl KafkaSchema {
@@ -99,7 +102,82 @@ impl KafkaSchema {
             stream_linger: DEFAULT_STREAM_LINGER,
             registry: None,
             registry_tables: Mutex::new(HashMap::new()),
+            defined: None,
         }
+    }
+
+    /// Serves the tables `defined` by SQL too, and takes `CREATE EXTERNAL
+    /// TABLE` and `DROP TABLE` into it. A config file's table of the same
+    /// name wins.
+    pub fn with_definitions(mut self, defined: Option<Arc<LakeTables>>) -> Self {
+        self.defined = defined;
+        self
+    }
+
+    /// The declared table `name`: the config file's, else one defined by
+    /// SQL.
+    async fn declared(&self, name: &str) -> Result<Option<DeclaredTable>> {
+        if let Some(table) = self.declared.get(name) {
+            return Ok(Some(table.clone()));
+        }
+        match &self.defined {
+            Some(defined) => defined.get(name).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Stores `definition` on the lake (made by `created_by`): the table is
+    /// then served here at once, and by every gateway on the lake within its
+    /// refresh interval.
+    pub async fn create_table(
+        &self,
+        definition: TableDefinition,
+        created_by: &str,
+        if_not_exists: bool,
+    ) -> Result<()> {
+        let defined = self.defined.as_ref().ok_or_else(|| {
+            CatalogError::Definition(
+                "this gateway has no lake to keep table definitions in (--lake)".into(),
+            )
+        })?;
+        let exists =
+            |name: &str| CatalogError::AlreadyExists(format!("table '{name}' already exists"));
+        if self.declared.contains_key(&definition.name) {
+            return if if_not_exists {
+                Ok(())
+            } else {
+                Err(exists(&definition.name))
+            };
+        }
+        match defined.create(definition, created_by).await {
+            Err(CatalogError::AlreadyExists(_)) if if_not_exists => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    /// Deletes the SQL definition of `name`; with `if_exists`, a name with
+    /// none is not an error. A config file's table cannot be dropped, and a
+    /// topic is never deleted.
+    pub async fn drop_table(&self, name: &str, if_exists: bool) -> Result<()> {
+        if self.declared.contains_key(name) {
+            return Err(CatalogError::Definition(format!(
+                "table '{name}' is declared in the config file; remove it there"
+            )));
+        }
+        let dropped = match &self.defined {
+            Some(defined) => defined.remove(name).await?,
+            None => false,
+        };
+        if dropped || if_exists {
+            return Ok(());
+        }
+        Err(CatalogError::TableNotFound(if self.cached(name) {
+            format!(
+                "table '{name}' is a topic, not a table defined by SQL: DROP TABLE never deletes topics"
+            )
+        } else {
+            format!("table '{name}' does not exist")
+        }))
     }
 
     /// Reads an undeclared topic whose `<topic>-value` subject is in
@@ -204,7 +282,8 @@ impl KafkaSchema {
             registry: Arc::clone(&self.streams),
         };
         let registry_table;
-        let declared = match self.declared.get(name) {
+        let sql_table = self.defined.as_ref().and_then(|d| d.cached(name));
+        let declared = match self.declared.get(name).or(sql_table.as_ref()) {
             Some(def) => Some(def),
             None if is_user_topic(name) && is_legal_topic_name(name) => {
                 registry_table = self.registry_table_now(name)?;
@@ -266,6 +345,9 @@ impl KafkaSchema {
         if self.is_stale() {
             self.refresh().await?;
         }
+        if let Some(defined) = &self.defined {
+            defined.refresh_if_stale().await?;
+        }
         Ok(())
     }
 
@@ -289,21 +371,29 @@ impl KafkaSchema {
     /// The table a topic's lake tier is named after: the declared table
     /// reading it (the first by name), else the topic itself.
     pub fn table_name_for_topic(&self, topic: &str) -> String {
-        let mut names: Vec<&String> = self
+        let mut names: Vec<String> = self
             .declared
             .values()
             .filter(|t| t.topic == topic)
-            .map(|t| &t.name)
+            .map(|t| t.name.clone())
             .collect();
+        if let Some(defined) = &self.defined {
+            names.extend(defined.reading(topic));
+        }
         names.sort();
         names
-            .first()
-            .map_or_else(|| topic.to_string(), |n| (*n).clone())
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| topic.to_string())
     }
 
-    /// The names of the declared tables.
+    /// The names of the declared tables (in the config file or by SQL).
     pub fn declared_names(&self) -> Vec<String> {
-        self.declared.keys().cloned().collect()
+        let mut names: Vec<String> = self.declared.keys().cloned().collect();
+        if let Some(defined) = &self.defined {
+            names.extend(defined.names());
+        }
+        names
     }
 
     /// How often the topic list is refreshed.
@@ -352,21 +442,22 @@ fn is_user_topic(name: &str) -> bool {
 #[async_trait]
 impl SchemaProvider for KafkaSchema {
     fn table_names(&self) -> Vec<String> {
+        let mut names: BTreeSet<String> = self.declared_names().into_iter().collect();
         let cache = self.cache.lock().expect("topic cache poisoned");
-        let mut names: BTreeSet<String> = self.declared.keys().cloned().collect();
         names.extend(cache.topics.iter().cloned());
         names.into_iter().collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(def) = self.declared.get(name) {
+        if let Some(def) = self.declared(name).await? {
             let table = KafkaTable::new(
                 def.topic.clone(),
                 def.format.clone(),
                 Arc::clone(&def.value_schema),
                 Arc::clone(&self.client),
             )
-            .with_timestamp_skew(def.timestamp_skew);
+            .with_timestamp_skew(def.timestamp_skew)
+            .with_definition(def.definition.as_deref().map(create_statement));
             return self.with_lake_tier(name, table).await;
         }
         // A name that cannot be a topic is simply not a table (the broker
@@ -395,7 +486,14 @@ impl SchemaProvider for KafkaSchema {
         Ok(None)
     }
 
+    /// Whether a *declared* table has this name. A topic nobody declared
+    /// is a table too, but not one that stops `CREATE EXTERNAL TABLE` of its
+    /// name (the usual way to type a topic).
     fn table_exist(&self, name: &str) -> bool {
-        self.declared.contains_key(name) || self.cached(name)
+        self.declared.contains_key(name)
+            || self
+                .defined
+                .as_ref()
+                .is_some_and(|d| d.cached(name).is_some())
     }
 }

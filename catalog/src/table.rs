@@ -42,6 +42,8 @@ pub struct KafkaTable {
     timestamp_skew: Option<Duration>,
     client: Arc<KafkaClient>,
     snapshot: OnceCell<Arc<Vec<PartitionRange>>>,
+    /// The statement that defines it (`SHOW CREATE TABLE`), if declared.
+    definition: Option<String>,
 }
 
 impl KafkaTable {
@@ -60,6 +62,7 @@ impl KafkaTable {
             timestamp_skew: None,
             client,
             snapshot: OnceCell::new(),
+            definition: None,
         }
     }
 
@@ -68,6 +71,12 @@ impl KafkaTable {
     /// each partition at its first record at or after `t + skew`.
     pub fn with_timestamp_skew(mut self, skew: Option<Duration>) -> Self {
         self.timestamp_skew = skew;
+        self
+    }
+
+    /// Shows `definition` as the statement that makes the table.
+    pub fn with_definition(mut self, definition: Option<String>) -> Self {
+        self.definition = definition;
         self
     }
 
@@ -182,6 +191,10 @@ impl TableProvider for KafkaTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.definition.as_deref()
     }
 
     /// `Exact` where offsets alone decide the filter (`_partition`,

@@ -165,6 +165,10 @@ impl TableProvider for LakeKafkaTable {
         TableType::Base
     }
 
+    fn get_table_definition(&self) -> Option<&str> {
+        self.kafka.get_table_definition()
+    }
+
     /// Every filter reaches both sides (Kafka narrows its ranges, the lake
     /// prunes files), and DataFusion applies it again above the union.
     fn supports_filters_pushdown(

@@ -18,7 +18,8 @@ use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs, RegistryArgs};
 use kappa_catalog::format::SchemaRegistry;
 use kappa_catalog::lake;
 use kappa_catalog::{
-    CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, KafkaClient, ValueFormat,
+    CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, KafkaClient, LakeDefinitions,
+    ValueFormat,
 };
 use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
 use kappa_compactor::{
@@ -195,19 +196,35 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The config file (or none) and the tables a command handles: those
-/// named with `--table`, or every declared one; none is an error.
+/// named with `--table`, or every declared one (in the config file, or by
+/// SQL on the lake); none is an error.
 async fn config_and_tables(
     path: Option<&PathBuf>,
     names: &[String],
     registry: Option<&Arc<SchemaRegistry>>,
+    lake: &LakeArgs,
 ) -> anyhow::Result<(CatalogConfig, Vec<DeclaredTable>)> {
     let config = match path {
         Some(path) => CatalogConfig::from_file(path)?,
         None => CatalogConfig::default(),
     };
-    let declared = FileDefinitions::new(config.clone(), registry.cloned())
+    let mut declared = FileDefinitions::new(config.clone(), registry.cloned())
         .tables()
         .await?;
+    let lake = kappa_catalog::lake::Lake::new(
+        lake.lake.clone(),
+        lake.lake_option.iter().cloned().collect(),
+    );
+    for table in LakeDefinitions::new(lake, registry.cloned())
+        .tables()
+        .await?
+    {
+        // A name the config file declares is the file's (the gateway reads
+        // it so too).
+        if !declared.iter().any(|t| t.name == table.name) {
+            declared.push(table);
+        }
+    }
     let tables = select_tables(&declared, names, registry).await?;
     anyhow::ensure!(
         !tables.is_empty(),
@@ -219,8 +236,13 @@ async fn config_and_tables(
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.log.init();
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
-    let (config, tables) =
-        config_and_tables(args.config.as_ref(), &args.tables, registry.as_ref()).await?;
+    let (config, mut tables) = config_and_tables(
+        args.config.as_ref(),
+        &args.tables,
+        registry.as_ref(),
+        &args.lake,
+    )
+    .await?;
     let client = KafkaClient::new(args.kafka.options(&config.kafka.properties))?;
     // SIGTERM or Ctrl-C: the commit in flight finishes, nothing more starts.
     let stop = Arc::new(AtomicBool::new(false));
@@ -247,6 +269,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stopping.notified() => return Ok(()),
+        }
+        // Tables created or dropped by SQL since the last pass.
+        match config_and_tables(
+            args.config.as_ref(),
+            &args.tables,
+            registry.as_ref(),
+            &args.lake,
+        )
+        .await
+        {
+            Ok((_, now)) => tables = now,
+            Err(e) => {
+                tracing::warn!("table definitions not read again, tiering the known tables: {e:#}")
+            }
         }
     }
 }
@@ -333,8 +369,13 @@ fn log_tiered(name: &str, metrics: &TierMetrics, took: Duration) {
 async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocation>> {
     args.log.init();
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
-    let (_, tables) =
-        config_and_tables(args.config.as_ref(), &args.tables, registry.as_ref()).await?;
+    let (_, tables) = config_and_tables(
+        args.config.as_ref(),
+        &args.tables,
+        registry.as_ref(),
+        &args.lake,
+    )
+    .await?;
     tables
         .iter()
         .map(|table| {
@@ -447,6 +488,7 @@ async fn select_tables(
             format: ValueFormat::Raw,
             value_schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
             timestamp_skew: None,
+            definition: None,
         }));
     }
     Ok(tables)

@@ -536,6 +536,7 @@ mod tests {
             format: ValueFormat::Raw,
             value_schema: Arc::new(Schema::empty()),
             timestamp_skew: None,
+            definition: None,
         };
         // Connects lazily: no broker is contacted.
         let client = KafkaClient::new(KafkaOptions::new("127.0.0.1:1")).unwrap();

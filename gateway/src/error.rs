@@ -83,7 +83,11 @@ fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
 /// Maps a catalog error to a status.
 pub fn catalog_status(err: &CatalogError) -> Status {
     let code = match err {
-        CatalogError::Config(_) | CatalogError::NotStreamable(_) => Code::InvalidArgument,
+        CatalogError::Config(_) | CatalogError::Definition(_) | CatalogError::NotStreamable(_) => {
+            Code::InvalidArgument
+        }
+        CatalogError::AlreadyExists(_) => Code::AlreadyExists,
+        CatalogError::TableNotFound(_) => Code::NotFound,
         CatalogError::TooManyStreams(_) => Code::ResourceExhausted,
         CatalogError::StreamFellBehind { .. } => Code::Aborted,
         CatalogError::TopicNotFound(_) => Code::NotFound,

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use kappa_catalog::lake::Lake;
-use kappa_catalog::{CatalogConfig, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema};
+use kappa_catalog::{
+    CatalogConfig, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema, LakeDefinitions,
+    LakeTables,
+};
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
 use kappa_gateway::config::{Cli, Command, SecurityArgs, ServeArgs};
@@ -84,9 +87,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.lake.lake_option.iter().cloned().collect(),
     );
     let client = KafkaClient::new(options)?;
+    // Tables defined by SQL live on the lake, shared by every gateway and
+    // the compactor on it.
+    let defined = LakeTables::new(
+        LakeDefinitions::new(lake.clone(), registry.clone()),
+        registry.clone(),
+        args.topic_refresh,
+    );
     let schema = Arc::new(
         KafkaSchema::new(client, tables, args.topic_refresh)
             .with_lake(Some(lake))
+            .with_definitions(Some(Arc::new(defined)))
             .with_registry(registry)
             .with_streams(args.max_streams, args.stream_linger),
     );

@@ -17,6 +17,8 @@ pub struct Settings {
     pub values: Vec<(String, String)>,
     /// The tables the caller may read and list.
     pub grants: Grants,
+    /// The tables the caller may create and drop by SQL.
+    pub define: Grants,
     /// Who calls (`anonymous` without sign-in).
     pub caller: String,
 }
@@ -29,6 +31,7 @@ impl Settings {
         let mut settings = Self::of(request.metadata())?;
         if let Some(identity) = request.extensions().get::<Identity>() {
             settings.grants = identity.grants.clone();
+            settings.define = identity.define.clone();
             settings.caller = identity.user.clone();
         }
         Ok(settings)
@@ -52,6 +55,7 @@ impl Settings {
         Ok(Self {
             values: settings,
             grants: Grants::all(),
+            define: Grants::all(),
             caller: ANONYMOUS.to_string(),
         })
     }

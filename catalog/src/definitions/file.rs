@@ -18,7 +18,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, Result};
 use crate::format::keyed::KeyedFormat;
@@ -50,7 +50,7 @@ pub struct KafkaSection {
 }
 
 /// A value format's name, as written in a definition (Flink's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum FormatName {
     /// One JSON object per message, declared `columns`.
     #[serde(rename = "json")]
@@ -66,8 +66,19 @@ pub enum FormatName {
     AvroConfluent,
 }
 
-/// One `[[tables]]` entry, as written in the file.
-#[derive(Debug, Clone, Deserialize)]
+impl std::fmt::Display for FormatName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The name a definition gives it: serde's.
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(name)) => f.write_str(&name),
+            _ => write!(f, "{self:?}"),
+        }
+    }
+}
+
+/// One `[[tables]]` entry, as written in the file (or made by `CREATE
+/// EXTERNAL TABLE`, and stored on the lake in the same shape).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableDefinition {
     /// SQL name of the table.
@@ -114,6 +125,9 @@ pub struct DeclaredTable {
     pub value_schema: SchemaRef,
     /// The declared bound on timestamp disorder, if any.
     pub timestamp_skew: Option<std::time::Duration>,
+    /// What it was declared as (`None`: a topic typed by its registry
+    /// subject), shown by `SHOW CREATE TABLE`.
+    pub definition: Option<Arc<TableDefinition>>,
 }
 
 impl CatalogConfig {
@@ -154,7 +168,9 @@ impl CatalogConfig {
 }
 
 impl TableDefinition {
-    async fn resolve(&self, registry: Option<&Arc<SchemaRegistry>>) -> Result<DeclaredTable> {
+    /// This definition, validated, its columns an Arrow schema and its
+    /// registry subject looked up.
+    pub async fn resolve(&self, registry: Option<&Arc<SchemaRegistry>>) -> Result<DeclaredTable> {
         let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
         let topic = self.topic.clone().unwrap_or_else(|| self.name.clone());
         let avro = matches!(self.format, FormatName::Avro | FormatName::AvroConfluent);
@@ -232,6 +248,7 @@ impl TableDefinition {
             format,
             value_schema,
             timestamp_skew,
+            definition: Some(Arc::new(self.clone())),
         })
     }
 }
@@ -294,6 +311,7 @@ impl DeclaredTable {
             format,
             value_schema,
             timestamp_skew: None,
+            definition: None,
         }))
     }
 }

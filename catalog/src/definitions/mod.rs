@@ -14,9 +14,14 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::format::SchemaRegistry;
 
+pub mod defined;
 pub mod file;
+pub mod lake;
+pub mod sql;
 
+pub use defined::LakeTables;
 pub use file::{CatalogConfig, DeclaredTable, FormatName, TableDefinition, value_subject};
+pub use lake::{LakeDefinitions, StoredDefinition};
 
 /// A source of table definitions.
 #[async_trait]

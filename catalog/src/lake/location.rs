@@ -20,6 +20,18 @@ pub fn app_id(table: &str, partition: i32) -> String {
 /// object-store URL. With `create`, a local folder is made if missing (the
 /// compactor writes there; the gateway only looks).
 pub fn table_url(lake: &str, table: &str, create: bool) -> Result<Url> {
+    lake_url(lake, &["tables", table], create)
+}
+
+/// Where kappa keeps what is not a table under the lake `lake`:
+/// `<lake>/_kappa/` (the definitions made by SQL). A local folder is made if
+/// missing, as it is written to.
+pub fn definitions_url(lake: &str) -> Result<Url> {
+    lake_url(lake, &["_kappa"], true)
+}
+
+/// The folder `<lake>/<parts…>/` as a URL.
+fn lake_url(lake: &str, parts: &[&str], create: bool) -> Result<Url> {
     let bad = |why: String| CatalogError::Config(format!("lake location '{lake}': {why}"));
     let local = match lake.strip_prefix("file://") {
         Some(path) => Some(path),
@@ -28,17 +40,22 @@ pub fn table_url(lake: &str, table: &str, create: bool) -> Result<Url> {
     };
     match local {
         Some(path) => {
-            let folder = std::path::absolute(Path::new(path))
-                .map_err(|e| bad(e.to_string()))?
-                .join("tables")
-                .join(table);
+            let mut folder =
+                std::path::absolute(Path::new(path)).map_err(|e| bad(e.to_string()))?;
+            for part in parts {
+                folder.push(part);
+            }
             if create {
                 std::fs::create_dir_all(&folder).map_err(|e| bad(e.to_string()))?;
             }
             Url::from_directory_path(&folder).map_err(|()| bad("not an absolute path".into()))
         }
-        None => Url::parse(&format!("{}/tables/{table}/", lake.trim_end_matches('/')))
-            .map_err(|e| bad(e.to_string())),
+        None => Url::parse(&format!(
+            "{}/{}/",
+            lake.trim_end_matches('/'),
+            parts.join("/")
+        ))
+        .map_err(|e| bad(e.to_string())),
     }
 }
 

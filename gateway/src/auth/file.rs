@@ -5,6 +5,7 @@
 //! name = "analyst"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # `kappa-gateway hash-password`; bcrypt works too
 //! tables = ["orders", "payments_*", "system.*"]          # what this user may read and list
+//! define = ["sandbox_*"]                                 # what they may CREATE EXTERNAL TABLE and DROP (none if absent)
 //!
 //! [[tokens]]                       # a static token, for a BI tool's service account
 //! user = "analyst"                 # acts as this user, with their grants
@@ -47,6 +48,10 @@ pub struct UserEntry {
     /// characters): `orders`, `kafka.default.orders`, `pay*`, `system.*`.
     #[serde(default)]
     pub tables: Vec<String>,
+    /// Table patterns the user may create (`CREATE EXTERNAL TABLE`) and
+    /// drop; none by default.
+    #[serde(default)]
+    pub define: Vec<String>,
 }
 
 /// One static token.

@@ -54,6 +54,8 @@ pub struct Identity {
     pub user: String,
     /// What they may read.
     pub grants: Grants,
+    /// The tables they may create and drop by SQL.
+    pub define: Grants,
 }
 
 /// A user, as the authenticator keeps them.
@@ -61,6 +63,7 @@ pub struct Identity {
 struct User {
     password_hash: Option<String>,
     grants: Grants,
+    define: Grants,
 }
 
 /// A static token, by the SHA-256 of its text.
@@ -117,6 +120,7 @@ impl Authenticator {
                     User {
                         password_hash: u.password_hash.clone(),
                         grants: Grants::only(&u.tables),
+                        define: Grants::only(&u.define),
                     },
                 )
             })
@@ -157,6 +161,7 @@ impl Authenticator {
             return Ok(Identity {
                 user: basic_user(metadata).unwrap_or_else(|| ANONYMOUS.into()),
                 grants: Grants::all(),
+                define: Grants::all(),
             });
         };
         let header = metadata
@@ -169,11 +174,15 @@ impl Authenticator {
             "bearer" => self.check_token(credentials.trim())?,
             _ => return Err(AuthError::Missing),
         };
-        let grants = users
+        let (grants, define) = users
             .get(&user)
-            .map(|u| u.grants.clone())
+            .map(|u| (u.grants.clone(), u.define.clone()))
             .ok_or_else(|| AuthError::Rejected(format!("user '{user}' no longer exists")))?;
-        Ok(Identity { user, grants })
+        Ok(Identity {
+            user,
+            grants,
+            define,
+        })
     }
 
     /// A bearer token for `identity` (what the handshake returns).

@@ -22,7 +22,7 @@ use arrow_flight::sql::{
     CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys, CommandGetPrimaryKeys,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
     CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementQuery,
-    DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, CancelFlightInfoRequest, FlightDescriptor, FlightInfo, HandshakeRequest,
@@ -47,6 +47,7 @@ use crate::plan_cache::PlanCache;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
 
+mod ddl;
 mod get_schema;
 mod metadata;
 mod sql_info;
@@ -235,10 +236,16 @@ impl FlightSqlService for KappaFlightSqlService {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let settings = Settings::of_request(&request)?;
-        let (df, schema) = self.plan(&query.query, &settings).await?;
-        // Placeholders whose type the plan does not fix are `Null` here: any
-        // value binds to them.
-        let parameters = statements::placeholders(&df)?.schema();
+        let (schema, parameters) = if self.definition(&query.query, &settings)?.is_some() {
+            // Checked now, run when executed: no columns, no parameters.
+            let none = arrow::datatypes::Schema::empty();
+            (Arc::new(none.clone()), none)
+        } else {
+            let (df, schema) = self.plan(&query.query, &settings).await?;
+            // Placeholders whose type the plan does not fix are `Null` here:
+            // any value binds to them.
+            (schema, statements::placeholders(&df)?.schema())
+        };
         // The id lets a binding be found by this handle (see `bindings`).
         let handle = QueryTicket::new(PreparedHandle::unbound(query.query))
             .encode()
@@ -302,6 +309,27 @@ impl FlightSqlService for KappaFlightSqlService {
             .bind(statement, &settings, request.into_inner())
             .await?;
         self.count_rows(&bound, &settings).await
+    }
+
+    /// An update with no result set (ADBC's `execute_update`): the DDL
+    /// kappa takes, `CREATE EXTERNAL TABLE` and `DROP TABLE`, which change
+    /// no rows. Anything else is a query, not an update.
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let settings = Settings::of_request(&request)?;
+        let ctx = self.session(&settings)?;
+        match self.definition(&command.query, &settings)? {
+            Some(definition) => {
+                self.run_definition(&ctx, definition, &settings).await?;
+                Ok(0)
+            }
+            None => Err(invalid_request(
+                "kappa takes CREATE EXTERNAL TABLE … STORED AS KAFKA and DROP TABLE as updates; run queries as queries",
+            )),
+        }
     }
 
     /// Forgets the binding kept for the statement, if any: handles hold

@@ -95,9 +95,20 @@ impl KappaFlightSqlService {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let ctx = self.session(settings)?;
+        if let Some(definition) = self
+            .definition(sql, settings)
+            .map_err(|status| rejected(sql, status))?
+        {
+            let done = self
+                .run_definition(&ctx, definition, settings)
+                .await
+                .map_err(|status| rejected(sql, status))?;
+            let schema = client_schema(done.schema().as_arrow());
+            return Ok((done, schema));
+        }
         let numbered = number_placeholders(sql).map_err(|e| rejected(sql, param_status(&e)))?;
-        let df = self
-            .session(settings)?
+        let df = ctx
             .sql_with_options(&numbered, options)
             .await
             .map_err(|e| rejected(sql, datafusion_status(&e)))?;
