@@ -5,6 +5,7 @@ it, across restarts; refused statements; the `define` grant."""
 import concurrent.futures
 import decimal
 import json
+import os
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -12,7 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import Gateway, create_topic, hash_password, produce, unique
-from test_compactor import compactor
+from test_compactor import compactor, s3  # noqa: F401 (s3 is a fixture)
 
 REFRESH = "1s"
 
@@ -231,3 +232,30 @@ def test_the_compactor_tiers_a_table_defined_by_sql(brokers, orders_topic, tmp_p
         check_typed(typed_rows(gateway, "orders_by_sql"))
     finally:
         gateway.stop()
+
+
+def test_definitions_on_an_s3_lake_are_created_once(brokers, orders_topic, s3):
+    """On an object store (moto's S3 server), two gateways creating one name at once: the conditional put
+    lets exactly one win, and both serve the table."""
+    env = dict(os.environ, **s3["options"])
+    args = ["--lake", "s3://lake/kappa", "--topic-refresh", REFRESH]
+    gateways = [Gateway(brokers, extra_args=args, env=env) for _ in range(2)]
+    try:
+        def run(gateway):
+            try:
+                query(gateway, create_orders(orders_topic, "on_s3"))
+                return "created"
+            except flightsql.Error as e:
+                return str(e)
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            outcomes = list(pool.map(run, gateways))
+        assert outcomes.count("created") == 1, outcomes
+        assert any("already exists" in o for o in outcomes), outcomes
+        for gateway in gateways:
+            eventually(lambda gateway=gateway: check_typed(typed_rows(gateway, "on_s3")))
+        listed = s3["client"].list_objects_v2(Bucket="lake", Prefix="kappa/_kappa/tables/")
+        assert [o["Key"] for o in listed["Contents"]] == ["kappa/_kappa/tables/on_s3.json"], listed
+    finally:
+        for gateway in gateways:
+            gateway.stop()

@@ -375,3 +375,36 @@ def test_a_key_subject_decodes_keys_into_the_key_column(brokers, registry, key_s
         assert rows[0]["_key"] == records[0]["key"], "_key keeps the raw bytes"
     finally:
         gateway.stop()
+
+
+def test_a_table_defined_by_sql_keeps_the_registry_version_it_was_created_with(brokers, registry, tmp_path):
+    """CREATE EXTERNAL TABLE with no column list takes the subject's latest version *then*, written into the
+    stored definition: a version registered later does not change the table, and SHOW CREATE TABLE says which."""
+    topic = unique("avro-ddl")
+    create_topic(brokers, topic, partitions=1)
+    client = SchemaRegistryClient({"url": registry})
+    context = SerializationContext(topic, MessageField.VALUE)
+    v1 = AvroSerializer(client, json.dumps(V1))
+    produce(brokers, topic, [{"partition": 0, "value": v1(order(i, 1), context)} for i in range(3)])
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry, "--lake", str(tmp_path / "lake"),
+                                           "--topic-refresh", "1s"])
+    try:
+        query(gateway, f"CREATE EXTERNAL TABLE orders_pinned STORED AS KAFKA LOCATION '{topic}' "
+                       "OPTIONS ('value.format' 'avro-confluent')")
+        v2 = AvroSerializer(client, json.dumps(V2))
+        produce(brokers, topic, [{"partition": 0, "value": v2(order(i, 2), context)} for i in range(3, 6)])
+        assert len(client.get_versions(f"{topic}-value")) == 2
+        time.sleep(1.2)  # past the refresh interval: the topic itself now reads as v2
+        assert "channel" in query(gateway, f'SELECT * FROM "{topic}"').schema.names
+        table = query(gateway, "SELECT * FROM orders_pinned ORDER BY _offset")
+        assert "legacy" in table.schema.names and "channel" not in table.schema.names, table.schema.names
+        rows = table.to_pylist()
+        assert [r["_error"] for r in rows] == [None] * 6, rows
+        for row in rows:
+            i = row["id"]
+            want = expected(i, 1 if i < 3 else 2, reader_version=1)
+            assert {k: row[k] for k in want} == want, (i, row)
+        shown = query(gateway, "SHOW CREATE TABLE orders_pinned").to_pylist()[0]["definition"]
+        assert "'value.format' 'avro-confluent'" in shown and "'value.schema.version' '1'" in shown, shown
+    finally:
+        gateway.stop()
