@@ -26,6 +26,30 @@ pub enum Command {
     /// Read a password on standard input and print its argon2id hash, for
     /// `password_hash` in the users file.
     HashPassword,
+    /// Turn Trino Kafka table-description files into `CREATE EXTERNAL
+    /// TABLE` statements: printed, and with `--apply` stored on the lake.
+    ImportTrino(ImportTrinoArgs),
+}
+
+/// Flags of `kappa-gateway import-trino`.
+#[derive(Debug, Args)]
+pub struct ImportTrinoArgs {
+    /// Table-description files (`etc/kafka/*.json` of a Trino install).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Store each definition on the lake (as `CREATE EXTERNAL TABLE` does)
+    /// instead of only printing it.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// The lake the definitions go to with `--apply`.
+    #[command(flatten)]
+    pub lake: LakeArgs,
+
+    /// Schema registry (resolves registry formats with `--apply`).
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Flags of `kappa-gateway serve`.

@@ -3,6 +3,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use kappa_catalog::definitions::sql::create_statement;
+use kappa_catalog::definitions::trino;
 use kappa_catalog::lake::Lake;
 use kappa_catalog::{
     CatalogConfig, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema, LakeDefinitions,
@@ -10,7 +12,7 @@ use kappa_catalog::{
 };
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
-use kappa_gateway::config::{Cli, Command, SecurityArgs, ServeArgs};
+use kappa_gateway::config::{Cli, Command, ImportTrinoArgs, SecurityArgs, ServeArgs};
 use kappa_gateway::limits::Limits;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -20,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(*args).await,
+        Command::ImportTrino(args) => import_trino(args).await,
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin()
@@ -31,6 +34,56 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints the statement each Trino table description makes (its notes as
+/// SQL comments) and, with `--apply`, stores it on the lake. A file that
+/// cannot be translated or stored is reported and the others go on.
+async fn import_trino(args: ImportTrinoArgs) -> anyhow::Result<()> {
+    let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
+    let store = args.apply.then(|| {
+        let lake = Lake::new(
+            args.lake.lake.clone(),
+            args.lake.lake_option.iter().cloned().collect(),
+        );
+        LakeDefinitions::new(lake, registry.clone())
+    });
+    let mut failed = 0;
+    for path in &args.files {
+        let outcome = async {
+            let text = std::fs::read_to_string(path)?;
+            let dir = path.parent().unwrap_or(std::path::Path::new("."));
+            let imported = trino::import(&text, dir)?;
+            println!("-- from {}", path.display());
+            for note in &imported.notes {
+                println!("-- {note}");
+            }
+            println!("{};", create_statement(&imported.definition));
+            if let Some(store) = &store {
+                let name = imported.definition.name.clone();
+                match store.create(imported.definition, "import-trino").await {
+                    Ok(_) => println!("-- created {name} on {}", args.lake.lake),
+                    Err(kappa_catalog::CatalogError::AlreadyExists(why)) => {
+                        println!("-- {why}: left as it is")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!();
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            failed += 1;
+            eprintln!("{}: {e:#}", path.display());
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} files not imported",
+        args.files.len()
+    );
+    Ok(())
 }
 
 /// Who may connect, from `--users` (or anyone, said in the log).

@@ -6,6 +6,7 @@ import concurrent.futures
 import decimal
 import json
 import os
+import subprocess
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -259,3 +260,44 @@ def test_definitions_on_an_s3_lake_are_created_once(brokers, orders_topic, s3):
     finally:
         for gateway in gateways:
             gateway.stop()
+
+
+def test_import_trino_turns_table_descriptions_into_tables(brokers, tmp_path):
+    """`kappa-gateway import-trino --apply` reads a Trino Kafka table-description file and stores the
+    equivalent definition: its JSON mappings become columns (a nested mapping a STRUCT)."""
+    topic = unique("trino-orders")
+    create_topic(brokers, topic, partitions=1)
+    produce(brokers, topic, [{"partition": 0, "value": json.dumps(
+        {"rowNumber": i, "totalPrice": f"{i}.50", "address": {"city": f"city{i}"}}).encode()} for i in range(3)])
+    description = tmp_path / "orders.json"
+    description.write_text(json.dumps({
+        "tableName": "trino_orders", "schemaName": "tpch", "topicName": topic,
+        "key": {"dataFormat": "raw", "fields": [{"name": "kafka_key", "dataFormat": "LONG", "type": "BIGINT"}]},
+        "message": {"dataFormat": "json", "fields": [
+            {"name": "row_number", "mapping": "rowNumber", "type": "BIGINT"},
+            {"name": "total_price", "mapping": "totalPrice", "type": "DECIMAL(12,2)"},
+            {"name": "city", "mapping": "address/city", "type": "VARCHAR"}]}}))
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"tableName": "x", "topicName": "x", "message": {"dataFormat": "csv", "fields": []}}')
+    lake = tmp_path / "lake"
+    binary = os.environ["KAPPA_GATEWAY_BIN"]
+    printed = subprocess.run([binary, "import-trino", str(description)], capture_output=True, text=True,
+                             timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    assert (f'CREATE EXTERNAL TABLE trino_orders ("rowNumber" BIGINT, "totalPrice" DECIMAL(12,2), '
+            f"\"address\" STRUCT<\"city\" VARCHAR>) STORED AS KAFKA LOCATION '{topic}'") in printed.stdout, \
+        printed.stdout
+    assert not lake.exists(), "without --apply nothing is stored"
+
+    applied = subprocess.run([binary, "import-trino", "--apply", "--lake", str(lake), str(description), str(broken)],
+                             capture_output=True, text=True, timeout=30)
+    assert applied.returncode != 0 and "dataFormat 'csv'" in applied.stderr, applied.stderr
+    assert "-- created trino_orders" in applied.stdout, applied.stdout
+    gateway = Gateway(brokers, extra_args=["--lake", str(lake)])
+    try:
+        rows = query(gateway, "SELECT \"rowNumber\", \"totalPrice\", address['city'] AS city FROM trino_orders "
+                              "ORDER BY _offset").to_pylist()
+        assert rows == [{"rowNumber": i, "totalPrice": decimal.Decimal(f"{i}.50"), "city": f"city{i}"}
+                        for i in range(3)], rows
+    finally:
+        gateway.stop()

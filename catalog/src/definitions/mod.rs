@@ -18,6 +18,7 @@ pub mod defined;
 pub mod file;
 pub mod lake;
 pub mod sql;
+pub mod trino;
 
 pub use defined::LakeTables;
 pub use file::{CatalogConfig, DeclaredTable, FormatName, TableDefinition, value_subject};
