@@ -19,6 +19,7 @@
 
 pub mod cli;
 pub mod columns;
+pub mod context;
 pub mod decode;
 pub mod definitions;
 pub mod error;
@@ -30,6 +31,7 @@ pub mod options;
 pub mod plan;
 pub mod provider;
 pub mod scan;
+pub mod stream_registry;
 pub mod system;
 pub mod table;
 pub mod tail;
@@ -40,6 +42,7 @@ use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
 
+pub use context::CatalogContext;
 pub use definitions::{
     CatalogConfig, DeclaredTable, DefinitionStore, FileDefinitions, LakeDefinitions, LakeTables,
     TableDefinition,
@@ -73,9 +76,8 @@ pub fn kafka_catalog_with_lake(
     lake: Option<lake::Lake>,
 ) -> Result<Arc<KafkaSchema>> {
     let client = KafkaClient::new(options)?;
-    Ok(Arc::new(
-        KafkaSchema::new(client, tables, topic_refresh).with_lake(lake),
-    ))
+    let context = CatalogContext::new(client, tables, topic_refresh).with_lake(lake);
+    Ok(Arc::new(KafkaSchema::new(Arc::new(context))))
 }
 
 /// Builds the `kafka` catalog and registers it on `ctx`.

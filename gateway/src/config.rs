@@ -89,7 +89,7 @@ pub struct ServeArgs {
 
     /// Streaming queries (`tail`) running at once; one more is refused
     /// with ResourceExhausted.
-    #[arg(long, env = "KAPPA_MAX_STREAMS", default_value_t = kappa_catalog::tail::registry::DEFAULT_MAX_STREAMS)]
+    #[arg(long, env = "KAPPA_MAX_STREAMS", default_value_t = kappa_catalog::stream_registry::DEFAULT_MAX_STREAMS)]
     pub max_streams: usize,
 
     /// How long a streaming query's batch waits for more rows before it is

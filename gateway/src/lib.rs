@@ -43,12 +43,12 @@ pub use service::{KappaFlightService, KappaFlightSqlService};
 /// a Flight SQL metadata call to refresh it.
 fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(schema.refresh_interval());
+        let mut ticker = tokio::time::interval(schema.context().refresh_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         loop {
             ticker.tick().await;
-            match schema.refresh().await {
+            match schema.context().refresh().await {
                 Ok(()) if failing => {
                     tracing::info!("topic list refreshed again");
                     failing = false;

@@ -7,8 +7,8 @@ use kappa_catalog::definitions::sql::create_statement;
 use kappa_catalog::definitions::trino;
 use kappa_catalog::lake::Lake;
 use kappa_catalog::{
-    CatalogConfig, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema, LakeDefinitions,
-    LakeTables,
+    CatalogConfig, CatalogContext, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema,
+    LakeDefinitions, LakeTables,
 };
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
@@ -147,13 +147,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         registry.clone(),
         args.topic_refresh,
     );
-    let schema = Arc::new(
-        KafkaSchema::new(client, tables, args.topic_refresh)
-            .with_lake(Some(lake))
-            .with_definitions(Some(Arc::new(defined)))
-            .with_registry(registry)
-            .with_streams(args.max_streams, args.stream_linger),
-    );
+    let context = CatalogContext::new(client, tables, args.topic_refresh)
+        .with_lake(Some(lake))
+        .with_definitions(Some(Arc::new(defined)))
+        .with_registry(registry)
+        .with_streams(args.max_streams, args.stream_linger);
+    let schema = Arc::new(KafkaSchema::new(Arc::new(context)));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -30,8 +30,8 @@ use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::context::CatalogContext;
 use crate::lake::LakeSnapshot;
-use crate::provider::KafkaSchema;
 
 /// Name of the schema.
 pub const SYSTEM_SCHEMA: &str = "system";
@@ -93,15 +93,15 @@ pub fn tables() -> Vec<(&'static str, SchemaRef)> {
         .collect()
 }
 
-/// The `system` schema over the topics of a [`KafkaSchema`].
+/// The `system` schema over the topics of a [`CatalogContext`].
 #[derive(Debug)]
 pub struct SystemSchema {
-    topics: Arc<KafkaSchema>,
+    topics: Arc<CatalogContext>,
 }
 
 impl SystemSchema {
     /// System tables for the cluster behind `topics`.
-    pub fn new(topics: Arc<KafkaSchema>) -> Self {
+    pub fn new(topics: Arc<CatalogContext>) -> Self {
         Self { topics }
     }
 }
@@ -133,7 +133,7 @@ impl SchemaProvider for SystemSchema {
 #[derive(Debug)]
 struct SystemTable {
     kind: SystemTableKind,
-    topics: Arc<KafkaSchema>,
+    topics: Arc<CatalogContext>,
 }
 
 #[async_trait]
@@ -170,7 +170,7 @@ impl TableProvider for SystemTable {
 }
 
 /// Every table with a lake tier, at its latest version, by name.
-async fn lake_tables(topics: &KafkaSchema) -> crate::Result<Vec<(String, LakeSnapshot)>> {
+async fn lake_tables(topics: &CatalogContext) -> crate::Result<Vec<(String, LakeSnapshot)>> {
     let Some(lake) = topics.lake() else {
         return Ok(Vec::new());
     };

@@ -9,10 +9,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use crate::context::CatalogContext;
 use crate::error::{CatalogError, Result};
 use crate::lake::LakeSnapshot;
 use crate::offsets::PartitionRange;
-use crate::provider::KafkaSchema;
 
 /// Schema of `system.partitions`.
 pub fn schema() -> SchemaRef {
@@ -37,7 +37,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// The rows of `system.partitions`.
-pub async fn read(topics: &KafkaSchema) -> Result<RecordBatch> {
+pub async fn read(topics: &CatalogContext) -> Result<RecordBatch> {
     topics.refresh_if_stale().await?;
     let names = topics.topic_names();
     let rows = topics
@@ -99,7 +99,7 @@ pub async fn read(topics: &KafkaSchema) -> Result<RecordBatch> {
 
 /// The lake watermarks of `topic`'s partitions (none without a lake tier).
 async fn lake_watermarks(
-    topics: &KafkaSchema,
+    topics: &CatalogContext,
     topic: &str,
     ranges: &[PartitionRange],
 ) -> Result<HashMap<i32, i64>> {
@@ -117,7 +117,7 @@ async fn lake_watermarks(
 /// The timestamp of the first record at or after each lake watermark still
 /// below its partition's end: the oldest record the lake does not hold yet.
 async fn oldest_untiered(
-    topics: &KafkaSchema,
+    topics: &CatalogContext,
     topic: &str,
     ranges: &[PartitionRange],
     watermarks: &HashMap<i32, i64>,

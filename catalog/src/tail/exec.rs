@@ -25,10 +25,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::StartPosition;
 use super::reader::TailReader;
-use super::registry::StreamRegistry;
 use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
 use crate::plan::RangePredicate;
+use crate::stream_registry::StreamRegistry;
 
 /// Starts listed in full before `EXPLAIN` summarises them.
 const MAX_STARTS_SHOWN: usize = 8;

@@ -21,7 +21,6 @@
 
 pub mod exec;
 pub mod reader;
-pub mod registry;
 pub mod table;
 
 use std::fmt;
@@ -36,11 +35,15 @@ use datafusion::datasource::source_as_provider;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan};
 
-pub use registry::{StreamGuard, StreamRegistry, StreamStats};
+pub use crate::stream_registry::{StreamGuard, StreamRegistry, StreamStats};
 pub use table::TailTable;
 
+use crate::context::{CatalogContext, is_user_topic};
 use crate::error::CatalogError;
-use crate::provider::KafkaSchema;
+use crate::error::Result;
+use crate::format::ValueFormat;
+use crate::kafka::is_legal_topic_name;
+use table::StreamSettings;
 
 /// Name of the table function.
 pub const TAIL: &str = "tail";
@@ -67,15 +70,55 @@ impl fmt::Display for StartPosition {
     }
 }
 
-/// The `tail` table function over the tables of a [`KafkaSchema`].
+/// `tail(name, start)`: a stream of a declared table or a topic (typed by
+/// its registry subject, as a query reads it), or `None` for a name that is
+/// neither (existence is checked when it runs).
+pub fn tail_table(
+    context: &CatalogContext,
+    name: &str,
+    start: StartPosition,
+) -> Result<Option<TailTable>> {
+    let settings = StreamSettings {
+        linger: context.stream_linger(),
+        refresh_interval: context.refresh_interval(),
+        registry: Arc::clone(context.streams()),
+    };
+    let declared = match context.declared_now(name) {
+        Some(def) => Some(def),
+        None if is_user_topic(name) && is_legal_topic_name(name) => {
+            context.registry_table_now(name)?
+        }
+        None => return Ok(None),
+    };
+    let (topic, format, value_schema) = match declared {
+        Some(def) => (def.topic, def.format, def.value_schema),
+        None => (
+            name.to_string(),
+            ValueFormat::Raw,
+            Arc::new(Schema::empty()),
+        ),
+    };
+    Ok(Some(TailTable::new(
+        name,
+        topic,
+        format,
+        value_schema,
+        start,
+        Arc::clone(context.client()),
+        context.lake().cloned(),
+        settings,
+    )))
+}
+
+/// The `tail` table function over the tables of a [`CatalogContext`].
 #[derive(Debug)]
 pub struct TailFunction {
-    tables: Arc<KafkaSchema>,
+    tables: Arc<CatalogContext>,
 }
 
 impl TailFunction {
-    /// `tail` over `tables`.
-    pub fn new(tables: Arc<KafkaSchema>) -> Self {
+    /// `tail` over the tables of `tables`.
+    pub fn new(tables: Arc<CatalogContext>) -> Self {
         Self { tables }
     }
 }
@@ -100,7 +143,7 @@ impl TableFunctionImpl for TailFunction {
                 datafusion::error::DataFusionError::Plan(format!("{usage}; got {expr}"))
             })?,
         };
-        let Some(table) = self.tables.tail_table(&name, start)? else {
+        let Some(table) = tail_table(&self.tables, &name, start)? else {
             return plan_err!("tail: table '{name}' not found");
         };
         Ok(Arc::new(table))

@@ -24,12 +24,12 @@ use tokio::sync::mpsc;
 
 use super::StartPosition;
 use super::exec::TailSpec;
-use super::registry::StreamGuard;
 use crate::decode::BatchAssembler;
 use crate::error::{CatalogError, Result};
 use crate::kafka::KafkaClient;
 use crate::plan::TimestampOrder;
 use crate::scan::reader::{ClockRation, MAX_BATCH_BYTES, append_message};
+use crate::stream_registry::StreamGuard;
 
 /// How long one poll waits at most before the reader re-checks the client.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);

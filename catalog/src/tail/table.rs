@@ -25,7 +25,6 @@ use datafusion::prelude::SessionContext;
 
 use super::StartPosition;
 use super::exec::{TailExec, TailSpec};
-use super::registry::StreamRegistry;
 use crate::columns::{OFFSET, PARTITION, TIMESTAMP, table_schema};
 use crate::error::CatalogError;
 use crate::format::ValueFormat;
@@ -33,6 +32,7 @@ use crate::kafka::KafkaClient;
 use crate::lake::{Lake, LakeSnapshot, lake_plan, lake_provider};
 use crate::options::KappaOptions;
 use crate::plan::{RangePredicate, TimestampOrder};
+use crate::stream_registry::StreamRegistry;
 
 /// How a gateway runs streams.
 #[derive(Debug, Clone)]

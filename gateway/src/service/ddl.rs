@@ -99,12 +99,14 @@ impl KappaFlightSqlService {
                 if_not_exists,
             } => self
                 .schema
+                .context()
                 .create_table(definition, &settings.caller, if_not_exists)
                 .await
                 .map_err(|e| catalog_status(&e))?,
             Definition::Drop { names, if_exists } => {
                 for name in &names {
                     self.schema
+                        .context()
                         .drop_table(name, if_exists)
                         .await
                         .map_err(|e| catalog_status(&e))?;

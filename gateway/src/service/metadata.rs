@@ -87,6 +87,7 @@ impl KappaFlightSqlService {
         let mut rows: Vec<(&str, String, &str, SchemaRef)> = Vec::new();
         if wanted.allows(TABLE) {
             self.schema
+                .context()
                 .refresh_if_stale()
                 .await
                 .map_err(|e| catalog_status(&e))?;

@@ -65,7 +65,7 @@ impl KappaFlightSqlService {
         let catalog: Arc<dyn CatalogProvider> =
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema)));
         let tail: Arc<dyn TableFunctionImpl> =
-            Arc::new(TailFunction::new(Arc::clone(&self.schema)));
+            Arc::new(TailFunction::new(Arc::clone(self.schema.context())));
         if settings.grants.is_all() {
             ctx.register_catalog(CATALOG, catalog);
             ctx.register_udtf(TAIL, tail);
