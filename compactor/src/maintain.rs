@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::error::{CompactorError, Result};
 use crate::lease::Lease;
-use crate::tier::writer_properties;
+use kappa_catalog::lake::layout::writer_properties;
 
 /// How long a maintenance lease lasts unless renewed (it is renewed every
 /// third of this while the job runs).

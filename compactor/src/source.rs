@@ -20,7 +20,7 @@ use kappa_catalog::{DeclaredTable, KafkaClient};
 
 use crate::error::Result;
 use crate::progress::TierProgress;
-use crate::tier::with_date;
+use kappa_catalog::lake::layout::with_date;
 
 /// Ranges whose readers run at once: the one being written and the next.
 const RANGES_IN_FLIGHT: usize = 2;

@@ -9,18 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::execution::session_state::SessionState;
 use deltalake::DeltaTable;
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::write::SchemaMode;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::WriterProperties;
-use kappa_catalog::columns::{TIMESTAMP, table_schema};
+use kappa_catalog::columns::table_schema;
 use kappa_catalog::lake::CommitSummary;
+use kappa_catalog::lake::layout::{DATE, lake_schema, writer_properties};
 use kappa_catalog::offsets::PartitionRange;
 use kappa_catalog::{DeclaredTable, KafkaClient};
 use url::Url;
@@ -29,9 +28,6 @@ use crate::error::{CompactorError, Result};
 use crate::progress::TierProgress;
 use crate::shard::Shard;
 use crate::source::CommitSource;
-
-/// The lake's partition column: the UTC day of `_timestamp`.
-pub const DATE: &str = "_date";
 
 /// Passes tried when other writers keep committing first (each lost race
 /// is another writer's commit, so with a few writers this is never reached).
@@ -69,8 +65,6 @@ static WRITE_SESSION: LazyLock<Arc<SessionState>> = LazyLock::new(|| {
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10;
 
 /// Microseconds in a day.
-const MICROS_PER_DAY: i64 = 86_400_000_000;
-
 pub use kappa_catalog::lake::app_id;
 
 /// What one run did to one table.
@@ -483,13 +477,6 @@ impl TierTable {
     }
 }
 
-/// The table's schema plus `_date`.
-pub fn lake_schema(table: &Schema) -> SchemaRef {
-    let mut fields: Vec<Field> = table.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(Field::new(DATE, DataType::Date32, true));
-    Arc::new(Schema::new(fields))
-}
-
 /// Whether the Delta table's columns differ from `wanted`'s (by name).
 fn schema_changed(delta: &DeltaTable, wanted: &SchemaRef) -> Result<bool> {
     let current = delta.snapshot()?.snapshot().arrow_schema();
@@ -501,32 +488,9 @@ fn schema_changed(delta: &DeltaTable, wanted: &SchemaRef) -> Result<bool> {
     Ok(names(&current) != names(wanted))
 }
 
-/// `batch` with `_date`, the UTC day of its `_timestamp`.
-pub(crate) fn with_date(lake_schema: &SchemaRef, batch: RecordBatch) -> Result<RecordBatch> {
-    let timestamps = batch
-        .column_by_name(TIMESTAMP)
-        .expect("every table has _timestamp")
-        .as_primitive::<TimestampMicrosecondType>();
-    let dates: Date32Array = timestamps
-        .iter()
-        .map(|ts| ts.map(|us| us.div_euclid(MICROS_PER_DAY) as i32))
-        .collect();
-    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    columns.push(Arc::new(dates) as Arc<dyn Array>);
-    Ok(RecordBatch::try_new(Arc::clone(lake_schema), columns)?)
-}
-
-/// zstd, with column statistics (the default): for tiering and OPTIMIZE alike.
-pub(crate) fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::TimestampMicrosecondArray;
     use kappa_catalog::{KafkaOptions, ValueFormat};
 
     fn tier(max_records_per_commit: u64) -> TierTable {
@@ -561,35 +525,6 @@ mod tests {
         assert!(
             tier(100).next_commit(&cutoffs, &cutoffs).is_empty(),
             "all caught up: no commit"
-        );
-    }
-
-    #[test]
-    fn the_date_is_the_utc_day_of_the_timestamp() {
-        use datafusion::arrow::array::{Int32Array, Int64Array, new_null_array};
-        let schema = table_schema(&ValueFormat::Raw, &Schema::empty());
-        let timestamps = vec![Some(MICROS_PER_DAY - 1), Some(-1), None];
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| match f.name().as_str() {
-                TIMESTAMP => Arc::new(
-                    TimestampMicrosecondArray::from(timestamps.clone()).with_timezone("UTC"),
-                ) as ArrayRef,
-                "_partition" => Arc::new(Int32Array::from(vec![0, 0, 0])),
-                "_offset" => Arc::new(Int64Array::from(vec![0, 1, 2])),
-                _ => new_null_array(f.data_type(), 3),
-            })
-            .collect();
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).unwrap();
-        let dated = with_date(&lake_schema(&schema), batch).unwrap();
-        let dates = dated
-            .column_by_name(DATE)
-            .unwrap()
-            .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-        assert_eq!(
-            dates.iter().collect::<Vec<_>>(),
-            vec![Some(0), Some(-1), None]
         );
     }
 }

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use crate::error::{CatalogError, Result};
 use crate::format::keyed::KeyedFormat;
 use crate::format::registry::{RegistryError, SchemaType};
 use crate::format::{AvroFormat, SchemaRegistry, ValueFormat};
+use crate::lake::layout::lake_type;
 
 /// The whole configuration file. Unknown keys are errors, so a typo never
 /// silently drops a setting.
@@ -349,22 +350,6 @@ async fn subject_schema(
     }
 }
 
-/// The type a declared column has everywhere: timestamps in microseconds,
-/// the precision Delta Lake stores (SQL's `TIMESTAMP` plans as nanoseconds),
-/// nested ones included.
-fn lake_type(data_type: &DataType) -> DataType {
-    let field = |f: &Field| Field::new(f.name(), lake_type(f.data_type()), f.is_nullable());
-    match data_type {
-        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
-            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
-        }
-        DataType::List(item) => DataType::List(Arc::new(field(item))),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| field(f)).collect()),
-        DataType::Map(entries, sorted) => DataType::Map(Arc::new(field(entries)), *sorted),
-        other => other.clone(),
-    }
-}
-
 /// Parses `id BIGINT, name VARCHAR` with DataFusion's SQL planner.
 ///
 /// Strings map to `Utf8` (not `Utf8View`) because several Flight SQL client
@@ -538,7 +523,10 @@ mod tests {
         assert_eq!(data_type_of(s, "amount"), Some(DataType::Float64));
         assert_eq!(
             data_type_of(s, "placed_at"),
-            Some(DataType::Timestamp(TimeUnit::Microsecond, None))
+            Some(DataType::Timestamp(
+                datafusion::arrow::datatypes::TimeUnit::Microsecond,
+                None
+            ))
         );
         assert!(s.fields().iter().all(|f| f.is_nullable()));
     }
