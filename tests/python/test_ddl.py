@@ -301,3 +301,34 @@ def test_import_trino_turns_table_descriptions_into_tables(brokers, tmp_path):
                         for i in range(3)], rows
     finally:
         gateway.stop()
+
+
+def test_json_columns_inferred_from_the_newest_records_are_pinned_in_the_definition(brokers, tmp_path):
+    topic = unique("ddl-infer")
+    create_topic(brokers, topic, partitions=2)
+    old = [{"partition": p, "value": json.dumps({"id": i, "old_only": "x"}).encode()}
+           for i in range(10) for p in (0, 1)]
+    new = [{"partition": p, "value": json.dumps(
+        {"id": 100 + i, "price": 1.5 * i, "tags": ["a"], "address": {"city": f"c{i}"}}).encode()}
+        for i in range(4) for p in (0, 1)]
+    produce(brokers, topic, old + new + [{"partition": 0, "value": b"not json"}])
+    gateway = Gateway(brokers, extra_args=["--lake", str(tmp_path / "lake")])
+    try:
+        query(gateway, f"CREATE EXTERNAL TABLE inferred STORED AS KAFKA LOCATION '{topic}' "
+                       "OPTIONS ('value.format' 'json', 'value.json.infer' 'true', 'value.json.infer.records' '4')")
+        shown = query(gateway, "SHOW CREATE TABLE inferred").to_pylist()[0]["definition"]
+        assert ('("address" STRUCT<"city" VARCHAR>, "id" BIGINT, "price" DOUBLE, "tags" ARRAY<VARCHAR>)'
+                in shown), shown
+        assert "old_only" not in shown, "only the newest 4 records of each partition are sampled"
+        produce(brokers, topic, [{"partition": 1, "value": json.dumps({"id": 999, "later": True}).encode()}])
+        table = query(gateway, "SELECT * FROM inferred WHERE _partition = 1 ORDER BY _offset")
+        assert "later" not in table.schema.names, "the columns were inferred once, not per query"
+        rows = table.to_pylist()
+        assert [r["id"] for r in rows] == list(range(10)) + [100, 101, 102, 103, 999], rows
+        assert rows[11]["address"] == {"city": "c1"} and rows[11]["price"] == 1.5, rows[11]
+
+        message = refused(gateway, f"CREATE EXTERNAL TABLE bad_infer (id BIGINT) STORED AS KAFKA LOCATION '{topic}' "
+                                   "OPTIONS ('value.format' 'json', 'value.json.infer' 'true')")
+        assert "given none" in message, message
+    finally:
+        gateway.stop()

@@ -16,6 +16,7 @@ use crate::format::SchemaRegistry;
 
 pub mod defined;
 pub mod file;
+pub mod infer;
 pub mod lake;
 pub mod sql;
 pub mod trino;

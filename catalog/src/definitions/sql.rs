@@ -31,14 +31,26 @@ const OPTIONS: &[&str] = &[
     "value.subject",
     "value.schema",
     "value.schema.version",
+    "value.json.infer",
+    "value.json.infer.records",
     "timestamp_skew",
 ];
+
+/// What a `CREATE EXTERNAL TABLE` asks for.
+#[derive(Debug)]
+pub struct CreateTable {
+    /// The definition (its schema not resolved yet).
+    pub definition: TableDefinition,
+    /// With `'value.json.infer' 'true'`: infer the columns from the newest
+    /// this many records of each partition, once, before storing.
+    pub infer_json: Option<usize>,
+}
 
 /// The definition `statement` makes (its schema not resolved yet). Anything
 /// kappa would have to ignore is refused: another `STORED AS` (kappa reads
 /// Kafka topics only, never local files or other locations), partitions,
 /// orderings, constraints, unknown options.
-pub fn from_create(statement: &CreateExternalTable) -> Result<TableDefinition> {
+pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
     let name = table_name(&statement.name)?;
     let bad =
         |why: String| CatalogError::Definition(format!("CREATE EXTERNAL TABLE {name}: {why}"));
@@ -81,6 +93,7 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<TableDefinition> {
         timestamp_skew: None,
     };
     let mut format = None;
+    let (mut infer, mut infer_records) = (false, None);
     for (key, value) in &statement.options {
         let value = option_text(value)
             .ok_or_else(|| bad(format!("option '{key}': a string value is expected")))?;
@@ -105,6 +118,20 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<TableDefinition> {
                 })?);
             }
             "timestamp_skew" => definition.timestamp_skew = Some(value),
+            "value.json.infer" => {
+                infer = value
+                    .parse()
+                    .map_err(|_| bad(format!("value.json.infer '{value}': true or false")))?;
+            }
+            "value.json.infer.records" => {
+                infer_records = Some(value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(
+                    || {
+                        bad(format!(
+                            "value.json.infer.records '{value}': a number of records"
+                        ))
+                    },
+                )?);
+            }
             _ => {
                 return Err(bad(format!(
                     "unknown option '{key}' (kappa takes {})",
@@ -120,7 +147,20 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<TableDefinition> {
         let columns: Vec<String> = statement.columns.iter().map(|c| c.to_string()).collect();
         definition.columns = Some(columns.join(", "));
     }
-    Ok(definition)
+    if infer_records.is_some() && !infer {
+        return Err(bad(
+            "value.json.infer.records goes with 'value.json.infer' 'true'".into(),
+        ));
+    }
+    if infer && (definition.format != FormatName::Json || definition.columns.is_some()) {
+        return Err(bad(
+            "value.json.infer infers the columns of a json table given none".into(),
+        ));
+    }
+    Ok(CreateTable {
+        definition,
+        infer_json: infer.then(|| infer_records.unwrap_or(super::infer::DEFAULT_SAMPLE)),
+    })
 }
 
 /// The table name of `name`: `t`, `default.t` or `kafka.default.t`;
@@ -232,7 +272,9 @@ mod tests {
     fn parse(sql: &str) -> Result<TableDefinition> {
         let mut statements = DFParser::parse_sql(sql).expect("parses");
         match statements.pop_front() {
-            Some(Statement::CreateExternalTable(create)) => from_create(&create),
+            Some(Statement::CreateExternalTable(create)) => {
+                from_create(&create).map(|c| c.definition)
+            }
             other => panic!("not CREATE EXTERNAL TABLE: {other:?}"),
         }
     }

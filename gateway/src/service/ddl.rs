@@ -14,6 +14,7 @@ use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{ObjectType, Statement};
 use kappa_catalog::SCHEMA;
 use kappa_catalog::TableDefinition;
+use kappa_catalog::definitions::infer::infer_json_columns;
 use kappa_catalog::definitions::sql::{from_create, table_name};
 use tonic::Status;
 
@@ -27,6 +28,7 @@ pub(super) enum Definition {
     /// `CREATE EXTERNAL TABLE … STORED AS KAFKA`.
     Create {
         definition: TableDefinition,
+        infer_json: Option<usize>,
         if_not_exists: bool,
     },
     /// `DROP TABLE`.
@@ -49,10 +51,14 @@ impl KappaFlightSqlService {
             return Ok(None);
         }
         let definition = match statements.pop_front() {
-            Some(DfStatement::CreateExternalTable(create)) => Definition::Create {
-                definition: from_create(&create).map_err(|e| catalog_status(&e))?,
-                if_not_exists: create.if_not_exists,
-            },
+            Some(DfStatement::CreateExternalTable(create)) => {
+                let asked = from_create(&create).map_err(|e| catalog_status(&e))?;
+                Definition::Create {
+                    definition: asked.definition,
+                    infer_json: asked.infer_json,
+                    if_not_exists: create.if_not_exists,
+                }
+            }
             Some(DfStatement::Statement(statement)) => match *statement {
                 Statement::Drop {
                     object_type: ObjectType::Table,
@@ -95,14 +101,24 @@ impl KappaFlightSqlService {
     ) -> Result<DataFrame, Status> {
         match definition {
             Definition::Create {
-                definition,
+                mut definition,
+                infer_json,
                 if_not_exists,
-            } => self
-                .schema
-                .context()
-                .create_table(definition, &settings.caller, if_not_exists)
-                .await
-                .map_err(|e| catalog_status(&e))?,
+            } => {
+                let context = self.schema.context();
+                if let Some(records) = infer_json {
+                    let topic = definition.topic.clone().unwrap_or_default();
+                    let (columns, sampled) = infer_json_columns(context.client(), &topic, records)
+                        .await
+                        .map_err(|e| catalog_status(&e))?;
+                    tracing::info!(table = %definition.name, %topic, sampled, %columns, "inferred JSON columns");
+                    definition.columns = Some(columns);
+                }
+                context
+                    .create_table(definition, &settings.caller, if_not_exists)
+                    .await
+                    .map_err(|e| catalog_status(&e))?
+            }
             Definition::Drop { names, if_exists } => {
                 for name in &names {
                     self.schema
