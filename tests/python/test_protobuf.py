@@ -84,6 +84,16 @@ def orders_file(version):
     return f
 
 
+def key_class():
+    """shop/keys.proto: a message for keys, on the `<topic>-key` subject."""
+    f = descriptor_pb2.FileDescriptorProto(name="shop/keys.proto", package="shop", syntax="proto3")
+    key = f.message_type.add(name="RefundKey")
+    key.field.extend([field("region", 1, F.TYPE_STRING), field("n", 2, F.TYPE_INT64)])
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(f.SerializeToString())
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.RefundKey"))
+
+
 def classes(version):
     """The Order and Refund classes of a version, each version in a pool of its own."""
     pool = descriptor_pool.DescriptorPool()
@@ -233,11 +243,19 @@ def test_a_protobuf_subject_is_a_table_of_its_first_message(brokers, registry, o
     context = SerializationContext(topic, MessageField.VALUE)
     values = [write(refund(order_id=i, reason="" if i == 1 else f"r{i}"), context) for i in range(3)]
     assert all(v[5:6] == b"\x00" for v in values), "index path [0]: the single-zero shortcut"
-    produce(brokers, topic, [{"partition": 0, "value": v} for v in values])
+    key = key_class()
+    key_context = SerializationContext(topic, MessageField.KEY)
+    keys = [serializer(client, key)(key(region=f"r{i % 2}", n=i), key_context) for i in range(3)]
+    keys[1] = b"\x00\x00\x00\x03\xe7\x00"  # schema id 999
+    produce(brokers, topic, [{"partition": 0, "key": k, "value": v} for k, v in zip(keys, values)])
     gateway = Gateway(brokers, extra_args=["--schema-registry", registry])
     try:
-        rows = query(gateway, f'SELECT order_id, reason, _error FROM "{topic}" ORDER BY _offset').to_pylist()
-        assert rows == [{"order_id": i, "reason": "" if i == 1 else f"r{i}", "_error": None} for i in range(3)]
+        rows = query(gateway, f'SELECT key, order_id, reason, _error FROM "{topic}" ORDER BY _offset').to_pylist()
+        assert [r["key"] for r in rows] == [{"region": "r0", "n": 0}, None, {"region": "r0", "n": 2}], rows
+        assert rows[1]["_error"].startswith("key: schema id 999"), rows
+        assert [{k: r[k] for k in ("order_id", "reason")} for r in rows] == \
+            [{"order_id": i, "reason": "" if i == 1 else f"r{i}"} for i in range(3)], "a bad key costs no value"
+        assert rows[0]["_error"] is None and rows[2]["_error"] is None
         # The orders topic's subject file starts with Refund too: with no definition naming
         # shop.Order, its Orders are rows that say so rather than misread fields.
         rows = query(gateway, f'SELECT order_id, _error FROM "{orders_topic["topic"]}" LIMIT 1').to_pylist()

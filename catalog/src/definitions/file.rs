@@ -295,31 +295,13 @@ impl DeclaredTable {
         topic: &str,
     ) -> Result<Option<Self>> {
         // A subject kappa cannot read yet (JSON Schema, a type with no
-        // column type) leaves the topic raw, as it was before the registry:
-        // said in the log, never a failed query.
-        let usable = |subject: &str, found: Result<Option<String>>| match found {
-            Err(CatalogError::Config(why)) => {
-                tracing::warn!(topic, subject, "not decoded: {why}");
-                Ok(None)
-            }
-            other => other,
-        };
+        // column type) leaves the topic raw (or its keys undecoded), as it
+        // was before the registry: said in the log, never a failed query.
         let subject = value_subject(topic);
         let Some(reader) = registered(registry, &subject, None).await? else {
             return Ok(None);
         };
-        let typed = match reader.schema_type {
-            SchemaType::Avro => AvroFormat::confluent(&reader.schema, Arc::clone(registry))
-                .map(avro_format)
-                .map_err(CatalogError::Config),
-            SchemaType::Protobuf => ProtobufFormat::confluent(&reader, None, Arc::clone(registry))
-                .await
-                .map(protobuf_format),
-            other => Err(CatalogError::Config(format!(
-                "a {other} schema; kappa reads Avro and Protobuf subjects so far"
-            ))),
-        };
-        let (mut format, mut value_schema) = match typed {
+        let (mut format, mut value_schema, _) = match typed(registry, &reader, false).await {
             Ok(typed) => typed,
             Err(CatalogError::Config(why)) => {
                 tracing::warn!(topic, subject, "read as raw bytes: {why}");
@@ -328,12 +310,12 @@ impl DeclaredTable {
             Err(unavailable) => return Err(unavailable),
         };
         let key_subject = key_subject(topic);
-        let found = subject_schema(registry, &key_subject, None).await;
-        if let Some(key_reader) = usable(&key_subject, found)? {
-            match AvroFormat::confluent_key(&key_reader, Arc::clone(registry)) {
-                Ok((key, key_is_record)) => {
+        if let Some(key_reader) = registered(registry, &key_subject, None).await? {
+            match typed(registry, &key_reader, true).await {
+                Ok((key, key_schema, key_is_record)) => {
                     let keyed = KeyedFormat::new(
-                        Arc::new(key),
+                        key,
+                        key_schema,
                         key_is_record,
                         format.clone(),
                         value_schema.clone(),
@@ -343,7 +325,10 @@ impl DeclaredTable {
                         format = ValueFormat::Keyed(Arc::new(keyed));
                     }
                 }
-                Err(why) => tracing::warn!(topic, subject = key_subject, "keys not decoded: {why}"),
+                Err(CatalogError::Config(why)) => {
+                    tracing::warn!(topic, subject = key_subject, "keys not decoded: {why}")
+                }
+                Err(unavailable) => return Err(unavailable),
             }
         }
         Ok(Some(Self {
@@ -369,6 +354,39 @@ pub fn key_subject(topic: &str) -> String {
 fn avro_format(avro: AvroFormat) -> (ValueFormat, SchemaRef) {
     let value_schema = Arc::clone(avro.value_schema());
     (ValueFormat::Avro(Arc::new(avro)), value_schema)
+}
+
+/// The format a registry subject's schema gives a topic's values (or, with
+/// `key`, its keys: an Avro scalar reads as a record of one field, `key`),
+/// its columns, and whether those are a record's fields. A schema kappa
+/// cannot read is [`CatalogError::Config`].
+async fn typed(
+    registry: &Arc<SchemaRegistry>,
+    reader: &RegisteredSchema,
+    key: bool,
+) -> Result<(ValueFormat, SchemaRef, bool)> {
+    match reader.schema_type {
+        SchemaType::Avro if key => {
+            let (avro, is_record) = AvroFormat::confluent_key(&reader.schema, Arc::clone(registry))
+                .map_err(CatalogError::Config)?;
+            let (format, schema) = avro_format(avro);
+            Ok((format, schema, is_record))
+        }
+        SchemaType::Avro => {
+            let avro = AvroFormat::confluent(&reader.schema, Arc::clone(registry))
+                .map_err(CatalogError::Config)?;
+            let (format, schema) = avro_format(avro);
+            Ok((format, schema, true))
+        }
+        SchemaType::Protobuf => {
+            let protobuf = ProtobufFormat::confluent(reader, None, Arc::clone(registry)).await?;
+            let (format, schema) = protobuf_format(protobuf);
+            Ok((format, schema, true))
+        }
+        other => Err(CatalogError::Config(format!(
+            "a {other} schema; kappa reads Avro and Protobuf subjects so far"
+        ))),
+    }
 }
 
 fn protobuf_format(protobuf: ProtobufFormat) -> (ValueFormat, SchemaRef) {

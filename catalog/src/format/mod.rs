@@ -58,7 +58,7 @@ impl fmt::Display for ValueFormat {
                 AvroFraming::Confluent => "avro-confluent",
             },
             Self::Protobuf(_) => "protobuf-confluent",
-            Self::Keyed(keyed) => return write!(f, "{} (key: avro-confluent)", keyed.value()),
+            Self::Keyed(keyed) => return write!(f, "{} (key: {})", keyed.value(), keyed.key()),
         })
     }
 }
