@@ -234,6 +234,22 @@ def test_a_protobuf_definition_reads_every_version_of_its_subject(brokers, regis
         gateway.stop()
 
 
+def test_a_definition_pinned_to_the_first_version_skips_fields_added_later(brokers, registry, orders_topic):
+    config = orders_topic["config"] + "schema_version = 1\n"
+    gateway = Gateway(brokers, config, extra_args=["--schema-registry", registry])
+    try:
+        table = query(gateway, f'SELECT * FROM {orders_topic["table"]} ORDER BY _offset')
+        assert "channel" not in table.schema.names and "qty" in table.schema.names
+        rows = [r for r in table.to_pylist() if r["_error"] is None]
+        assert [r["id"] for r in rows] == list(range(20))
+        for row in rows:
+            want = expected(row["id"], 1)
+            del want["channel"]
+            assert {k: row[k] for k in want} == want
+    finally:
+        gateway.stop()
+
+
 def test_a_protobuf_subject_is_a_table_of_its_first_message(brokers, registry, orders_topic):
     topic = unique("proto-refunds")
     create_topic(brokers, topic, partitions=1)
