@@ -1,7 +1,7 @@
 """Full-scan speed on librdkafka's mock cluster: kappa through ADBC against kcat and a plain
 confluent-kafka consumer building a pandas DataFrame, on the same topic in the same run; and the
-same orders as Avro in the Confluent wire format (a second mock cluster, the schema in the test
-double of a schema registry, tests/registry), against kcat on that topic.
+same orders as Avro and as Protobuf in the Confluent wire format (a mock cluster each, the schema in
+the test double of a schema registry, tests/registry), against kcat on that topic.
 
 Not part of the test run: scripts/bench_mock.sh builds the binaries and calls this."""
 
@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 
+import base64
 import io
 import struct
 import sys
@@ -22,6 +23,7 @@ import adbc_driver_flightsql.dbapi as flightsql
 import fastavro
 import pandas as pd
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "registry"))
 import test_registry  # noqa: E402 (the registry test double)
@@ -30,14 +32,30 @@ ORDER_AVRO = {"type": "record", "name": "Order", "namespace": "bench", "fields":
     {"name": "id", "type": "long"}, {"name": "customer", "type": "string"},
     {"name": "amount", "type": "double"}, {"name": "pad", "type": "string"}]}
 
+
+def order_proto():
+    """The same order as a Protobuf message, built without protoc: (the registered schema, its class)."""
+    f = descriptor_pb2.FileDescriptorProto(name="bench/order.proto", package="bench", syntax="proto3")
+    message = f.message_type.add(name="Order")
+    kinds = descriptor_pb2.FieldDescriptorProto
+    for number, (name, kind) in enumerate([("id", kinds.TYPE_INT64), ("customer", kinds.TYPE_STRING),
+                                           ("amount", kinds.TYPE_DOUBLE), ("pad", kinds.TYPE_STRING)], 1):
+        message.field.add(name=name, number=number, type=kind, label=kinds.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(f.SerializeToString())
+    schema = base64.standard_b64encode(f.SerializeToString()).decode()
+    return schema, message_factory.GetMessageClass(pool.FindMessageTypeByName("bench.Order"))
+
+
 MOCK_MAX_RECORDS_PER_PARTITION = 100_000
 MOCK_MAX_BYTES_PER_PARTITION = 5_000_000
 
 
-def produce(brokers, topic, records, partitions, value_bytes=None, avro_id=None):
+def produce(brokers, topic, records, partitions, value_bytes=None, avro_id=None, protobuf=None):
     """JSON orders spread over the partitions; `value_bytes` pads each value to about that size
     (default: a 40-byte pad, values of about 100 bytes); with `avro_id`, the same orders in Avro,
-    framed with that schema id. Returns the bytes of the values."""
+    framed with that schema id; with `protobuf` (schema id, message class), in Protobuf, framed with
+    the id and the index path [0]. Returns the bytes of the values."""
     schema = fastavro.parse_schema(ORDER_AVRO)
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "queue.buffering.max.messages": 1_000_000,
                          "queue.buffering.max.kbytes": 1_048_576, "batch.num.messages": 10_000})
@@ -48,7 +66,9 @@ def produce(brokers, topic, records, partitions, value_bytes=None, avro_id=None)
         if value_bytes is not None:
             value["pad"] = ""
             value["pad"] = "x" * max(0, value_bytes - len(json.dumps(value)))
-        if avro_id is None:
+        if protobuf is not None:
+            value = b"\x00" + struct.pack(">I", protobuf[0]) + b"\x00" + protobuf[1](**value).SerializeToString()
+        elif avro_id is None:
             value = json.dumps(value).encode()
         else:
             out = io.BytesIO()
@@ -116,10 +136,10 @@ def peak_rss_mib(pid):
     return float("nan")
 
 
-def bench_avro(args, gateway_bin):
-    """The orders as Confluent-framed Avro on a mock cluster of their own: kcat and kappa's full
-    scans, records/s by label."""
-    topic = "bench-avro"
+def bench_framed(args, gateway_bin, kind):
+    """The orders as Confluent-framed `kind` ("Avro" or "Protobuf") on a mock cluster of their own:
+    kcat and kappa's full scans, records/s by label."""
+    topic = f"bench-{kind.lower()}"
     registry, registry_url = test_registry.serve()
     mock = subprocess.Popen([args.mock_bin, topic, str(args.partitions)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
@@ -128,20 +148,25 @@ def bench_avro(args, gateway_bin):
         brokers = mock.stdout.readline().strip()
         from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-        schema_id = SchemaRegistryClient({"url": registry_url}).register_schema(
-            f"{topic}-value", Schema(json.dumps(ORDER_AVRO), "AVRO"))
-        size = produce(brokers, topic, args.records, args.partitions, avro_id=schema_id)
-        print(f"produced {args.records} Avro records ({size / 1e6:.0f} MB)")
+        client = SchemaRegistryClient({"url": registry_url})
+        if kind == "Avro":
+            schema_id = client.register_schema(f"{topic}-value", Schema(json.dumps(ORDER_AVRO), "AVRO"))
+            size = produce(brokers, topic, args.records, args.partitions, avro_id=schema_id)
+        else:
+            schema, cls = order_proto()
+            schema_id = client.register_schema(f"{topic}-value", Schema(schema, "PROTOBUF"))
+            size = produce(brokers, topic, args.records, args.partitions, protobuf=(schema_id, cls))
+        print(f"produced {args.records} {kind} records ({size / 1e6:.0f} MB)")
         gateway = subprocess.Popen([gateway_bin, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers,
                                     "--schema-registry", registry_url, "--log-filter", "warn"],
                                    stdout=subprocess.PIPE, text=True)
         uri = "grpc://" + gateway.stdout.readline().strip().removeprefix("listening on ")
         assert kappa(uri, f'SELECT count(*) FROM "{topic}" WHERE _error IS NULL') == args.records
         _, kcat_s = best(args.runs, lambda: kcat(brokers, topic))
-        out = {"kcat on the Avro topic": args.records / kcat_s}
+        out = {f"kcat on the {kind} topic": args.records / kcat_s}
         for label, sql in [
-            ("kappa count(*) of the Avro topic", f'SELECT count(*) FROM "{topic}"'),
-            ("kappa SELECT * of the Avro topic", f'SELECT * FROM "{topic}"'),
+            (f"kappa count(*) of the {kind} topic", f'SELECT count(*) FROM "{topic}"'),
+            (f"kappa SELECT * of the {kind} topic", f'SELECT * FROM "{topic}"'),
         ]:
             rows, elapsed = best(args.runs, lambda sql=sql: kappa(uri, sql))
             assert rows == args.records, (label, rows)
@@ -206,9 +231,11 @@ def main():
             assert rows == args.records, (label, rows)
             results[label] = args.records / elapsed
             print(f"{label:44s} {results[label]:12.0f} {results[label] / base:8.2f}")
-        avro = bench_avro(args, args.gateway_bin)
-        for label, rate in avro.items():
-            print(f"{label:44s} {rate:12.0f} {rate / avro['kcat on the Avro topic']:8.2f}  (vs kcat on that topic)")
+        for kind in ("Avro", "Protobuf"):
+            framed = bench_framed(args, args.gateway_bin, kind)
+            for label, rate in framed.items():
+                ratio = rate / framed[f"kcat on the {kind} topic"]
+                print(f"{label:44s} {rate:12.0f} {ratio:8.2f}  (vs kcat on that topic)")
         rows, pandas_s = best(1, lambda: pandas_consumer(brokers, topic, args.partitions))
         assert rows == args.records, rows
         pandas_rate = args.records / pandas_s

@@ -71,8 +71,8 @@ impl KafkaArgs {
 pub struct RegistryArgs {
     /// Schema registry URL, e.g. `http://registry:8081` (credentials may be
     /// in the URL). With it, a topic whose `<topic>-value` subject exists
-    /// reads as a typed Avro table with no definition, and `avro-confluent`
-    /// tables resolve their schemas.
+    /// reads as a typed Avro or Protobuf table with no definition, and
+    /// `avro-confluent` and `protobuf-confluent` tables resolve their schemas.
     #[arg(long, env = "KAPPA_SCHEMA_REGISTRY", hide_env_values = true)]
     pub schema_registry: Option<String>,
 

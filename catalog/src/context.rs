@@ -130,7 +130,15 @@ impl CatalogContext {
         if dropped || if_exists {
             return Ok(());
         }
-        Err(CatalogError::TableNotFound(if self.cached(name) {
+        // The topic list may not have been fetched yet: ask the broker.
+        let topic = name.to_string();
+        let is_topic = self.cached(name)
+            || self
+                .client
+                .run_blocking(move |c| c.topic_exists(&topic))
+                .await
+                .unwrap_or(false);
+        Err(CatalogError::TableNotFound(if is_topic {
             format!(
                 "table '{name}' is a topic, not a table defined by SQL: DROP TABLE never deletes topics"
             )

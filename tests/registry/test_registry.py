@@ -14,7 +14,8 @@ use, and nothing else:
   GET  /config, /config/{subject}       compatibility level (always BACKWARD: it checks nothing)
 
 Errors are Confluent's: 40401 subject not found, 40402 version not found, 40403 schema not found,
-401 without the basic-auth credentials given by --user. kappa relies on nothing beyond that API,
+401 without the basic-auth credentials given by --user. A test can take it down without closing the
+connections clients keep open (`server.registry.down = True`): every request is then answered 503. kappa relies on nothing beyond that API,
 so it works unchanged against Confluent's server, Karapace, Redpanda's or Apicurio's ccompat API.
 
 Run: python tests/registry/test_registry.py [--port 0] [--user NAME:PASSWORD]
@@ -38,6 +39,7 @@ class Registry:
         self.ids = {}  # (schemaType, schema text, references json) -> id
         self.schemas = {}  # id -> dict(schema, schemaType, references)
         self.subjects = {}  # subject -> [id per version, in order]
+        self.down = False  # when set, every request is answered 503, as an overloaded registry does
 
     @staticmethod
     def key(body):
@@ -108,6 +110,9 @@ def handler_for(registry, credentials):
             self.reply(status, {"error_code": code, "message": message})
 
         def authorized(self):
+            if registry.down:
+                self.error(503, 50003, "registry unavailable (taken down by the test)")
+                return False
             if credentials is None:
                 return True
             expected = "Basic " + base64.b64encode(credentials.encode()).decode()
@@ -180,8 +185,10 @@ def handler_for(registry, credentials):
 
 def serve(port=0, credentials=None):
     """Starts the registry on 127.0.0.1:port in a thread; returns (server, url)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(Registry(), credentials))
+    registry = Registry()
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler_for(registry, credentials))
     server.daemon_threads = True
+    server.registry = registry
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, Result};
 use crate::format::keyed::KeyedFormat;
-use crate::format::registry::{RegistryError, SchemaType};
-use crate::format::{AvroFormat, SchemaRegistry, ValueFormat};
+use crate::format::registry::{RegisteredSchema, RegistryError, SchemaType};
+use crate::format::{AvroFormat, ProtobufFormat, SchemaRegistry, ValueFormat};
 use crate::lake::layout::lake_type;
 
 /// The whole configuration file. Unknown keys are errors, so a typo never
@@ -65,6 +65,9 @@ pub enum FormatName {
     /// Avro in the Confluent wire format, writer schemas from the registry.
     #[serde(rename = "avro-confluent")]
     AvroConfluent,
+    /// Protobuf in the Confluent wire format, writer schemas from the registry.
+    #[serde(rename = "protobuf-confluent")]
+    ProtobufConfluent,
 }
 
 impl std::fmt::Display for FormatName {
@@ -93,14 +96,20 @@ pub struct TableDefinition {
     /// (default: the registry subject's).
     #[serde(default)]
     pub schema: Option<String>,
-    /// `avro-confluent`: the registry subject the reader schema comes from
-    /// (default `<topic>-value`, Confluent's TopicNameStrategy).
+    /// `avro-confluent`, `protobuf-confluent`: the registry subject the
+    /// reader schema comes from (default `<topic>-value`, Confluent's
+    /// TopicNameStrategy).
     #[serde(default)]
     pub subject: Option<String>,
-    /// `avro-confluent`: the subject's version to read as (default: the
-    /// latest when the definition is read).
+    /// `avro-confluent`, `protobuf-confluent`: the subject's version to read
+    /// as (default: the latest when the definition is read).
     #[serde(default)]
     pub schema_version: Option<u32>,
+    /// `protobuf-confluent`: the message whose fields are the columns, by
+    /// name (`shop.Order`, or `Order` when unambiguous; default: the first
+    /// message of the subject's file, as Confluent's serializers assume).
+    #[serde(default)]
+    pub message: Option<String>,
     /// Column list in SQL, for example `id BIGINT, name VARCHAR`. Names keep
     /// their case as written (JSON field names are matched exactly).
     #[serde(default)]
@@ -175,11 +184,21 @@ impl TableDefinition {
         let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
         let topic = self.topic.clone().unwrap_or_else(|| self.name.clone());
         let avro = matches!(self.format, FormatName::Avro | FormatName::AvroConfluent);
+        let protobuf = self.format == FormatName::ProtobufConfluent;
         if !avro
+            && !protobuf
             && (self.schema.is_some() || self.subject.is_some() || self.schema_version.is_some())
         {
             return Err(bad(
                 "`schema`, `subject` and `schema_version` are options of the Avro formats".into(),
+            ));
+        }
+        if protobuf && (self.schema.is_some() || self.columns.is_some()) {
+            return Err(bad("format \"protobuf-confluent\" takes its columns from the registry subject's schema (`subject`, `schema_version`, `message`), not `schema` or `columns`".into()));
+        }
+        if !protobuf && self.message.is_some() {
+            return Err(bad(
+                "`message` is an option of \"protobuf-confluent\"".into()
             ));
         }
         if avro && self.columns.is_some() {
@@ -230,6 +249,34 @@ impl TableDefinition {
                 };
                 avro_format(AvroFormat::confluent(&reader, Arc::clone(registry)).map_err(bad)?)
             }
+            (FormatName::ProtobufConfluent, _) => {
+                let registry = registry.ok_or_else(|| {
+                    bad(
+                        "format \"protobuf-confluent\" needs a schema registry (--schema-registry)"
+                            .into(),
+                    )
+                })?;
+                let subject = self
+                    .subject
+                    .clone()
+                    .unwrap_or_else(|| value_subject(&topic));
+                let reader = registered(registry, &subject, self.schema_version)
+                    .await?
+                    .ok_or_else(|| {
+                        bad(format!("subject '{subject}' is not in the schema registry"))
+                    })?;
+                let format = ProtobufFormat::confluent(
+                    &reader,
+                    self.message.as_deref(),
+                    Arc::clone(registry),
+                )
+                .await
+                .map_err(|e| match e {
+                    CatalogError::Config(why) => bad(format!("subject '{subject}': {why}")),
+                    other => other,
+                })?;
+                protobuf_format(format)
+            }
         };
         let timestamp_skew = self
             .timestamp_skew
@@ -255,45 +302,38 @@ impl TableDefinition {
 }
 
 impl DeclaredTable {
-    /// The table a topic nobody declared is, given a registry: Avro with the
-    /// latest version of its `<topic>-value` subject as the reader schema, or
-    /// `None` when there is no such subject (the topic is then raw). If a
+    /// The table a topic nobody declared is, given a registry: Avro or
+    /// Protobuf with the latest version of its `<topic>-value` subject as the
+    /// reader schema (for Protobuf, the file's first message), or `None` when
+    /// there is no such subject (the topic is then raw). If a
     /// `<topic>-key` subject exists too, keys decode into the `key` column. A
     /// registry that cannot be asked is an error, never a raw table.
     pub async fn from_registry(
         registry: &Arc<SchemaRegistry>,
         topic: &str,
     ) -> Result<Option<Self>> {
-        // A subject kappa cannot read yet (Protobuf, JSON Schema, an Avro
-        // type with no column type) leaves the topic raw, as it was before
-        // the registry: said in the log, never a failed query.
-        let usable = |subject: &str, found: Result<Option<String>>| match found {
-            Err(CatalogError::Config(why)) => {
-                tracing::warn!(topic, subject, "not decoded: {why}");
-                Ok(None)
-            }
-            other => other,
-        };
+        // A subject kappa cannot read yet (JSON Schema, a type with no
+        // column type) leaves the topic raw (or its keys undecoded), as it
+        // was before the registry: said in the log, never a failed query.
         let subject = value_subject(topic);
-        let found = subject_schema(registry, &subject, None).await;
-        let Some(reader) = usable(&subject, found)? else {
+        let Some(reader) = registered(registry, &subject, None).await? else {
             return Ok(None);
         };
-        let (mut format, mut value_schema) =
-            match AvroFormat::confluent(&reader, Arc::clone(registry)) {
-                Ok(avro) => avro_format(avro),
-                Err(why) => {
-                    tracing::warn!(topic, subject, "read as raw bytes: {why}");
-                    return Ok(None);
-                }
-            };
+        let (mut format, mut value_schema, _) = match typed(registry, &reader, false).await {
+            Ok(typed) => typed,
+            Err(CatalogError::Config(why)) => {
+                tracing::warn!(topic, subject, "read as raw bytes: {why}");
+                return Ok(None);
+            }
+            Err(unavailable) => return Err(unavailable),
+        };
         let key_subject = key_subject(topic);
-        let found = subject_schema(registry, &key_subject, None).await;
-        if let Some(key_reader) = usable(&key_subject, found)? {
-            match AvroFormat::confluent_key(&key_reader, Arc::clone(registry)) {
-                Ok((key, key_is_record)) => {
+        if let Some(key_reader) = registered(registry, &key_subject, None).await? {
+            match typed(registry, &key_reader, true).await {
+                Ok((key, key_schema, key_is_record)) => {
                     let keyed = KeyedFormat::new(
-                        Arc::new(key),
+                        key,
+                        key_schema,
                         key_is_record,
                         format.clone(),
                         value_schema.clone(),
@@ -303,7 +343,10 @@ impl DeclaredTable {
                         format = ValueFormat::Keyed(Arc::new(keyed));
                     }
                 }
-                Err(why) => tracing::warn!(topic, subject = key_subject, "keys not decoded: {why}"),
+                Err(CatalogError::Config(why)) => {
+                    tracing::warn!(topic, subject = key_subject, "keys not decoded: {why}")
+                }
+                Err(unavailable) => return Err(unavailable),
             }
         }
         Ok(Some(Self {
@@ -332,6 +375,58 @@ fn avro_format(avro: AvroFormat) -> (ValueFormat, SchemaRef) {
     (ValueFormat::Avro(Arc::new(avro)), value_schema)
 }
 
+/// The format a registry subject's schema gives a topic's values (or, with
+/// `key`, its keys: an Avro scalar reads as a record of one field, `key`),
+/// its columns, and whether those are a record's fields. A schema kappa
+/// cannot read is [`CatalogError::Config`].
+async fn typed(
+    registry: &Arc<SchemaRegistry>,
+    reader: &RegisteredSchema,
+    key: bool,
+) -> Result<(ValueFormat, SchemaRef, bool)> {
+    match reader.schema_type {
+        SchemaType::Avro if key => {
+            let (avro, is_record) = AvroFormat::confluent_key(&reader.schema, Arc::clone(registry))
+                .map_err(CatalogError::Config)?;
+            let (format, schema) = avro_format(avro);
+            Ok((format, schema, is_record))
+        }
+        SchemaType::Avro => {
+            let avro = AvroFormat::confluent(&reader.schema, Arc::clone(registry))
+                .map_err(CatalogError::Config)?;
+            let (format, schema) = avro_format(avro);
+            Ok((format, schema, true))
+        }
+        SchemaType::Protobuf => {
+            let protobuf = ProtobufFormat::confluent(reader, None, Arc::clone(registry)).await?;
+            let (format, schema) = protobuf_format(protobuf);
+            Ok((format, schema, true))
+        }
+        other => Err(CatalogError::Config(format!(
+            "a {other} schema; kappa reads Avro and Protobuf subjects so far"
+        ))),
+    }
+}
+
+fn protobuf_format(protobuf: ProtobufFormat) -> (ValueFormat, SchemaRef) {
+    let value_schema = Arc::clone(protobuf.value_schema());
+    (ValueFormat::Protobuf(Arc::new(protobuf)), value_schema)
+}
+
+/// A subject's schema at `version` (the latest if `None`), or `None` if the
+/// registry has no such subject or version.
+async fn registered(
+    registry: &SchemaRegistry,
+    subject: &str,
+    version: Option<u32>,
+) -> Result<Option<RegisteredSchema>> {
+    match registry.subject_version(subject, version).await {
+        Ok(found) => Ok(Some(found)),
+        Err(RegistryError::NotFound(_)) => Ok(None),
+        Err(unavailable) => Err(CatalogError::Registry(unavailable.to_string())),
+    }
+}
+
 /// A subject's Avro schema at `version` (the latest if `None`), or `None` if
 /// the registry has no such subject or version.
 async fn subject_schema(
@@ -339,14 +434,13 @@ async fn subject_schema(
     subject: &str,
     version: Option<u32>,
 ) -> Result<Option<String>> {
-    match registry.subject_version(subject, version).await {
-        Ok(found) if found.schema_type == SchemaType::Avro => Ok(Some(found.schema)),
-        Ok(found) => Err(CatalogError::Config(format!(
+    match registered(registry, subject, version).await? {
+        Some(found) if found.schema_type == SchemaType::Avro => Ok(Some(found.schema)),
+        Some(found) => Err(CatalogError::Config(format!(
             "subject '{subject}' holds a {} schema; kappa reads Avro subjects so far",
             found.schema_type
         ))),
-        Err(RegistryError::NotFound(_)) => Ok(None),
-        Err(unavailable) => Err(CatalogError::Registry(unavailable.to_string())),
+        None => Ok(None),
     }
 }
 
@@ -587,6 +681,23 @@ mod tests {
             err.contains("table 'a'") && err.contains("timestamp_skew"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn protobuf_options_are_checked() {
+        let cfg = CatalogConfig::from_toml(
+            "[[tables]]\nname='p'\nformat='protobuf-confluent'\nmessage='shop.Order'\nschema_version=2\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.tables[0].format, FormatName::ProtobufConfluent);
+        let err = cfg.resolve().await.unwrap_err().to_string();
+        assert!(err.contains("needs a schema registry"), "{err}");
+        let cfg = CatalogConfig::from_toml(
+            "[[tables]]\nname='j'\nformat='json'\ncolumns='a INT'\nmessage='M'\n",
+        )
+        .unwrap();
+        let err = cfg.resolve().await.unwrap_err().to_string();
+        assert!(err.contains("`message` is an option"), "{err}");
     }
 
     #[tokio::test]

@@ -200,10 +200,11 @@ impl LakeDefinitions {
     /// latest version *now*, written into the definition: every gateway
     /// then decodes the table the same way, whatever is registered later.
     async fn pin_schema_version(&self, definition: &mut TableDefinition) -> Result<()> {
-        if definition.format != FormatName::AvroConfluent
-            || definition.schema.is_some()
-            || definition.schema_version.is_some()
-        {
+        let registry_format = matches!(
+            definition.format,
+            FormatName::AvroConfluent | FormatName::ProtobufConfluent
+        );
+        if !registry_format || definition.schema.is_some() || definition.schema_version.is_some() {
             return Ok(());
         }
         let Some(registry) = &self.registry else {

@@ -31,6 +31,7 @@ const OPTIONS: &[&str] = &[
     "value.subject",
     "value.schema",
     "value.schema.version",
+    "value.protobuf.message",
     "value.json.infer",
     "value.json.infer.records",
     "timestamp_skew",
@@ -89,6 +90,7 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
         schema: None,
         subject: None,
         schema_version: None,
+        message: None,
         columns: None,
         timestamp_skew: None,
     };
@@ -106,7 +108,14 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
                      a registry's `<topic>-key` subject decodes keys of undeclared topics"
                 )));
             }
-            "value.subject" | "value.avro-confluent.subject" => definition.subject = Some(value),
+            "value.subject"
+            | "value.avro-confluent.subject"
+            | "value.protobuf-confluent.subject" => {
+                definition.subject = Some(value);
+            }
+            "value.protobuf.message" | "value.protobuf-confluent.message" => {
+                definition.message = Some(value);
+            }
             "value.schema" | "value.avro.schema" | "value.avro-confluent.schema" => {
                 definition.schema = Some(value);
             }
@@ -141,7 +150,7 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
         }
     }
     definition.format = format.ok_or_else(|| {
-        bad("OPTIONS ('value.format' '…') is required: json, raw, avro or avro-confluent".into())
+        bad("OPTIONS ('value.format' '…') is required: json, raw, avro, avro-confluent or protobuf-confluent".into())
     })?;
     if !statement.columns.is_empty() {
         let columns: Vec<String> = statement.columns.iter().map(|c| c.to_string()).collect();
@@ -232,6 +241,9 @@ pub fn create_statement(definition: &TableDefinition) -> String {
     }
     if let Some(version) = definition.schema_version {
         options.push(("value.schema.version", version.to_string()));
+    }
+    if let Some(message) = &definition.message {
+        options.push(("value.protobuf.message", message.clone()));
     }
     if let Some(schema) = &definition.schema {
         options.push(("value.schema", schema.clone()));

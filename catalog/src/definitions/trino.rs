@@ -95,6 +95,7 @@ pub fn import(text: &str, dir: &Path) -> Result<Imported> {
         schema: None,
         subject: None,
         schema_version: None,
+        message: None,
         columns: None,
         timestamp_skew: None,
     };

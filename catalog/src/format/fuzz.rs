@@ -14,6 +14,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::avro::{AvroDecoder, AvroFormat};
 use super::json::JsonDecoder;
+use super::protobuf::{ProtobufDecoder, ProtobufFormat, index_path};
+use super::registry::{RegisteredSchema, SchemaType};
 use super::{ValueDecoder, framing};
 
 /// xorshift64*: small, seeded, good enough to pick mutations.
@@ -163,6 +165,75 @@ fn frame_parser_takes_any_bytes() {
             Ok(frame) => {
                 assert!(value.len() >= framing::HEADER_LEN && value[0] == framing::MAGIC);
                 assert_eq!(frame.body, &value[framing::HEADER_LEN..]);
+            }
+            Err(why) => assert!(!why.is_empty()),
+        }
+    }
+}
+
+#[test]
+fn protobuf_decoder_takes_any_bytes() {
+    use prost_reflect::prost::Message;
+    use prost_reflect::{DynamicMessage, MapKey, Value};
+    let text = r#"syntax = "proto3";
+        import "google/protobuf/timestamp.proto";
+        message R {
+          int64 id = 1;
+          optional string name = 2;
+          repeated string tags = 3;
+          map<string, double> attrs = 4;
+          enum K { A = 0; B = 1; }
+          K kind = 5;
+          oneof o { string s = 6; I inner = 7; }
+          message I { sint32 x = 1; google.protobuf.Timestamp at = 2; }
+        }"#;
+    let registered = RegisteredSchema {
+        id: Some(1),
+        version: Some(1),
+        schema_type: SchemaType::Protobuf,
+        schema: text.into(),
+        references: Vec::new(),
+    };
+    let file =
+        futures::executor::block_on(super::protobuf::schema::compile(None, &registered)).unwrap();
+    let format = ProtobufFormat::new(&file, None, None)
+        .unwrap()
+        .with_writer(1, file.clone());
+    let r = file.messages().next().unwrap();
+    let mut full = DynamicMessage::new(r.clone());
+    full.set_field_by_name("id", Value::I64(-3));
+    full.set_field_by_name("name", Value::String("ab".into()));
+    full.set_field_by_name("tags", Value::List(vec![Value::String("x".into())]));
+    full.set_field_by_name(
+        "attrs",
+        Value::Map([(MapKey::String("k".into()), Value::F64(1.0))].into()),
+    );
+    full.set_field_by_name("kind", Value::EnumNumber(1));
+    let mut inner = DynamicMessage::new(r.child_messages().find(|m| m.name() == "I").unwrap());
+    inner.set_field_by_name("x", Value::I32(7));
+    full.set_field_by_name("inner", Value::Message(inner));
+    let frame = |path: &[u8], message: &DynamicMessage| {
+        [&[0, 0, 0, 0, 1][..], path, &message.encode_to_vec()].concat()
+    };
+    let seeds = vec![
+        frame(&[0], &DynamicMessage::new(r.clone())),
+        frame(&[0], &full),
+        frame(&[2, 0], &full),
+        frame(&[4, 0, 2], &full),
+    ];
+    let mut decoder = ProtobufDecoder::new(Arc::new(format));
+    assert!(run(&mut decoder, &seeds, 0xbeef) >= values_to_run());
+}
+
+#[test]
+fn index_path_parser_takes_any_bytes() {
+    let mut rng = Rng(0x1dea);
+    for _ in 0..values_to_run() * 10 {
+        let value = mutate(&mut rng, &[4, 2, 0x80, 0x01, 8, 1]);
+        match index_path(&value) {
+            Ok((path, rest)) => {
+                assert!(!path.is_empty() && path.iter().all(|&i| i >= 0));
+                assert!(rest.len() < value.len(), "the path takes at least a byte");
             }
             Err(why) => assert!(!why.is_empty()),
         }

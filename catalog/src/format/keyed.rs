@@ -3,7 +3,8 @@
 //! With a schema registry, a topic whose `<topic>-key` subject exists has
 //! its keys decoded too (Confluent's TopicNameStrategy), into one column
 //! named `key` placed before the value's columns: the key's fields as a
-//! STRUCT when its schema is a record, the scalar otherwise. `_key` keeps the
+//! STRUCT when its schema is a record (or a Protobuf message), the scalar
+//! otherwise. `_key` keeps the
 //! raw bytes either way. A key that does not decode is a null `key` with the
 //! reason in `_error` (prefixed `key:`); the value still decodes.
 
@@ -13,7 +14,7 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StructArra
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
-use super::{AvroFormat, DecodedValues, ValueDecoder, ValueFormat, value_decoder};
+use super::{DecodedValues, ValueDecoder, ValueFormat, value_decoder};
 use crate::error::Result;
 
 /// The name of the decoded key's column.
@@ -22,7 +23,10 @@ pub const KEY_COLUMN: &str = "key";
 /// A value format with the key decoded as well.
 #[derive(Debug)]
 pub struct KeyedFormat {
-    key: Arc<AvroFormat>,
+    /// The keys' format (Avro or Protobuf, registry-framed).
+    key: ValueFormat,
+    /// The columns the key's format decodes into.
+    key_schema: SchemaRef,
     /// Whether the key's schema is a record (a STRUCT column) rather than a
     /// scalar wrapped in a one-field record to decode it.
     key_is_record: bool,
@@ -34,9 +38,11 @@ pub struct KeyedFormat {
 
 impl KeyedFormat {
     /// `value` (whose columns are `value_schema`) with keys of `key`'s
-    /// format; `None` when the value already has a column named `key`.
+    /// format (decoding into `key_schema`); `None` when the value already
+    /// has a column named `key`.
     pub fn new(
-        key: Arc<AvroFormat>,
+        key: ValueFormat,
+        key_schema: SchemaRef,
         key_is_record: bool,
         value: ValueFormat,
         value_schema: SchemaRef,
@@ -45,14 +51,15 @@ impl KeyedFormat {
             return None;
         }
         let key_type = if key_is_record {
-            DataType::Struct(key.value_schema().fields().clone())
+            DataType::Struct(key_schema.fields().clone())
         } else {
-            key.value_schema().field(0).data_type().clone()
+            key_schema.field(0).data_type().clone()
         };
         let mut fields = vec![Arc::new(Field::new(KEY_COLUMN, key_type, true))];
         fields.extend(value_schema.fields().iter().cloned());
         Some(Self {
             key,
+            key_schema,
             key_is_record,
             value,
             value_schema,
@@ -69,6 +76,11 @@ impl KeyedFormat {
     pub fn value(&self) -> &ValueFormat {
         &self.value
     }
+
+    /// The key's format.
+    pub fn key(&self) -> &ValueFormat {
+        &self.key
+    }
 }
 
 /// Decodes keys and values side by side.
@@ -84,11 +96,7 @@ pub struct KeyedDecoder {
 impl KeyedDecoder {
     /// A decoder of `format`.
     pub fn new(format: Arc<KeyedFormat>) -> Result<Self> {
-        let key = value_decoder(
-            &ValueFormat::Avro(Arc::clone(&format.key)),
-            format.key.value_schema(),
-        )?
-        .expect("Avro keys decode");
+        let key = value_decoder(&format.key, &format.key_schema)?.expect("keys decode");
         let value = value_decoder(&format.value, &format.value_schema)?
             .expect("a keyed format's value decodes");
         Ok(Self {
@@ -116,7 +124,7 @@ impl ValueDecoder for KeyedDecoder {
         let value = self.value.finish()?;
         let present = std::mem::take(&mut self.present);
         let key_column: ArrayRef = if self.format.key_is_record {
-            let fields = self.format.key.value_schema().fields().clone();
+            let fields = self.format.key_schema.fields().clone();
             // A null key, or one that did not decode, is a null struct.
             let valid: Vec<bool> = present
                 .iter()

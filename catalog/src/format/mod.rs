@@ -7,7 +7,7 @@
 //! nulls with the reason in `_error` and its bytes in `_value`. Only what is
 //! not the message's fault (a registry that is down) is an error of the scan.
 //!
-//! One module per format ([`json`], [`avro`]); values framed for a schema
+//! One module per format ([`json`], [`avro`], [`protobuf`]); values framed for a schema
 //! registry are split by [`framing`], and writer schemas come from the
 //! [`registry`].
 
@@ -26,9 +26,11 @@ pub mod framing;
 mod fuzz;
 pub mod json;
 pub mod keyed;
+pub mod protobuf;
 pub mod registry;
 
 pub use avro::{AvroFormat, AvroFraming};
+pub use protobuf::ProtobufFormat;
 pub use registry::{RegistryOptions, SchemaRegistry};
 
 /// How a topic's value bytes become columns.
@@ -40,6 +42,8 @@ pub enum ValueFormat {
     Raw,
     /// Avro, plain or framed for a schema registry.
     Avro(Arc<AvroFormat>),
+    /// Protobuf in the Confluent wire format.
+    Protobuf(Arc<ProtobufFormat>),
     /// A decoded value with its key decoded too (the `key` column).
     Keyed(Arc<keyed::KeyedFormat>),
 }
@@ -53,7 +57,8 @@ impl fmt::Display for ValueFormat {
                 AvroFraming::Plain => "avro",
                 AvroFraming::Confluent => "avro-confluent",
             },
-            Self::Keyed(keyed) => return write!(f, "{} (key: avro-confluent)", keyed.value()),
+            Self::Protobuf(_) => "protobuf-confluent",
+            Self::Keyed(keyed) => return write!(f, "{} (key: {})", keyed.value(), keyed.key()),
         })
     }
 }
@@ -140,6 +145,9 @@ pub fn value_decoder(
         ValueFormat::Raw => None,
         ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
         ValueFormat::Avro(avro) => Some(Box::new(avro::AvroDecoder::new(Arc::clone(avro)))),
+        ValueFormat::Protobuf(protobuf) => Some(Box::new(protobuf::ProtobufDecoder::new(
+            Arc::clone(protobuf),
+        ))),
         ValueFormat::Keyed(keyed) => Some(Box::new(keyed::KeyedDecoder::new(Arc::clone(keyed))?)),
     })
 }

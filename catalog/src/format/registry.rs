@@ -77,6 +77,22 @@ pub struct RegisteredSchema {
     pub schema_type: SchemaType,
     /// The schema text.
     pub schema: String,
+    /// Other subjects' schemas this one imports (Protobuf `import`s, by the
+    /// file name the import uses); absent in most answers.
+    #[serde(default)]
+    pub references: Vec<SchemaReference>,
+}
+
+/// A schema's reference to a version of another subject.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SchemaReference {
+    /// The name the referring schema uses for it (for Protobuf, the path in
+    /// its `import` statement).
+    pub name: String,
+    /// The subject holding it.
+    pub subject: String,
+    /// The subject's version.
+    pub version: u32,
 }
 
 /// How to reach a registry.
@@ -211,6 +227,12 @@ impl SchemaRegistry {
         self.runtime.block_on(self.schema_by_id(id))
     }
 
+    /// Runs a lookup from a reader thread (never call it on the async
+    /// runtime's own threads), on the runtime the client was made in.
+    pub fn block_on<F: std::future::Future>(&self, lookup: F) -> F::Output {
+        self.runtime.block_on(lookup)
+    }
+
     /// A subject's version (`None`: the latest), with its id.
     pub async fn subject_version(
         &self,
@@ -336,6 +358,25 @@ mod tests {
         assert_eq!(percent_decode("p%40ss%2Bw+rd"), "p@ss+w+rd");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn references_are_read_and_default_to_none() {
+        let answer = r#"{"subject": "orders-value", "version": 2, "id": 7,
+            "schemaType": "PROTOBUF", "schema": "syntax = \"proto3\";",
+            "references": [{"name": "shop/common.proto", "subject": "shop/common.proto", "version": 1}]}"#;
+        let found: RegisteredSchema = serde_json::from_str(answer).unwrap();
+        assert_eq!(found.schema_type, SchemaType::Protobuf);
+        assert_eq!(
+            found.references,
+            [SchemaReference {
+                name: "shop/common.proto".into(),
+                subject: "shop/common.proto".into(),
+                version: 1
+            }]
+        );
+        let avro: RegisteredSchema = serde_json::from_str(r#"{"schema": "\"long\""}"#).unwrap();
+        assert!(avro.references.is_empty() && avro.schema_type == SchemaType::Avro);
     }
 
     #[tokio::test]
