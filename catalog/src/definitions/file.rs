@@ -21,6 +21,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, Result};
+use crate::format::json_schema::JsonSchemaFormat;
 use crate::format::keyed::KeyedFormat;
 use crate::format::registry::{RegisteredSchema, RegistryError, SchemaType};
 use crate::format::{AvroFormat, ProtobufFormat, SchemaRegistry, ValueFormat};
@@ -68,6 +69,10 @@ pub enum FormatName {
     /// Protobuf in the Confluent wire format, writer schemas from the registry.
     #[serde(rename = "protobuf-confluent")]
     ProtobufConfluent,
+    /// JSON in the Confluent wire format, columns from the subject's JSON
+    /// Schema.
+    #[serde(rename = "json-schema")]
+    JsonSchema,
 }
 
 impl std::fmt::Display for FormatName {
@@ -185,8 +190,13 @@ impl TableDefinition {
         let topic = self.topic.clone().unwrap_or_else(|| self.name.clone());
         let avro = matches!(self.format, FormatName::Avro | FormatName::AvroConfluent);
         let protobuf = self.format == FormatName::ProtobufConfluent;
+        let json_schema = self.format == FormatName::JsonSchema;
+        if json_schema && (self.schema.is_some() || self.columns.is_some()) {
+            return Err(bad("format \"json-schema\" takes its columns from the registry subject's JSON Schema (`subject`, `schema_version`), not `schema` or `columns`".into()));
+        }
         if !avro
             && !protobuf
+            && !json_schema
             && (self.schema.is_some() || self.subject.is_some() || self.schema_version.is_some())
         {
             return Err(bad(
@@ -276,6 +286,30 @@ impl TableDefinition {
                     other => other,
                 })?;
                 protobuf_format(format)
+            }
+            (FormatName::JsonSchema, _) => {
+                let registry = registry.ok_or_else(|| {
+                    bad("format \"json-schema\" needs a schema registry (--schema-registry)".into())
+                })?;
+                let subject = self
+                    .subject
+                    .clone()
+                    .unwrap_or_else(|| value_subject(&topic));
+                let reader = registered(registry, &subject, self.schema_version)
+                    .await?
+                    .ok_or_else(|| {
+                        bad(format!("subject '{subject}' is not in the schema registry"))
+                    })?;
+                if reader.schema_type != SchemaType::Json {
+                    return Err(bad(format!(
+                        "subject '{subject}' holds a {} schema, not a JSON Schema",
+                        reader.schema_type
+                    )));
+                }
+                json_schema_format(
+                    JsonSchemaFormat::confluent(&reader.schema, Arc::clone(registry))
+                        .map_err(|why| bad(format!("subject '{subject}': {why}")))?,
+                )
             }
         };
         let timestamp_skew = self
@@ -402,10 +436,18 @@ async fn typed(
             let (format, schema) = protobuf_format(protobuf);
             Ok((format, schema, true))
         }
-        other => Err(CatalogError::Config(format!(
-            "a {other} schema; kappa reads Avro and Protobuf subjects so far"
-        ))),
+        SchemaType::Json => {
+            let format = JsonSchemaFormat::confluent(&reader.schema, Arc::clone(registry))
+                .map_err(CatalogError::Config)?;
+            let (format, schema) = json_schema_format(format);
+            Ok((format, schema, true))
+        }
     }
+}
+
+fn json_schema_format(format: JsonSchemaFormat) -> (ValueFormat, SchemaRef) {
+    let value_schema = Arc::clone(format.value_schema());
+    (ValueFormat::JsonSchema(Arc::new(format)), value_schema)
 }
 
 fn protobuf_format(protobuf: ProtobufFormat) -> (ValueFormat, SchemaRef) {

@@ -202,7 +202,7 @@ impl LakeDefinitions {
     async fn pin_schema_version(&self, definition: &mut TableDefinition) -> Result<()> {
         let registry_format = matches!(
             definition.format,
-            FormatName::AvroConfluent | FormatName::ProtobufConfluent
+            FormatName::AvroConfluent | FormatName::ProtobufConfluent | FormatName::JsonSchema
         );
         if !registry_format || definition.schema.is_some() || definition.schema_version.is_some() {
             return Ok(());

@@ -25,6 +25,7 @@ pub mod framing;
 #[cfg(test)]
 mod fuzz;
 pub mod json;
+pub mod json_schema;
 pub mod keyed;
 pub mod protobuf;
 pub mod registry;
@@ -44,6 +45,8 @@ pub enum ValueFormat {
     Avro(Arc<AvroFormat>),
     /// Protobuf in the Confluent wire format.
     Protobuf(Arc<ProtobufFormat>),
+    /// JSON in the Confluent wire format, columns from a JSON Schema.
+    JsonSchema(Arc<json_schema::JsonSchemaFormat>),
     /// A decoded value with its key decoded too (the `key` column).
     Keyed(Arc<keyed::KeyedFormat>),
 }
@@ -58,6 +61,7 @@ impl fmt::Display for ValueFormat {
                 AvroFraming::Confluent => "avro-confluent",
             },
             Self::Protobuf(_) => "protobuf-confluent",
+            Self::JsonSchema(_) => "json-schema",
             Self::Keyed(keyed) => return write!(f, "{} (key: {})", keyed.value(), keyed.key()),
         })
     }
@@ -148,6 +152,9 @@ pub fn value_decoder(
         ValueFormat::Protobuf(protobuf) => Some(Box::new(protobuf::ProtobufDecoder::new(
             Arc::clone(protobuf),
         ))),
+        ValueFormat::JsonSchema(format) => Some(Box::new(json_schema::JsonSchemaDecoder::new(
+            Arc::clone(format),
+        )?)),
         ValueFormat::Keyed(keyed) => Some(Box::new(keyed::KeyedDecoder::new(Arc::clone(keyed))?)),
     })
 }
