@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::avro::{AvroDecoder, AvroFormat};
@@ -237,5 +237,103 @@ fn index_path_parser_takes_any_bytes() {
             }
             Err(why) => assert!(!why.is_empty()),
         }
+    }
+}
+
+#[test]
+fn protobuf_fast_path_reads_as_the_general_route() {
+    use prost_reflect::prost::Message;
+    use prost_reflect::{DynamicMessage, Value};
+    let compile = |text: &str| {
+        let registered = RegisteredSchema {
+            id: None,
+            version: None,
+            schema_type: SchemaType::Protobuf,
+            schema: text.into(),
+            references: Vec::new(),
+        };
+        futures::executor::block_on(super::protobuf::schema::compile(None, &registered)).unwrap()
+    };
+    // The writer has a field the table lacks (`extra`), the table one the
+    // writer lacks (`later`), and `a` widens from int32 to BIGINT.
+    let scalars = "uint32 c = 3; uint64 d = 4; sint32 e = 5; sint64 f = 6; fixed32 g = 7;
+        fixed64 h = 8; sfixed32 i = 9; sfixed64 j = 10; float k = 11; double l = 12; bool m = 13;
+        string n = 14; bytes o = 15; E p = 16; optional string q = 17; optional int32 r = 18;";
+    let writer = compile(&format!(
+        "syntax = \"proto3\"; enum E {{ X = 0; Y = 1; }}
+         message F {{ int32 a = 1; int64 b = 2; {scalars} string extra = 19; }}"
+    ));
+    let table = compile(&format!(
+        "syntax = \"proto3\"; enum E {{ X = 0; Y = 1; }}
+         message F {{ int64 a = 1; int64 b = 2; {scalars} string later = 20; }}"
+    ));
+    let format = Arc::new(
+        ProtobufFormat::new(&table, None, None)
+            .unwrap()
+            .with_writer(1, writer.clone()),
+    );
+    let f = writer.messages().next().unwrap();
+    let mut full = DynamicMessage::new(f.clone());
+    for (name, value) in [
+        ("a", Value::I32(-5)),
+        ("b", Value::I64(i64::MIN)),
+        ("c", Value::U32(u32::MAX)),
+        ("d", Value::U64(u64::MAX)),
+        ("e", Value::I32(-7)),
+        ("f", Value::I64(-9)),
+        ("g", Value::U32(7)),
+        ("h", Value::U64(8)),
+        ("i", Value::I32(-1)),
+        ("j", Value::I64(-2)),
+        ("k", Value::F32(1.5)),
+        ("l", Value::F64(-2.5)),
+        ("m", Value::Bool(true)),
+        ("n", Value::String("é".into())),
+        ("o", Value::Bytes(vec![0, 0xff].into())),
+        ("p", Value::EnumNumber(1)),
+        ("q", Value::String("q".into())),
+        ("r", Value::I32(0)),
+        ("extra", Value::String("x".into())),
+    ] {
+        full.set_field_by_name(name, value);
+    }
+    let frame =
+        |message: &DynamicMessage| [&[0, 0, 0, 0, 1, 0][..], &message.encode_to_vec()].concat();
+    let seeds = [frame(&DynamicMessage::new(f)), frame(&full)];
+    let mut fast = ProtobufDecoder::new(Arc::clone(&format));
+    let mut general = ProtobufDecoder::new(format).without_fast_path();
+    let mut rng = Rng(0xfa57);
+    let mut done = 0;
+    while done < values_to_run() {
+        let batch: Vec<Option<Vec<u8>>> = (0..=rng.below(64))
+            .map(|_| {
+                let seed = &seeds[rng.below(seeds.len())];
+                (rng.below(50) != 0).then(|| {
+                    if rng.below(3) == 0 {
+                        seed.clone()
+                    } else {
+                        // Mutate the message, not the frame.
+                        [&seed[..6], &mutate(&mut rng, &seed[6..])].concat()
+                    }
+                })
+            })
+            .collect();
+        for value in &batch {
+            fast.append(value.as_deref());
+            general.append(value.as_deref());
+        }
+        let (a, b) = (fast.finish().unwrap(), general.finish().unwrap());
+        let (ea, eb) = (a.errors.as_string::<i32>(), b.errors.as_string::<i32>());
+        for (row, value) in batch.iter().enumerate() {
+            let shown = |e: &datafusion::arrow::array::StringArray| {
+                e.is_valid(row).then(|| e.value(row).to_string())
+            };
+            assert_eq!(shown(ea), shown(eb), "{value:?}");
+        }
+        assert_eq!(a.undecoded.as_ref(), b.undecoded.as_ref());
+        for (x, y) in a.columns.iter().zip(&b.columns) {
+            assert_eq!(x.as_ref(), y.as_ref(), "{batch:?}");
+        }
+        done += batch.len();
     }
 }

@@ -11,8 +11,9 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, FieldRef, Fields};
-use prost_reflect::{DynamicMessage, MapKey, Value};
+use prost_reflect::{DynamicMessage, Kind, MapKey, Value};
 
+use super::flat::Raw;
 use super::plan::{Plan, Slot, seconds_nanos};
 
 /// Builds one column of the table's type.
@@ -117,7 +118,7 @@ impl Column {
     }
 
     /// Appends `value`, read by `plan` (checked by [`check`] first).
-    fn append(&mut self, plan: &Plan, value: &Value) {
+    pub(super) fn append(&mut self, plan: &Plan, value: &Value) {
         match (self, plan, value) {
             (column, Plan::Wrapper(inner), Value::Message(m)) => match m.get_field_by_number(1) {
                 Some(v) => column.append(inner, &v),
@@ -185,6 +186,58 @@ impl Column {
                 valid.push(true);
             }
             (column, Plan::Scalar, value) => column.append_scalar(value),
+            (column, _, _) => column.append_null(), // ruled out by the plan
+        }
+    }
+
+    /// Appends a singular scalar of `kind` as it lies in the wire format
+    /// (`body` holds its bytes), converted as the general route converts
+    /// the same value (checked by the property tests).
+    pub(super) fn append_wire(&mut self, kind: &Kind, raw: Raw, body: &[u8]) {
+        let zigzag32 = |v: u64| ((v as u32) >> 1) as i32 ^ -((v & 1) as i32);
+        let zigzag64 = |v: u64| (v >> 1) as i64 ^ -((v & 1) as i64);
+        match (self, kind, raw) {
+            (Self::Int32(b), Kind::Int32, Raw::Varint(v)) => b.append_value(v as i32),
+            (Self::Int32(b), Kind::Sint32, Raw::Varint(v)) => b.append_value(zigzag32(v)),
+            (Self::Int32(b), Kind::Sfixed32, Raw::Fixed32(v)) => b.append_value(v as i32),
+            (Self::Int64(b), Kind::Int64, Raw::Varint(v)) => b.append_value(v as i64),
+            (Self::Int64(b), Kind::Int32, Raw::Varint(v)) => b.append_value(i64::from(v as i32)),
+            (Self::Int64(b), Kind::Sint64, Raw::Varint(v)) => b.append_value(zigzag64(v)),
+            (Self::Int64(b), Kind::Sint32, Raw::Varint(v)) => {
+                b.append_value(i64::from(zigzag32(v)));
+            }
+            (Self::Int64(b), Kind::Sfixed64, Raw::Fixed64(v)) => b.append_value(v as i64),
+            (Self::Int64(b), Kind::Sfixed32, Raw::Fixed32(v)) => {
+                b.append_value(i64::from(v as i32));
+            }
+            (Self::Int64(b), Kind::Uint32, Raw::Varint(v)) => b.append_value(i64::from(v as u32)),
+            (Self::Int64(b), Kind::Fixed32, Raw::Fixed32(v)) => b.append_value(i64::from(v)),
+            (Self::Decimal(b), Kind::Uint64, Raw::Varint(v)) => {
+                b.append_value(i128::from(v));
+            }
+            (Self::Decimal(b), Kind::Fixed64, Raw::Fixed64(v)) => b.append_value(i128::from(v)),
+            (Self::Float32(b), Kind::Float, Raw::Fixed32(v)) => b.append_value(f32::from_bits(v)),
+            (Self::Float64(b), Kind::Double, Raw::Fixed64(v)) => b.append_value(f64::from_bits(v)),
+            (Self::Float64(b), Kind::Float, Raw::Fixed32(v)) => {
+                b.append_value(f64::from(f32::from_bits(v)));
+            }
+            (Self::Boolean(b), Kind::Bool, Raw::Varint(v)) => b.append_value(v != 0),
+            (Self::Utf8(b), Kind::String, Raw::Bytes(start, end)) => {
+                match std::str::from_utf8(&body[start..end]) {
+                    Ok(text) => b.append_value(text),
+                    Err(_) => b.append_null(), // checked before: never
+                }
+            }
+            (Self::Binary(b), Kind::Bytes, Raw::Bytes(start, end)) => {
+                b.append_value(&body[start..end]);
+            }
+            (Self::Utf8(b), Kind::Enum(values), Raw::Varint(v)) => {
+                let number = v as i32;
+                match values.get_value(number) {
+                    Some(known) => b.append_value(known.name()),
+                    None => b.append_value(number.to_string()),
+                }
+            }
             (column, _, _) => column.append_null(), // ruled out by the plan
         }
     }

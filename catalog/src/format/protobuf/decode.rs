@@ -3,7 +3,8 @@
 //! Each writer message (schema id and index path) gets a plan once
 //! ([`super::plan`]). A value is then parsed whole into a `DynamicMessage`
 //! and checked before anything is appended ([`super::columns`]), so a value
-//! that fails costs only its own row of nulls.
+//! that fails costs only its own row of nulls. Flat messages take a faster
+//! route to the same rows ([`super::flat`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use datafusion::arrow::array::{Array, BinaryArray, BinaryBuilder, StringArray};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
 use super::columns::{Column, append_message};
+use super::flat::{Flat, Raw};
 use super::plan::{Slot, check_message, message_plan};
 use super::{ProtobufFormat, Unknown, index_path, message_at};
 use crate::error::Result;
@@ -22,13 +24,16 @@ use crate::format::{DecodedValues, ValueDecoder};
 struct WriterMessage {
     descriptor: MessageDescriptor,
     slots: Vec<Slot>,
+    /// The fast path, when the message is flat.
+    flat: Option<Flat>,
 }
 
 /// What a writer message reads as, or why its values are errors.
 type WriterPlan = std::result::Result<Arc<WriterMessage>, String>;
 
-/// A decoded value and how it reads, or why it does not decode.
-type Decoded = std::result::Result<(DynamicMessage, Arc<WriterMessage>), String>;
+/// A decoded value and how it reads (`None`: the fast path appended it),
+/// or why it does not decode.
+type Decoded = std::result::Result<Option<(DynamicMessage, Arc<WriterMessage>)>, String>;
 
 /// Decodes the Protobuf values of one batch.
 #[derive(Debug)]
@@ -40,6 +45,10 @@ pub struct ProtobufDecoder {
     plans: HashMap<(u32, Vec<i32>), WriterPlan>,
     /// Ids the registry did not know in this batch, asked again next batch.
     unknown: HashMap<u32, String>,
+    /// Whether flat messages take the fast path (the tests compare both).
+    fast: bool,
+    /// The fast path's fields of the value at hand.
+    found: Vec<Option<Raw>>,
 }
 
 impl ProtobufDecoder {
@@ -57,7 +66,16 @@ impl ProtobufDecoder {
             columns,
             plans: HashMap::new(),
             unknown: HashMap::new(),
+            fast: true,
+            found: Vec::new(),
         }
+    }
+
+    /// The same decoder with every value on the general route.
+    #[cfg(test)]
+    pub(crate) fn without_fast_path(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     /// The plan of the message `path` picks in writer schema `id`; `Err`
@@ -89,9 +107,11 @@ impl ProtobufDecoder {
             }
             let slots = message_plan(self.format.value_schema.fields(), &writer)
                 .map_err(|e| format!("schema id {id} does not fit the table: {e}"))?;
+            let flat = Flat::new(&writer, &slots);
             Ok(Arc::new(WriterMessage {
                 descriptor: writer,
                 slots,
+                flat,
             }))
         });
         self.plans.insert(key, plan.clone());
@@ -112,11 +132,17 @@ impl ProtobufDecoder {
             Ok(plan) => plan,
             Err(why) => return Ok(Err(why)),
         };
+        if let Some(flat) = plan.flat.as_ref().filter(|_| self.fast)
+            && flat.read(body, &mut self.found).is_some()
+        {
+            flat.append(body, &self.found, &plan.slots, &mut self.columns);
+            return Ok(Ok(None));
+        }
         let message = match DynamicMessage::decode(plan.descriptor.clone(), body) {
             Ok(message) => message,
             Err(e) => return Ok(Err(format!("invalid Protobuf: {e}"))),
         };
-        Ok(check_message(&plan.slots, &message).map(|()| (message, plan)))
+        Ok(check_message(&plan.slots, &message).map(|()| Some((message, plan))))
     }
 }
 
@@ -136,10 +162,11 @@ impl ValueDecoder for ProtobufDecoder {
                 self.decode(raw.value(row))?.map_err(Some)
             };
             match decoded {
-                Ok((message, plan)) => {
+                Ok(Some((message, plan))) => {
                     append_message(&mut self.columns, &plan.slots, &message);
                     errors.push(None);
                 }
+                Ok(None) => errors.push(None),
                 Err(why) => {
                     self.columns.iter_mut().for_each(Column::append_null);
                     errors.push(why);

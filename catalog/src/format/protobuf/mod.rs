@@ -23,6 +23,7 @@ use crate::error::{CatalogError, Result};
 
 mod columns;
 pub mod decode;
+mod flat;
 mod plan;
 pub mod schema;
 #[cfg(test)]
