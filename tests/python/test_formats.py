@@ -408,3 +408,45 @@ def test_a_table_defined_by_sql_keeps_the_registry_version_it_was_created_with(b
         assert "'value.format' 'avro-confluent'" in shown and "'value.schema.version' '1'" in shown, shown
     finally:
         gateway.stop()
+
+
+def test_a_definition_decodes_keys_with_a_registry_key_format(brokers, registry, tmp_path):
+    """JSON values with Avro keys registered under a subject of their own (not `<topic>-key`, so nothing
+    finds them by itself): 'key.format' and 'key.subject' decode the keys into `key`, `_key` keeps the bytes,
+    and a key that does not decode is `key: …` in `_error` while the value still decodes."""
+    topic = unique("keyed-json")
+    create_topic(brokers, topic, partitions=1)
+    client = SchemaRegistryClient({"url": registry})
+    key_schema = {"type": "record", "name": "CustomerKey", "fields": [{"name": "customer_id", "type": "long"},
+                                                                       {"name": "region", "type": "string"}]}
+    from confluent_kafka.schema_registry import Schema
+    key_id = client.register_schema(f"{topic}-customer-keys", Schema(json.dumps(key_schema), "AVRO"))
+    parsed = fastavro.parse_schema(key_schema)
+
+    def key(i):
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, {"customer_id": i, "region": f"r{i % 2}"})
+        return b"\x00" + key_id.to_bytes(4, "big") + out.getvalue()
+
+    records = [{"partition": 0, "key": key(i), "value": json.dumps({"id": i, "amount": i * 2}).encode()}
+               for i in range(4)]
+    records.append({"partition": 0, "key": b"\x07bad key", "value": json.dumps({"id": 4, "amount": 8}).encode()})
+    produce(brokers, topic, records)
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry, "--lake", str(tmp_path / "lake")])
+    try:
+        query(gateway, f"CREATE EXTERNAL TABLE keyed_orders (id BIGINT, amount BIGINT) STORED AS KAFKA "
+                       f"LOCATION '{topic}' OPTIONS ('value.format' 'json', 'key.format' 'avro-confluent', "
+                       f"'key.subject' '{topic}-customer-keys')")
+        rows = query(gateway, "SELECT key, id, amount, _key, _error FROM keyed_orders ORDER BY _offset").to_pylist()
+        assert [r["key"] for r in rows[:4]] == [{"customer_id": i, "region": f"r{i % 2}"} for i in range(4)], rows
+        assert [r["id"] for r in rows] == list(range(5)) and rows[4]["amount"] == 8, rows
+        assert rows[0]["_key"] == key(0) and rows[0]["_error"] is None, rows[0]
+        assert rows[4]["key"] is None and rows[4]["_error"].startswith("key: "), rows[4]
+        shown = query(gateway, "SHOW CREATE TABLE keyed_orders").to_pylist()[0]["definition"]
+        assert "'key.format' 'avro-confluent'" in shown and f"'key.subject' '{topic}-customer-keys'" in shown, shown
+        message = str(pytest.raises(flightsql.Error, query, gateway,
+                                    f"CREATE EXTERNAL TABLE raw_keyed STORED AS KAFKA LOCATION '{topic}' "
+                                    "OPTIONS ('value.format' 'raw', 'key.format' 'avro-confluent')").value)
+        assert "other than raw" in message, message
+    finally:
+        gateway.stop()

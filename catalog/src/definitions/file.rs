@@ -115,6 +115,15 @@ pub struct TableDefinition {
     /// message of the subject's file, as Confluent's serializers assume).
     #[serde(default)]
     pub message: Option<String>,
+    /// How keys decode into the `key` column: `raw` (the default: keys stay
+    /// bytes in `_key`), or a registry format (`avro-confluent`,
+    /// `protobuf-confluent`, `json-schema`) whose schema is the latest
+    /// version of `key_subject`.
+    #[serde(default)]
+    pub key_format: Option<FormatName>,
+    /// The registry subject of the keys' schema (default `<topic>-key`).
+    #[serde(default)]
+    pub key_subject: Option<String>,
     /// Column list in SQL, for example `id BIGINT, name VARCHAR`. Names keep
     /// their case as written (JSON field names are matched exactly).
     #[serde(default)]
@@ -312,6 +321,9 @@ impl TableDefinition {
                 )
             }
         };
+        let (format, value_schema) = self
+            .with_keys(registry, &topic, format, value_schema)
+            .await?;
         let timestamp_skew = self
             .timestamp_skew
             .as_deref()
@@ -332,6 +344,71 @@ impl TableDefinition {
             timestamp_skew,
             definition: Some(Arc::new(self.clone())),
         })
+    }
+}
+
+impl TableDefinition {
+    /// `format` with keys decoded as `key_format` says (unchanged for raw
+    /// keys).
+    async fn with_keys(
+        &self,
+        registry: Option<&Arc<SchemaRegistry>>,
+        topic: &str,
+        format: ValueFormat,
+        value_schema: SchemaRef,
+    ) -> Result<(ValueFormat, SchemaRef)> {
+        let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
+        let key_type = match self.key_format {
+            None | Some(FormatName::Raw) => {
+                if self.key_subject.is_some() {
+                    return Err(bad("`key_subject` goes with a registry `key_format`".into()));
+                }
+                return Ok((format, value_schema));
+            }
+            Some(FormatName::AvroConfluent) => SchemaType::Avro,
+            Some(FormatName::ProtobufConfluent) => SchemaType::Protobuf,
+            Some(FormatName::JsonSchema) => SchemaType::Json,
+            Some(other) => {
+                return Err(bad(format!(
+                    "key format \"{other}\": keys decode with a registry format (avro-confluent, protobuf-confluent, json-schema) or stay raw"
+                )));
+            }
+        };
+        if !format.decodes() {
+            return Err(bad(
+                "keys are decoded beside a decoded value: give the value a format other than raw"
+                    .into(),
+            ));
+        }
+        let registry = registry.ok_or_else(|| {
+            bad("a registry key format needs a schema registry (--schema-registry)".into())
+        })?;
+        let subject = self
+            .key_subject
+            .clone()
+            .unwrap_or_else(|| key_subject(topic));
+        let reader = registered(registry, &subject, None).await?.ok_or_else(|| {
+            bad(format!(
+                "key subject '{subject}' is not in the schema registry"
+            ))
+        })?;
+        if reader.schema_type != key_type {
+            return Err(bad(format!(
+                "key subject '{subject}' holds a {} schema, not {key_type}",
+                reader.schema_type
+            )));
+        }
+        let (key, key_schema, key_is_record) =
+            typed(registry, &reader, true).await.map_err(|e| match e {
+                CatalogError::Config(why) => bad(format!("key subject '{subject}': {why}")),
+                other => other,
+            })?;
+        let keyed = KeyedFormat::new(key, key_schema, key_is_record, format, value_schema)
+            .ok_or_else(|| {
+                bad("the value has a column named `key`, where the decoded key would go".into())
+            })?;
+        let schema = Arc::clone(keyed.schema());
+        Ok((ValueFormat::Keyed(Arc::new(keyed)), schema))
     }
 }
 

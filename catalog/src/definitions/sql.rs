@@ -28,6 +28,7 @@ pub const STORED_AS: &str = "KAFKA";
 const OPTIONS: &[&str] = &[
     "value.format",
     "key.format",
+    "key.subject",
     "value.subject",
     "value.schema",
     "value.schema.version",
@@ -91,6 +92,8 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
         subject: None,
         schema_version: None,
         message: None,
+        key_format: None,
+        key_subject: None,
         columns: None,
         timestamp_skew: None,
     };
@@ -101,12 +104,11 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
             .ok_or_else(|| bad(format!("option '{key}': a string value is expected")))?;
         match key.to_ascii_lowercase().as_str() {
             "value.format" | "format" => format = Some(format_name(&value).map_err(bad)?),
-            "key.format" if value.eq_ignore_ascii_case("raw") => {}
             "key.format" => {
-                return Err(bad(format!(
-                    "key.format '{value}': keys are read as raw bytes (`_key`) in SQL definitions; \
-                     a registry's `<topic>-key` subject decodes keys of undeclared topics"
-                )));
+                definition.key_format = Some(format_name(&value).map_err(bad)?);
+            }
+            "key.subject" | "key.avro-confluent.subject" | "key.protobuf-confluent.subject" => {
+                definition.key_subject = Some(value);
             }
             "value.subject"
             | "value.avro-confluent.subject"
@@ -222,7 +224,7 @@ fn option_text(value: &Value) -> Option<String> {
 /// A format by the name a definition gives it (the TOML file's names).
 fn format_name(name: &str) -> std::result::Result<FormatName, String> {
     serde_json::from_value(serde_json::Value::String(name.to_ascii_lowercase()))
-        .map_err(|_| format!("value.format '{name}' is not a format kappa reads"))
+        .map_err(|_| format!("'{name}' is not a format kappa reads"))
 }
 
 /// The statement that makes `definition`, as `SHOW CREATE TABLE` shows it:
@@ -247,6 +249,12 @@ pub fn create_statement(definition: &TableDefinition) -> String {
     }
     if let Some(schema) = &definition.schema {
         options.push(("value.schema", schema.clone()));
+    }
+    if let Some(format) = definition.key_format {
+        options.push(("key.format", format.to_string()));
+    }
+    if let Some(subject) = &definition.key_subject {
+        options.push(("key.subject", subject.clone()));
     }
     if let Some(skew) = &definition.timestamp_skew {
         options.push(("timestamp_skew", skew.clone()));

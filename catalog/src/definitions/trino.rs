@@ -96,6 +96,8 @@ pub fn import(text: &str, dir: &Path) -> Result<Imported> {
         subject: None,
         schema_version: None,
         message: None,
+        key_format: None,
+        key_subject: None,
         columns: None,
         timestamp_skew: None,
     };
