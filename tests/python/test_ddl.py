@@ -332,3 +332,27 @@ def test_json_columns_inferred_from_the_newest_records_are_pinned_in_the_definit
         assert "given none" in message, message
     finally:
         gateway.stop()
+
+
+def test_string_values_are_a_varchar_column(brokers, tmp_path):
+    topic = unique("ddl-lines")
+    create_topic(brokers, topic, partitions=1)
+    produce(brokers, topic, [{"partition": 0, "value": v} for v in
+                             (b"GET /index.html 200", "héllo".encode(), b"\xff\xfe", None)])
+    gateway = Gateway(brokers, extra_args=["--lake", str(tmp_path / "lake")])
+    try:
+        query(gateway, f"CREATE EXTERNAL TABLE lines STORED AS KAFKA LOCATION '{topic}' "
+                       "OPTIONS ('value.format' 'string')")
+        query(gateway, f"CREATE EXTERNAL TABLE named_lines (line VARCHAR) STORED AS KAFKA LOCATION '{topic}' "
+                       "OPTIONS ('value.format' 'string')")
+        rows = query(gateway, "SELECT value, _error, _value FROM lines ORDER BY _offset").to_pylist()
+        assert [r["value"] for r in rows] == ["GET /index.html 200", "héllo", None, None], rows
+        assert rows[2]["_error"].startswith("not UTF-8 text") and rows[2]["_value"] == b"\xff\xfe", rows[2]
+        assert rows[3]["_error"] is None, "a tombstone is a null, not an error"
+        named = query(gateway, "SELECT split_part(line, ' ', 2) AS path FROM named_lines ORDER BY _offset LIMIT 1")
+        assert named.to_pylist() == [{"path": "/index.html"}]
+        message = refused(gateway, f"CREATE EXTERNAL TABLE two (a VARCHAR, b VARCHAR) STORED AS KAFKA "
+                                   f"LOCATION '{topic}' OPTIONS ('value.format' 'string')")
+        assert "one VARCHAR column" in message, message
+    finally:
+        gateway.stop()

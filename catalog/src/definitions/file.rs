@@ -60,6 +60,9 @@ pub enum FormatName {
     /// Bytes as they are.
     #[serde(rename = "raw")]
     Raw,
+    /// UTF-8 text, one VARCHAR column (`value`, or the one `columns` names).
+    #[serde(rename = "string")]
+    String,
     /// A bare Avro datum of the definition's `schema`.
     #[serde(rename = "avro")]
     Avro,
@@ -235,6 +238,29 @@ impl TableDefinition {
             (FormatName::Raw, None) => (ValueFormat::Raw, Arc::new(Schema::empty())),
             (FormatName::Raw, Some(_)) => {
                 return Err(bad("format \"raw\" takes no `columns`".into()));
+            }
+            (FormatName::String, None) => (
+                ValueFormat::String,
+                crate::format::string::schema(crate::format::string::DEFAULT_COLUMN),
+            ),
+            (FormatName::String, Some(columns)) => {
+                let schema = parse_columns(&self.name, columns).await?;
+                match schema.fields().first() {
+                    Some(field)
+                        if schema.fields().len() == 1 && field.data_type() == &DataType::Utf8 =>
+                    {
+                        (
+                            ValueFormat::String,
+                            crate::format::string::schema(field.name()),
+                        )
+                    }
+                    _ => {
+                        return Err(bad(
+                            "format \"string\" takes one VARCHAR column (default: `value VARCHAR`)"
+                                .into(),
+                        ));
+                    }
+                }
             }
             (FormatName::Avro, _) => {
                 if self.subject.is_some() || self.schema_version.is_some() {

@@ -29,6 +29,7 @@ pub mod json_schema;
 pub mod keyed;
 pub mod protobuf;
 pub mod registry;
+pub mod string;
 
 pub use avro::{AvroFormat, AvroFraming};
 pub use protobuf::ProtobufFormat;
@@ -41,6 +42,8 @@ pub enum ValueFormat {
     Json,
     /// The value is not decoded: `_value BINARY`.
     Raw,
+    /// The value is UTF-8 text: one VARCHAR column.
+    String,
     /// Avro, plain or framed for a schema registry.
     Avro(Arc<AvroFormat>),
     /// Protobuf in the Confluent wire format.
@@ -56,6 +59,7 @@ impl fmt::Display for ValueFormat {
         f.write_str(match self {
             Self::Json => "json",
             Self::Raw => "raw",
+            Self::String => "string",
             Self::Avro(avro) => match avro.framing() {
                 AvroFraming::Plain => "avro",
                 AvroFraming::Confluent => "avro-confluent",
@@ -148,6 +152,7 @@ pub fn value_decoder(
     Ok(match format {
         ValueFormat::Raw => None,
         ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
+        ValueFormat::String => Some(Box::new(string::StringDecoder::default())),
         ValueFormat::Avro(avro) => Some(Box::new(avro::AvroDecoder::new(Arc::clone(avro)))),
         ValueFormat::Protobuf(protobuf) => Some(Box::new(protobuf::ProtobufDecoder::new(
             Arc::clone(protobuf),
