@@ -356,3 +356,29 @@ def test_string_values_are_a_varchar_column(brokers, tmp_path):
         assert "one VARCHAR column" in message, message
     finally:
         gateway.stop()
+
+
+def test_csv_values_read_into_declared_columns_and_tier(brokers, tmp_path):
+    topic = unique("ddl-csv")
+    create_topic(brokers, topic, partitions=1)
+    produce(brokers, topic, [{"partition": 0, "value": v} for v in (
+        b"1,alice,2.50,2026-01-01T10:00:00", b'2,"smith, bob",3.25,2026-01-02T11:30:00',
+        b"x,carol,1.00,2026-01-03T00:00:00", b"4,dave")])
+    lake = tmp_path / "lake"
+    gateway = Gateway(brokers, extra_args=["--lake", str(lake)])
+    try:
+        query(gateway, f"CREATE EXTERNAL TABLE csv_orders (id BIGINT, name VARCHAR, price DECIMAL(9, 2), "
+                       f"at TIMESTAMP) STORED AS KAFKA LOCATION '{topic}' OPTIONS ('value.format' 'csv')")
+        rows = query(gateway, "SELECT id, name, price, _error FROM csv_orders ORDER BY _offset").to_pylist()
+        assert rows[:2] == [{"id": 1, "name": "alice", "price": decimal.Decimal("2.50"), "_error": None},
+                            {"id": 2, "name": "smith, bob", "price": decimal.Decimal("3.25"), "_error": None}], rows
+        assert all(r["id"] is None and r["_error"].startswith("invalid CSV") for r in rows[2:]), rows
+        config = tmp_path / "empty.toml"
+        config.write_text("")
+        run = compactor(brokers, lake, config, "--tier-after", "0s")
+        assert run.returncode == 0, run.stderr
+        tier = sorted(DeltaTable(str(lake / "tables" / "csv_orders")).to_pyarrow_table().to_pylist(),
+                      key=lambda r: r["_offset"])
+        assert [(r["id"], r["name"]) for r in tier] == [(1, "alice"), (2, "smith, bob"), (None, None), (None, None)]
+    finally:
+        gateway.stop()

@@ -63,6 +63,9 @@ pub enum FormatName {
     /// UTF-8 text, one VARCHAR column (`value`, or the one `columns` names).
     #[serde(rename = "string")]
     String,
+    /// One CSV record per message, declared `columns` in field order.
+    #[serde(rename = "csv")]
+    Csv,
     /// A bare Avro datum of the definition's `schema`.
     #[serde(rename = "avro")]
     Avro,
@@ -231,6 +234,26 @@ impl TableDefinition {
         let (format, value_schema) = match (self.format, &self.columns) {
             (FormatName::Json, Some(columns)) => {
                 (ValueFormat::Json, parse_columns(&self.name, columns).await?)
+            }
+            (FormatName::Csv, Some(columns)) => {
+                let schema = parse_columns(&self.name, columns).await?;
+                if let Some(nested) = schema
+                    .fields()
+                    .iter()
+                    .find(|f| !crate::format::csv::supports(f.data_type()))
+                {
+                    return Err(bad(format!(
+                        "column '{}': CSV fields are flat; type {} is not read from CSV",
+                        nested.name(),
+                        nested.data_type()
+                    )));
+                }
+                (ValueFormat::Csv, schema)
+            }
+            (FormatName::Csv, None) => {
+                return Err(bad(
+                    "format \"csv\" needs `columns`, in the order of the fields".into(),
+                ));
             }
             (FormatName::Json, None) => {
                 return Err(bad("format \"json\" needs `columns`".into()));

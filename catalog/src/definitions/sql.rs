@@ -152,7 +152,7 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
         }
     }
     definition.format = format.ok_or_else(|| {
-        bad("OPTIONS ('value.format' '…') is required: json, string, raw, avro, avro-confluent, protobuf-confluent or json-schema".into())
+        bad("OPTIONS ('value.format' '…') is required: json, csv, string, raw, avro, avro-confluent, protobuf-confluent or json-schema".into())
     })?;
     if !statement.columns.is_empty() {
         let columns: Vec<String> = statement.columns.iter().map(|c| c.to_string()).collect();

@@ -157,6 +157,18 @@ fn json_decoder_takes_any_bytes() {
 }
 
 #[test]
+fn csv_decoder_takes_any_bytes() {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("price", DataType::Decimal128(9, 2), true),
+    ]));
+    let seeds = vec![b"1,alice,2.50".to_vec(), b"-7,\"b, \"\"q\"\"\",\n".to_vec()];
+    let mut decoder = super::csv::CsvDecoder::new(schema);
+    assert!(run(&mut decoder, &seeds, 0xc5f) >= values_to_run());
+}
+
+#[test]
 fn frame_parser_takes_any_bytes() {
     let mut rng = Rng(0xf00d);
     for _ in 0..values_to_run() * 10 {

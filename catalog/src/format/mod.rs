@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::{Fields, SchemaRef};
 use crate::error::Result;
 
 pub mod avro;
+pub mod csv;
 pub mod framing;
 #[cfg(test)]
 mod fuzz;
@@ -44,6 +45,8 @@ pub enum ValueFormat {
     Raw,
     /// The value is UTF-8 text: one VARCHAR column.
     String,
+    /// One CSV record per message, declared `columns`.
+    Csv,
     /// Avro, plain or framed for a schema registry.
     Avro(Arc<AvroFormat>),
     /// Protobuf in the Confluent wire format.
@@ -60,6 +63,7 @@ impl fmt::Display for ValueFormat {
             Self::Json => "json",
             Self::Raw => "raw",
             Self::String => "string",
+            Self::Csv => "csv",
             Self::Avro(avro) => match avro.framing() {
                 AvroFraming::Plain => "avro",
                 AvroFraming::Confluent => "avro-confluent",
@@ -153,6 +157,7 @@ pub fn value_decoder(
         ValueFormat::Raw => None,
         ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
         ValueFormat::String => Some(Box::new(string::StringDecoder::default())),
+        ValueFormat::Csv => Some(Box::new(csv::CsvDecoder::new(value_schema.clone()))),
         ValueFormat::Avro(avro) => Some(Box::new(avro::AvroDecoder::new(Arc::clone(avro)))),
         ValueFormat::Protobuf(protobuf) => Some(Box::new(protobuf::ProtobufDecoder::new(
             Arc::clone(protobuf),
