@@ -444,9 +444,11 @@ def test_a_definition_decodes_keys_with_a_registry_key_format(brokers, registry,
         assert rows[4]["key"] is None and rows[4]["_error"].startswith("key: "), rows[4]
         shown = query(gateway, "SHOW CREATE TABLE keyed_orders").to_pylist()[0]["definition"]
         assert "'key.format' 'avro-confluent'" in shown and f"'key.subject' '{topic}-customer-keys'" in shown, shown
+        assert "'key.schema.version' '1'" in shown, "the key subject's version is kept too"
         message = str(pytest.raises(flightsql.Error, query, gateway,
                                     f"CREATE EXTERNAL TABLE raw_keyed STORED AS KAFKA LOCATION '{topic}' "
-                                    "OPTIONS ('value.format' 'raw', 'key.format' 'avro-confluent')").value)
+                                    f"OPTIONS ('value.format' 'raw', 'key.format' 'avro-confluent', "
+                                    f"'key.subject' '{topic}-customer-keys')").value)
         assert "other than raw" in message, message
     finally:
         gateway.stop()

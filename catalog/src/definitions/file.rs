@@ -130,6 +130,11 @@ pub struct TableDefinition {
     /// The registry subject of the keys' schema (default `<topic>-key`).
     #[serde(default)]
     pub key_subject: Option<String>,
+    /// The key subject's version to read keys as (default: the latest when
+    /// the definition is read; a definition made by SQL stores the version
+    /// it resolved).
+    #[serde(default)]
+    pub key_schema_version: Option<u32>,
     /// Column list in SQL, for example `id BIGINT, name VARCHAR`. Names keep
     /// their case as written (JSON field names are matched exactly).
     #[serde(default)]
@@ -409,8 +414,11 @@ impl TableDefinition {
         let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
         let key_type = match self.key_format {
             None | Some(FormatName::Raw) => {
-                if self.key_subject.is_some() {
-                    return Err(bad("`key_subject` goes with a registry `key_format`".into()));
+                if self.key_subject.is_some() || self.key_schema_version.is_some() {
+                    return Err(bad(
+                        "`key_subject` and `key_schema_version` go with a registry `key_format`"
+                            .into(),
+                    ));
                 }
                 return Ok((format, value_schema));
             }
@@ -436,11 +444,13 @@ impl TableDefinition {
             .key_subject
             .clone()
             .unwrap_or_else(|| key_subject(topic));
-        let reader = registered(registry, &subject, None).await?.ok_or_else(|| {
-            bad(format!(
-                "key subject '{subject}' is not in the schema registry"
-            ))
-        })?;
+        let reader = registered(registry, &subject, self.key_schema_version)
+            .await?
+            .ok_or_else(|| {
+                bad(format!(
+                    "key subject '{subject}' is not in the schema registry"
+                ))
+            })?;
         if reader.schema_type != key_type {
             return Err(bad(format!(
                 "key subject '{subject}' holds a {} schema, not {key_type}",

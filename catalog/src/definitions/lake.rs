@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::DefinitionStore;
-use super::file::{DeclaredTable, FormatName, TableDefinition, value_subject};
+use super::file::{DeclaredTable, FormatName, TableDefinition, key_subject, value_subject};
 use crate::error::{CatalogError, Result};
 use crate::format::SchemaRegistry;
 use crate::format::registry::RegistryError;
@@ -200,37 +200,60 @@ impl LakeDefinitions {
     /// latest version *now*, written into the definition: every gateway
     /// then decodes the table the same way, whatever is registered later.
     async fn pin_schema_version(&self, definition: &mut TableDefinition) -> Result<()> {
-        let registry_format = matches!(
-            definition.format,
-            FormatName::AvroConfluent | FormatName::ProtobufConfluent | FormatName::JsonSchema
-        );
-        if !registry_format || definition.schema.is_some() || definition.schema_version.is_some() {
-            return Ok(());
-        }
         let Some(registry) = &self.registry else {
             // `resolve` says a registry is needed.
             return Ok(());
         };
-        let topic = definition.topic.as_deref().unwrap_or(&definition.name);
-        let subject = definition
-            .subject
+        let topic = definition
+            .topic
             .clone()
-            .unwrap_or_else(|| value_subject(topic));
-        match registry.subject_version(&subject, None).await {
-            Ok(found) => definition.schema_version = found.version,
-            Err(RegistryError::NotFound(_)) => {
-                return Err(CatalogError::Definition(format!(
-                    "table '{}': subject '{subject}' is not in the schema registry",
-                    definition.name
-                )));
-            }
-            Err(unavailable) => return Err(CatalogError::Registry(unavailable.to_string())),
+            .unwrap_or_else(|| definition.name.clone());
+        if is_registry_format(Some(definition.format))
+            && definition.schema.is_none()
+            && definition.schema_version.is_none()
+        {
+            let subject = definition
+                .subject
+                .clone()
+                .unwrap_or_else(|| value_subject(&topic));
+            definition.schema_version =
+                latest_version(registry, &definition.name, &subject).await?;
+        }
+        if is_registry_format(definition.key_format) && definition.key_schema_version.is_none() {
+            let subject = definition
+                .key_subject
+                .clone()
+                .unwrap_or_else(|| key_subject(&topic));
+            definition.key_schema_version =
+                latest_version(registry, &definition.name, &subject).await?;
         }
         Ok(())
     }
 
     fn unavailable(&self, e: StoreError) -> CatalogError {
         CatalogError::Lake(format!("table definitions on {}: {e}", self.lake.location))
+    }
+}
+
+fn is_registry_format(format: Option<FormatName>) -> bool {
+    matches!(
+        format,
+        Some(FormatName::AvroConfluent | FormatName::ProtobufConfluent | FormatName::JsonSchema)
+    )
+}
+
+/// The latest version of `subject`, for table `table`.
+async fn latest_version(
+    registry: &SchemaRegistry,
+    table: &str,
+    subject: &str,
+) -> Result<Option<u32>> {
+    match registry.subject_version(subject, None).await {
+        Ok(found) => Ok(found.version),
+        Err(RegistryError::NotFound(_)) => Err(CatalogError::Definition(format!(
+            "table '{table}': subject '{subject}' is not in the schema registry"
+        ))),
+        Err(unavailable) => Err(CatalogError::Registry(unavailable.to_string())),
     }
 }
 

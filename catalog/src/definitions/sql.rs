@@ -29,6 +29,7 @@ const OPTIONS: &[&str] = &[
     "value.format",
     "key.format",
     "key.subject",
+    "key.schema.version",
     "value.subject",
     "value.schema",
     "value.schema.version",
@@ -94,6 +95,7 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
         message: None,
         key_format: None,
         key_subject: None,
+        key_schema_version: None,
         columns: None,
         timestamp_skew: None,
     };
@@ -109,6 +111,13 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
             }
             "key.subject" | "key.avro-confluent.subject" | "key.protobuf-confluent.subject" => {
                 definition.key_subject = Some(value);
+            }
+            "key.schema.version" => {
+                definition.key_schema_version = Some(value.parse().map_err(|_| {
+                    bad(format!(
+                        "key.schema.version '{value}' is not a version number"
+                    ))
+                })?);
             }
             "value.subject"
             | "value.avro-confluent.subject"
@@ -255,6 +264,9 @@ pub fn create_statement(definition: &TableDefinition) -> String {
     }
     if let Some(subject) = &definition.key_subject {
         options.push(("key.subject", subject.clone()));
+    }
+    if let Some(version) = definition.key_schema_version {
+        options.push(("key.schema.version", version.to_string()));
     }
     if let Some(skew) = &definition.timestamp_skew {
         options.push(("timestamp_skew", skew.clone()));

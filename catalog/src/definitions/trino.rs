@@ -98,6 +98,7 @@ pub fn import(text: &str, dir: &Path) -> Result<Imported> {
         message: None,
         key_format: None,
         key_subject: None,
+        key_schema_version: None,
         columns: None,
         timestamp_skew: None,
     };

@@ -27,7 +27,7 @@ use crate::settings::Settings;
 pub(super) enum Definition {
     /// `CREATE EXTERNAL TABLE … STORED AS KAFKA`.
     Create {
-        definition: TableDefinition,
+        definition: Box<TableDefinition>,
         infer_json: Option<usize>,
         if_not_exists: bool,
     },
@@ -54,7 +54,7 @@ impl KappaFlightSqlService {
             Some(DfStatement::CreateExternalTable(create)) => {
                 let asked = from_create(&create).map_err(|e| catalog_status(&e))?;
                 Definition::Create {
-                    definition: asked.definition,
+                    definition: Box::new(asked.definition),
                     infer_json: asked.infer_json,
                     if_not_exists: create.if_not_exists,
                 }
@@ -115,7 +115,7 @@ impl KappaFlightSqlService {
                     definition.columns = Some(columns);
                 }
                 context
-                    .create_table(definition, &settings.caller, if_not_exists)
+                    .create_table(*definition, &settings.caller, if_not_exists)
                     .await
                     .map_err(|e| catalog_status(&e))?
             }
