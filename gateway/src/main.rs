@@ -144,7 +144,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // the compactor on it.
     let defined = LakeTables::new(
         LakeDefinitions::new(lake.clone(), registry.clone()),
-        registry.clone(),
         args.topic_refresh,
     );
     let context = CatalogContext::new(client, tables, args.topic_refresh)

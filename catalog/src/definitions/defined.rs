@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use super::file::{DeclaredTable, TableDefinition};
 use super::lake::{LakeDefinitions, StoredDefinition};
 use crate::error::Result;
-use crate::format::SchemaRegistry;
 
 /// A stored definition and, once resolved, its table.
 #[derive(Debug, Clone)]
@@ -35,21 +34,16 @@ struct State {
 #[derive(Debug)]
 pub struct LakeTables {
     store: LakeDefinitions,
-    registry: Option<Arc<SchemaRegistry>>,
     refresh_interval: Duration,
     state: Mutex<State>,
 }
 
 impl LakeTables {
-    /// The tables `store` defines, listed again after `refresh_interval`.
-    pub fn new(
-        store: LakeDefinitions,
-        registry: Option<Arc<SchemaRegistry>>,
-        refresh_interval: Duration,
-    ) -> Self {
+    /// The tables `store` defines (resolved in its registry), listed again
+    /// after `refresh_interval`.
+    pub fn new(store: LakeDefinitions, refresh_interval: Duration) -> Self {
         Self {
             store,
-            registry,
             refresh_interval,
             state: Mutex::default(),
         }
@@ -81,7 +75,7 @@ impl LakeTables {
                     seen.clone()
                 }
                 _ => {
-                    let table = match stored.definition.resolve(self.registry.as_ref()).await {
+                    let table = match stored.definition.resolve(self.store.registry()).await {
                         Ok(table) => Some(table),
                         Err(e) => {
                             tracing::warn!(table = %name, "definition not resolved: {e}");
@@ -113,7 +107,7 @@ impl LakeTables {
         let table = defined
             .stored
             .definition
-            .resolve(self.registry.as_ref())
+            .resolve(self.store.registry())
             .await?;
         if let Some(entry) = self.lock().tables.get_mut(name) {
             entry.table = Some(table.clone());

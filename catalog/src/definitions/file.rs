@@ -203,11 +203,69 @@ impl CatalogConfig {
 }
 
 impl TableDefinition {
+    /// A definition of `name` reading `topic` as `format`, every option at
+    /// its default.
+    pub fn new(name: impl Into<String>, topic: impl Into<String>, format: FormatName) -> Self {
+        Self {
+            name: name.into(),
+            topic: Some(topic.into()),
+            format,
+            schema: None,
+            subject: None,
+            schema_version: None,
+            message: None,
+            key_format: None,
+            key_subject: None,
+            key_schema_version: None,
+            columns: None,
+            timestamp_skew: None,
+        }
+    }
+
+    /// The topic it reads: `topic`, else the table's name.
+    pub fn topic_name(&self) -> String {
+        self.topic.clone().unwrap_or_else(|| self.name.clone())
+    }
+
+    /// The registry subject of its values: `subject`, else `<topic>-value`.
+    pub fn value_subject_name(&self) -> String {
+        self.subject
+            .clone()
+            .unwrap_or_else(|| value_subject(&self.topic_name()))
+    }
+
+    /// The registry subject of its keys: `key_subject`, else `<topic>-key`.
+    pub fn key_subject_name(&self) -> String {
+        self.key_subject
+            .clone()
+            .unwrap_or_else(|| key_subject(&self.topic_name()))
+    }
+
+    /// The value subject's schema at `schema_version` for a registry format
+    /// named `format`: the registry, the subject and its schema.
+    async fn value_reader<'r>(
+        &self,
+        registry: Option<&'r Arc<SchemaRegistry>>,
+        format: &str,
+    ) -> Result<(&'r Arc<SchemaRegistry>, String, RegisteredSchema)> {
+        let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
+        let registry = registry.ok_or_else(|| {
+            bad(format!(
+                "format \"{format}\" needs a schema registry (--schema-registry)"
+            ))
+        })?;
+        let subject = self.value_subject_name();
+        let reader = registered(registry, &subject, self.schema_version)
+            .await?
+            .ok_or_else(|| bad(format!("subject '{subject}' is not in the schema registry")))?;
+        Ok((registry, subject, reader))
+    }
+
     /// This definition, validated, its columns an Arrow schema and its
     /// registry subject looked up.
     pub async fn resolve(&self, registry: Option<&Arc<SchemaRegistry>>) -> Result<DeclaredTable> {
         let bad = |why: String| CatalogError::Config(format!("table '{}': {why}", self.name));
-        let topic = self.topic.clone().unwrap_or_else(|| self.name.clone());
+        let topic = self.topic_name();
         let avro = matches!(self.format, FormatName::Avro | FormatName::AvroConfluent);
         let protobuf = self.format == FormatName::ProtobufConfluent;
         let json_schema = self.format == FormatName::JsonSchema;
@@ -309,10 +367,7 @@ impl TableDefinition {
                 let reader = match &self.schema {
                     Some(schema) => schema.clone(),
                     None => {
-                        let subject = self
-                            .subject
-                            .clone()
-                            .unwrap_or_else(|| value_subject(&topic));
+                        let subject = self.value_subject_name();
                         subject_schema(registry, &subject, self.schema_version)
                             .await?
                             .ok_or_else(|| {
@@ -323,21 +378,8 @@ impl TableDefinition {
                 avro_format(AvroFormat::confluent(&reader, Arc::clone(registry)).map_err(bad)?)
             }
             (FormatName::ProtobufConfluent, _) => {
-                let registry = registry.ok_or_else(|| {
-                    bad(
-                        "format \"protobuf-confluent\" needs a schema registry (--schema-registry)"
-                            .into(),
-                    )
-                })?;
-                let subject = self
-                    .subject
-                    .clone()
-                    .unwrap_or_else(|| value_subject(&topic));
-                let reader = registered(registry, &subject, self.schema_version)
-                    .await?
-                    .ok_or_else(|| {
-                        bad(format!("subject '{subject}' is not in the schema registry"))
-                    })?;
+                let (registry, subject, reader) =
+                    self.value_reader(registry, "protobuf-confluent").await?;
                 let format = ProtobufFormat::confluent(
                     &reader,
                     self.message.as_deref(),
@@ -351,18 +393,8 @@ impl TableDefinition {
                 protobuf_format(format)
             }
             (FormatName::JsonSchema, _) => {
-                let registry = registry.ok_or_else(|| {
-                    bad("format \"json-schema\" needs a schema registry (--schema-registry)".into())
-                })?;
-                let subject = self
-                    .subject
-                    .clone()
-                    .unwrap_or_else(|| value_subject(&topic));
-                let reader = registered(registry, &subject, self.schema_version)
-                    .await?
-                    .ok_or_else(|| {
-                        bad(format!("subject '{subject}' is not in the schema registry"))
-                    })?;
+                let (registry, subject, reader) =
+                    self.value_reader(registry, "json-schema").await?;
                 if reader.schema_type != SchemaType::Json {
                     return Err(bad(format!(
                         "subject '{subject}' holds a {} schema, not a JSON Schema",
@@ -375,9 +407,7 @@ impl TableDefinition {
                 )
             }
         };
-        let (format, value_schema) = self
-            .with_keys(registry, &topic, format, value_schema)
-            .await?;
+        let (format, value_schema) = self.with_keys(registry, format, value_schema).await?;
         let timestamp_skew = self
             .timestamp_skew
             .as_deref()
@@ -407,7 +437,6 @@ impl TableDefinition {
     async fn with_keys(
         &self,
         registry: Option<&Arc<SchemaRegistry>>,
-        topic: &str,
         format: ValueFormat,
         value_schema: SchemaRef,
     ) -> Result<(ValueFormat, SchemaRef)> {
@@ -440,10 +469,7 @@ impl TableDefinition {
         let registry = registry.ok_or_else(|| {
             bad("a registry key format needs a schema registry (--schema-registry)".into())
         })?;
-        let subject = self
-            .key_subject
-            .clone()
-            .unwrap_or_else(|| key_subject(topic));
+        let subject = self.key_subject_name();
         let reader = registered(registry, &subject, self.key_schema_version)
             .await?
             .ok_or_else(|| {
@@ -593,7 +619,7 @@ fn protobuf_format(protobuf: ProtobufFormat) -> (ValueFormat, SchemaRef) {
 
 /// A subject's schema at `version` (the latest if `None`), or `None` if the
 /// registry has no such subject or version.
-async fn registered(
+pub(crate) async fn registered(
     registry: &SchemaRegistry,
     subject: &str,
     version: Option<u32>,

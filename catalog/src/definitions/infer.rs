@@ -16,6 +16,7 @@ use datafusion::arrow::json::reader::infer_json_schema_from_iterator;
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
+use super::sql::quote_identifier as quoted;
 use crate::error::{CatalogError, Result};
 use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
@@ -141,10 +142,6 @@ fn sql_type(data_type: &DataType) -> String {
         ),
         _ => "VARCHAR".into(),
     }
-}
-
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

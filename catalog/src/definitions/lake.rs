@@ -23,10 +23,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::DefinitionStore;
-use super::file::{DeclaredTable, FormatName, TableDefinition, key_subject, value_subject};
+use super::file::{DeclaredTable, FormatName, TableDefinition, registered};
 use crate::error::{CatalogError, Result};
 use crate::format::SchemaRegistry;
-use crate::format::registry::RegistryError;
 use crate::lake::Lake;
 use crate::lake::location::definitions_url;
 
@@ -69,6 +68,11 @@ impl LakeDefinitions {
             store: OnceCell::new(),
             read: Mutex::default(),
         }
+    }
+
+    /// The registry the definitions' formats resolve in.
+    pub fn registry(&self) -> Option<&Arc<SchemaRegistry>> {
+        self.registry.as_ref()
     }
 
     /// The object store at `<lake>/_kappa/`, opened the first time it is
@@ -204,26 +208,16 @@ impl LakeDefinitions {
             // `resolve` says a registry is needed.
             return Ok(());
         };
-        let topic = definition
-            .topic
-            .clone()
-            .unwrap_or_else(|| definition.name.clone());
         if is_registry_format(Some(definition.format))
             && definition.schema.is_none()
             && definition.schema_version.is_none()
         {
-            let subject = definition
-                .subject
-                .clone()
-                .unwrap_or_else(|| value_subject(&topic));
+            let subject = definition.value_subject_name();
             definition.schema_version =
                 latest_version(registry, &definition.name, &subject).await?;
         }
         if is_registry_format(definition.key_format) && definition.key_schema_version.is_none() {
-            let subject = definition
-                .key_subject
-                .clone()
-                .unwrap_or_else(|| key_subject(&topic));
+            let subject = definition.key_subject_name();
             definition.key_schema_version =
                 latest_version(registry, &definition.name, &subject).await?;
         }
@@ -248,13 +242,12 @@ async fn latest_version(
     table: &str,
     subject: &str,
 ) -> Result<Option<u32>> {
-    match registry.subject_version(subject, None).await {
-        Ok(found) => Ok(found.version),
-        Err(RegistryError::NotFound(_)) => Err(CatalogError::Definition(format!(
+    let found = registered(registry, subject, None).await?.ok_or_else(|| {
+        CatalogError::Definition(format!(
             "table '{table}': subject '{subject}' is not in the schema registry"
-        ))),
-        Err(unavailable) => Err(CatalogError::Registry(unavailable.to_string())),
-    }
+        ))
+    })?;
+    Ok(found.version)
 }
 
 #[async_trait]

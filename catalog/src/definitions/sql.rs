@@ -85,20 +85,7 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
         }
         _ => return Err(bad("LOCATION takes one topic".into())),
     };
-    let mut definition = TableDefinition {
-        name: name.clone(),
-        topic: Some(topic),
-        format: FormatName::Json,
-        schema: None,
-        subject: None,
-        schema_version: None,
-        message: None,
-        key_format: None,
-        key_subject: None,
-        key_schema_version: None,
-        columns: None,
-        timestamp_skew: None,
-    };
+    let mut definition = TableDefinition::new(name.clone(), topic, FormatName::Json);
     let mut format = None;
     let (mut infer, mut infer_records) = (false, None);
     for (key, value) in &statement.options {
@@ -279,6 +266,12 @@ pub fn create_statement(definition: &TableDefinition) -> String {
     sql
 }
 
+/// `name` as a SQL identifier, double-quoted so case and punctuation are
+/// kept.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// `name`, double-quoted unless it reads the same unquoted.
 fn quoted_name(name: &str) -> String {
     let plain = name
@@ -291,7 +284,7 @@ fn quoted_name(name: &str) -> String {
     if plain {
         name.to_string()
     } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        quote_identifier(name)
     }
 }
 

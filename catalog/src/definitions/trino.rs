@@ -16,6 +16,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::file::{FormatName, TableDefinition};
+use super::sql::quote_identifier as quoted;
 use crate::error::{CatalogError, Result};
 
 /// One table-description file.
@@ -88,20 +89,11 @@ pub fn import(text: &str, dir: &Path) -> Result<Imported> {
             key.data_format
         ));
     }
-    let mut definition = TableDefinition {
-        name: table.clone(),
-        topic: Some(description.topic_name.clone()),
-        format: FormatName::Raw,
-        schema: None,
-        subject: None,
-        schema_version: None,
-        message: None,
-        key_format: None,
-        key_subject: None,
-        key_schema_version: None,
-        columns: None,
-        timestamp_skew: None,
-    };
+    let mut definition = TableDefinition::new(
+        table.clone(),
+        description.topic_name.clone(),
+        FormatName::Raw,
+    );
     let Some(message) = &description.message else {
         return Ok(Imported { definition, notes });
     };
@@ -242,11 +234,6 @@ fn insert(node: &mut Node, path: &[&str], sql_type: String) -> std::result::Resu
         }
         _ => Err("mapped twice, or both a value and an object".into()),
     }
-}
-
-/// `name` as a SQL identifier: quoted, so case and punctuation are kept.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// kappa's SQL type for a Trino type, or `None` if kappa has none.
