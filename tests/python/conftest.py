@@ -5,7 +5,9 @@ import datetime
 import hashlib
 import ipaddress
 import os
+import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,6 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
+import test_registry  # noqa: E402 (the schema registry's test double)
 
 DEADLINE_S = 30
 # ADBC Flight SQL options for a gateway with TLS and sign-in on.
@@ -249,3 +254,27 @@ def secured(brokers, pki, tmp_path_factory):
     yield {"gateway": gateway, "uri": f"grpc+tls://{gateway.address}", "orders": orders, "secrets": secrets,
            "ca": pki["ca"].decode()}
     gateway.stop()
+
+
+def query(gateway, sql):
+    """The Arrow table `sql` answers on `gateway` (a new ADBC connection)."""
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def closed_port():
+    """A port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """The schema registry's test double (tests/registry/test_registry.py) on a free port: its URL."""
+    server, url = test_registry.serve()
+    yield url
+    server.shutdown()

@@ -21,7 +21,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from deltalake import DeltaTable
 
-from conftest import Gateway, create_topic, produce, unique
+from conftest import Gateway, closed_port, create_topic, produce, query, unique
 from test_compactor import compactor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
@@ -91,19 +91,6 @@ def expected(i, version, reader_version):
     else:
         row["channel"] = source.get("channel", "web")  # v1 values take the reader's default
     return row
-
-
-def query(gateway, sql, **options):
-    with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetch_arrow_table()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    server, url = test_registry.serve()
-    yield url
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -212,12 +199,6 @@ def test_plain_avro_with_an_inline_schema(brokers):
         assert rows[2]["sensor"] is None and "invalid Avro" in rows[2]["_error"] and rows[2]["_value"] == b"\x02"
     finally:
         gateway.stop()
-
-
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_registry_that_is_down_fails_the_query_and_names_it(brokers, avro_topic):

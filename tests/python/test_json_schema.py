@@ -5,21 +5,16 @@ double of the Confluent REST API."""
 
 import datetime
 import json
-import os
-import sys
 
-import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.json_schema import JSONSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from deltalake import DeltaTable
 
-from conftest import Gateway, create_topic, produce, unique
+from conftest import Gateway, create_topic, produce, query, unique
 from test_compactor import compactor
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
-import test_registry  # noqa: E402 (the registry test double)
 
 PROPERTIES = {
     "id": {"type": "integer"},
@@ -56,19 +51,6 @@ def expected(i):
     value = order(i, 1)
     value["placed_at"] = BASE + datetime.timedelta(seconds=i)
     return value
-
-
-def query(gateway, sql):
-    with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetch_arrow_table()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    server, url = test_registry.serve()
-    yield url
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

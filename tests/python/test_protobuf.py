@@ -6,7 +6,6 @@ registry is tests/registry/test_registry.py, a test double of the Confluent REST
 
 import datetime
 import os
-import socket
 import sys
 import time
 
@@ -18,7 +17,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from deltalake import DeltaTable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2, wrappers_pb2
 
-from conftest import Gateway, create_topic, produce, unique
+from conftest import Gateway, closed_port, create_topic, produce, query, unique
 from test_compactor import compactor
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "registry"))
@@ -149,19 +148,6 @@ def expected(i, version):
     }
 
 
-def query(gateway, sql):
-    with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        return cur.fetch_arrow_table()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    server, url = test_registry.serve()
-    yield url
-    server.shutdown()
-
-
 def serializer(client, cls):
     return ProtobufSerializer(cls, client, {"use.deprecated.format": False})
 
@@ -279,12 +265,6 @@ def test_a_protobuf_subject_is_a_table_of_its_first_message(brokers, registry, o
         assert "a shop.Order message, and this table reads shop.Refund" in rows[0]["_error"], rows
     finally:
         gateway.stop()
-
-
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_a_registry_that_is_down_fails_the_query(brokers, orders_topic):
