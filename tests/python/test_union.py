@@ -2,6 +2,8 @@
 partition's watermark) and Kafka (from it on), exact at the seam, and keeps serving history that
 Kafka has deleted."""
 
+import datetime
+
 import adbc_driver_flightsql.dbapi as flightsql
 from deltalake import DeltaTable
 
@@ -199,7 +201,7 @@ def test_system_tables_and_explain_show_both_tiers(brokers, table):
 
         files = query(
             gateway,
-            f"SELECT path, partition_values, min_offset, max_offset, rows, bytes FROM system.lake_files "
+            f"SELECT path, partition_values, min_offset, max_offset, rows, bytes, modified FROM system.lake_files "
             f"WHERE \"table\" = '{name}'",
         ).to_pylist()
         assert sorted(f["path"] for f in files) == sorted(
@@ -208,6 +210,9 @@ def test_system_tables_and_explain_show_both_tiers(brokers, table):
         assert sum(f["rows"] for f in files) == 300
         assert all(f["partition_values"].startswith("_date=") and f["bytes"] > 0 for f in files)
         assert max(f["max_offset"] for f in files) == max(watermarks.values()) - 1
+        # Written by the compactor a moment ago (Delta's modificationTime is in milliseconds).
+        now = datetime.datetime.now(datetime.timezone.utc)
+        assert all(abs((now - f["modified"]).total_seconds()) < 600 for f in files), files
 
         commits = query(
             gateway,

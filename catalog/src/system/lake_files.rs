@@ -118,7 +118,14 @@ fn rows_of(table: &str, actions: &RecordBatch) -> Result<RecordBatch> {
             stat("max", TIMESTAMP, &utc_micros())?,
             column("num_records", &DataType::Int64)?,
             column("size_bytes", &DataType::Int64)?,
-            column("modification_time", &utc_micros())?,
+            // Delta writes `modificationTime` in milliseconds since the epoch.
+            cast(
+                &column(
+                    "modification_time",
+                    &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                )?,
+                &utc_micros(),
+            )?,
         ],
     )?)
 }
