@@ -9,6 +9,7 @@ import io
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -433,3 +434,70 @@ def test_a_definition_decodes_keys_with_a_registry_key_format(brokers, registry,
         assert "other than raw" in message, message
     finally:
         gateway.stop()
+
+
+def test_json_timestamps_follow_one_rule_in_kafka_and_the_lake(brokers, tmp_path):
+    """A number in a TIMESTAMP column is milliseconds since the epoch unless the column declares its
+    precision; a number outside 1900..2200 is an _error (not 1970); WITH TIME ZONE keeps UTC."""
+    topic = unique("json-ts")
+    create_topic(brokers, topic, partitions=1)
+    at = datetime.datetime(2026, 12, 6, 10, 0, 0, 123000, tzinfo=datetime.timezone.utc)
+    ms = int(at.timestamp() * 1000)
+    good = [
+        {"id": 0, "at": ms, "at_s": ms // 1000, "at_us": ms * 1000, "zoned": ms, "nested": {"when": ms}},
+        {"id": 1, "at": "2026-12-06T10:00:00.123456Z", "at_s": "2026-12-06T10:00:00Z",
+         "at_us": ms * 1000 + 456, "zoned": "2026-12-06T11:00:00.123+01:00", "nested": {"when": ms}},
+    ]
+    bad = [{"id": 2, "at": ms * 1000}, {"id": 3, "at_s": ms}]  # microseconds as ms, ms as seconds
+    produce(brokers, topic, [{"partition": 0, "value": json.dumps(v).encode()} for v in good + bad])
+    config = tmp_path / "kappa.toml"
+    config.write_text(
+        f'[[tables]]\nname = "events"\ntopic = "{topic}"\nformat = "json"\n'
+        'columns = "id BIGINT, at TIMESTAMP, at_s TIMESTAMP(0), at_us TIMESTAMP(6), '
+        'zoned TIMESTAMP WITH TIME ZONE, nested STRUCT<\\"when\\" TIMESTAMP>"\n')
+    naive = at.replace(tzinfo=None)
+    want = [
+        {"id": 0, "at": naive, "at_s": naive.replace(microsecond=0), "at_us": naive, "zoned": at,
+         "nested": {"when": naive}},
+        {"id": 1, "at": naive.replace(microsecond=123456), "at_s": naive.replace(microsecond=0),
+         "at_us": naive.replace(microsecond=123456), "zoned": at, "nested": {"when": naive}},
+    ]
+    columns = "id, at, at_s, at_us, zoned, nested"
+
+    def check(gateway, where):
+        table = query(gateway, f"SELECT {columns}, _error FROM events WHERE {where} ORDER BY _offset")
+        assert str(table.schema.field("zoned").type) == "timestamp[us, tz=UTC]", table.schema
+        rows = table.to_pylist()
+        assert [{k: v for k, v in r.items() if k != "_error"} for r in rows[:2]] == want
+        for row in rows[2:]:
+            assert "outside 1900-01-01" in row["_error"] and row["at"] is None, row
+        assert len(rows) == 4
+        # AT TIME ZONE converts the instant (10:00:00.123 UTC is 11:00:00.123 in Paris).
+        local = query(gateway, "SELECT CAST(zoned AT TIME ZONE 'Europe/Paris' AS VARCHAR) AS local "
+                               f"FROM events WHERE id = 0 AND {where}").column("local").to_pylist()
+        assert local == ["2026-12-06T11:00:00.123+01:00"], local
+
+    gateway = Gateway(brokers, config.read_text())
+    try:
+        check(gateway, "true")
+    finally:
+        gateway.stop()
+    lake = tmp_path / "lake"
+    run = compactor(brokers, lake, config, "--tier-after", "0s")
+    assert run.returncode == 0, run.stderr
+    gateway = Gateway(brokers, config.read_text(), ["--lake", str(lake)])
+    try:
+        plan = "\n".join(query(gateway, "EXPLAIN SELECT * FROM events WHERE _offset < 4").column("plan").to_pylist())
+        assert "LakeTierExec" in plan and "KafkaScanExec" not in plan, plan
+        check(gateway, "_offset < 4")
+    finally:
+        gateway.stop()
+
+
+def test_nanosecond_timestamps_are_refused_with_the_reason(brokers, tmp_path):
+    config = tmp_path / "kappa.toml"
+    config.write_text('[[tables]]\nname = "e"\ntopic = "e"\nformat = "json"\ncolumns = "at TIMESTAMP( 9 )"\n')
+    run = subprocess.run([os.environ["KAPPA_GATEWAY_BIN"], "serve", "--listen", "127.0.0.1:0", "--brokers", brokers,
+                          "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "TIMESTAMP(9)" in run.stderr and "microseconds" in run.stderr, run.stderr

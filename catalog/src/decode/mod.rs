@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn json_rows_keep_their_order_and_errors() {
-        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema(), None);
+        let mut a = BatchAssembler::new(ValueFormat::Json(None), orders_schema(), None);
         let values: [Option<&[u8]>; 6] = [
             Some(br#"{"id": 1, "customer": "ada"}"#),
             Some(b"not json"),
@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn only_projected_columns_are_built() {
         // count(*): no column at all, yet every row counted and no value kept.
-        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema(), Some(&[]));
+        let mut a = BatchAssembler::new(ValueFormat::Json(None), orders_schema(), Some(&[]));
         a.append(record(0, Some(b"not json")), [("h", Some(&b"v"[..]))])
             .unwrap();
         a.append(record(1, Some(br#"{"id": 2}"#)), []).unwrap();
@@ -375,13 +375,17 @@ mod tests {
 
         // A value column without _error still sees whole-record decoding:
         // the row whose other field is bad is null, as in a full scan.
-        let table = crate::columns::table_schema(&ValueFormat::Json, &orders_schema());
+        let table = crate::columns::table_schema(&ValueFormat::Json(None), &orders_schema());
         let (offset, id) = (
             table.index_of(OFFSET).unwrap(),
             table.index_of("id").unwrap(),
         );
-        let mut a = BatchAssembler::new(ValueFormat::Json, orders_schema(), Some(&[offset, id]));
-        a.append(record(0, Some(br#"{"id": 1, "customer": 7}"#)), [])
+        let mut a = BatchAssembler::new(
+            ValueFormat::Json(None),
+            orders_schema(),
+            Some(&[offset, id]),
+        );
+        a.append(record(0, Some(br#"{"id": 1, "customer": [7]}"#)), [])
             .unwrap();
         a.append(record(1, Some(br#"{"id": 2, "customer": "x"}"#)), [])
             .unwrap();

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, Result};
 use crate::format::json_schema::JsonSchemaFormat;
+use crate::format::json_timestamps::number_units;
 use crate::format::keyed::KeyedFormat;
 use crate::format::registry::{RegisteredSchema, RegistryError, SchemaType};
 use crate::format::{AvroFormat, ProtobufFormat, SchemaRegistry, ValueFormat};
@@ -296,7 +297,20 @@ impl TableDefinition {
         }
         let (format, value_schema) = match (self.format, &self.columns) {
             (FormatName::Json, Some(columns)) => {
-                (ValueFormat::Json, parse_columns(&self.name, columns).await?)
+                let declared = declared_columns(&self.name, columns).await?;
+                let table = Arc::new(lake_columns(&declared));
+                let units = Schema::new(
+                    declared
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            f.as_ref()
+                                .clone()
+                                .with_data_type(number_units(f.data_type()))
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                (ValueFormat::Json(Some(Arc::new(units))), table)
             }
             (FormatName::Csv, Some(columns)) => {
                 let schema = parse_columns(&self.name, columns).await?;
@@ -656,7 +670,32 @@ async fn subject_schema(
 /// DataFusion's SQL has no map type, so a column typed `MAP<K, V>` (or
 /// `MAP(K, V)`) is read here, its key and value types by DataFusion.
 pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
+    let declared = declared_columns(table, columns).await?;
+    Ok(Arc::new(lake_columns(&declared)))
+}
+
+/// The table's columns of `declared` ones: timestamps in microseconds.
+fn lake_columns(declared: &Schema) -> Schema {
+    Schema::new(
+        declared
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), lake_type(f.data_type()), true))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// The columns as declared, before timestamps become microseconds: a
+/// declared precision says what a JSON number counts.
+async fn declared_columns(table: &str, columns: &str) -> Result<SchemaRef> {
     let bad = |why: String| CatalogError::Config(format!("table '{table}': columns: {why}"));
+    if declares_nanoseconds(columns) {
+        return Err(bad(
+            "TIMESTAMP(9): kappa keeps microseconds, the precision Delta Lake stores; declare \
+             TIMESTAMP(6) (numbers are microseconds) or TIMESTAMP (numbers are milliseconds)"
+                .into(),
+        ));
+    }
     let parts = split_top_level(columns);
     let planned = if parts.iter().any(|c| map_type_text(c).is_some()) {
         let mut fields = Vec::with_capacity(parts.len());
@@ -708,7 +747,7 @@ pub async fn parse_columns(table: &str, columns: &str) -> Result<SchemaRef> {
                 field.data_type()
             )));
         }
-        fields.push(Field::new(field.name(), lake_type(field.data_type()), true));
+        fields.push(Field::new(field.name(), field.data_type().clone(), true));
     }
     if fields.is_empty() {
         return Err(bad("no columns".into()));
@@ -723,6 +762,9 @@ async fn sql_fields(columns: &str) -> std::result::Result<Vec<Field>, String> {
     // `userId` stays `userId`: arrow-json matches field names exactly, so a
     // lower-cased name would never match and always read null.
     config.options_mut().sql_parser.enable_ident_normalization = false;
+    // `TIMESTAMP WITH TIME ZONE` is an instant: kept as UTC, so that
+    // `AT TIME ZONE` converts it rather than reading it as local time.
+    config.options_mut().execution.time_zone = Some("UTC".into());
     let ctx = SessionContext::new_with_config(config);
     let sql = format!("CREATE EXTERNAL TABLE t ({columns}) STORED AS CSV LOCATION 'unused'");
     let plan = ctx
@@ -739,6 +781,17 @@ async fn sql_fields(columns: &str) -> std::result::Result<Vec<Field>, String> {
         .iter()
         .map(|f| f.as_ref().clone())
         .collect())
+}
+
+/// Whether a column list declares `TIMESTAMP(9)` (DataFusion plans it as a
+/// bare `TIMESTAMP`, so only the text tells them apart).
+fn declares_nanoseconds(columns: &str) -> bool {
+    let squeezed: String = columns
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    squeezed.contains("TIMESTAMP(9)")
 }
 
 /// Splits at the commas outside brackets and quotes.

@@ -9,6 +9,13 @@
 //! checked alone with serde_json and, if the types still do not fit, the
 //! misfits found by halving, so a bad record costs only its batch and
 //! becomes a row of nulls with the reason in `_error`.
+//!
+//! Timestamp columns are read as text and converted by the one rule in
+//! [`super::json_timestamps`], so a number (milliseconds unless the column
+//! declares its precision) never becomes a date in 1970. Reading them as
+//! text means arrow-json coerces numbers and booleans to text, so a VARCHAR
+//! column takes `5` or `true` as `"5"` or `"true"`, as Trino's JSON decoder
+//! does.
 
 use std::sync::Arc;
 
@@ -20,6 +27,7 @@ use datafusion::arrow::json::ReaderBuilder;
 use datafusion::arrow::json::reader::Decoder;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::json_timestamps::{convert, read_type};
 use super::{DecodedValues, ValueDecoder};
 use crate::error::Result;
 
@@ -30,7 +38,12 @@ const DECODER_ROWS: usize = 8192;
 /// Collects JSON values and decodes them into `schema`'s columns.
 #[derive(Debug)]
 pub struct JsonDecoder {
+    /// The table's columns, as the decoder hands them over.
     schema: SchemaRef,
+    /// The columns as declared: the unit each timestamp's numbers count.
+    declared: SchemaRef,
+    /// The columns as arrow-json reads them: timestamps as text.
+    read: SchemaRef,
     raw: BinaryBuilder,
     decoder: Decoder,
     /// Rows decoded and handed over by the decoder so far.
@@ -43,11 +56,27 @@ pub struct JsonDecoder {
 }
 
 impl JsonDecoder {
-    /// Values decoding into `schema`.
+    /// Values decoding into `schema`, whose types are also the declared
+    /// ones (a number in a microsecond timestamp counts microseconds).
     pub fn new(schema: SchemaRef) -> Result<Self> {
+        Self::declared(Arc::clone(&schema), schema)
+    }
+
+    /// Values decoding into `schema`, declared as `declared` (the same
+    /// columns; its timestamps' units are what numbers count).
+    pub fn declared(schema: SchemaRef, declared: SchemaRef) -> Result<Self> {
+        let read = Arc::new(Schema::new(
+            declared
+                .fields()
+                .iter()
+                .map(|f| Field::new(f.name(), read_type(f.data_type()), f.is_nullable()))
+                .collect::<Vec<_>>(),
+        ));
         Ok(Self {
-            decoder: new_decoder(&schema, DECODER_ROWS)?,
+            decoder: new_decoder(&read, DECODER_ROWS)?,
             schema,
+            declared,
+            read,
             raw: BinaryBuilder::new(),
             done: Vec::new(),
             rows: Vec::new(),
@@ -101,7 +130,8 @@ impl ValueDecoder for JsonDecoder {
             match self.decoder.flush() {
                 Ok(batch) => {
                     done.extend(batch);
-                    Some(concat_batches(&self.schema, &done)?)
+                    let read = concat_batches(&self.read, &done)?;
+                    self.columns().convert(read).ok()
                 }
                 Err(_) => None,
             }
@@ -110,11 +140,46 @@ impl ValueDecoder for JsonDecoder {
             Some(decoded) => (decoded, rows, vec![None; values]),
             None => {
                 // The decoder may hold a partial record: start afresh.
-                self.decoder = new_decoder(&self.schema, DECODER_ROWS)?;
-                careful_decode(&raw, &self.schema)?
+                self.decoder = new_decoder(&self.read, DECODER_ROWS)?;
+                careful_decode(&raw, &self.columns())?
             }
         };
         DecodedValues::spread(&raw, decoded.columns(), self.schema.fields(), &rows, errors)
+    }
+}
+
+impl JsonDecoder {
+    fn columns(&self) -> Columns<'_> {
+        Columns {
+            output: &self.schema,
+            declared: &self.declared,
+            read: &self.read,
+        }
+    }
+}
+
+/// A decoder's three views of its columns.
+#[derive(Clone, Copy)]
+struct Columns<'a> {
+    output: &'a SchemaRef,
+    declared: &'a SchemaRef,
+    read: &'a SchemaRef,
+}
+
+impl Columns<'_> {
+    /// Rows as arrow-json read them, as the table's columns: fails if a
+    /// timestamp does not convert.
+    fn convert(&self, read: RecordBatch) -> std::result::Result<RecordBatch, ArrowError> {
+        if self.read == self.output {
+            return Ok(read);
+        }
+        let columns = read
+            .columns()
+            .iter()
+            .zip(self.declared.fields().iter().zip(self.output.fields()))
+            .map(|(column, (d, o))| convert(column, d.data_type(), o.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(Arc::clone(self.output), columns)
     }
 }
 
@@ -124,9 +189,10 @@ pub fn supports(data_type: &DataType) -> bool {
     ReaderBuilder::new(Arc::new(schema)).build_decoder().is_ok()
 }
 
-fn new_decoder(schema: &SchemaRef, rows: usize) -> Result<Decoder> {
-    Ok(ReaderBuilder::new(Arc::clone(schema))
+fn new_decoder(read: &SchemaRef, rows: usize) -> Result<Decoder> {
+    Ok(ReaderBuilder::new(Arc::clone(read))
         .with_batch_size(rows)
+        .with_coerce_primitive(true)
         .build_decoder()?)
 }
 
@@ -139,7 +205,7 @@ fn first_byte(bytes: &[u8]) -> Option<u8> {
 /// which value each is, and each value's error.
 fn careful_decode(
     raw: &BinaryArray,
-    schema: &SchemaRef,
+    schema: &Columns<'_>,
 ) -> Result<(RecordBatch, Vec<usize>, Vec<Option<String>>)> {
     let mut errors: Vec<Option<String>> = vec![None; raw.len()];
     let mut decodable = Vec::with_capacity(raw.len());
@@ -170,7 +236,7 @@ fn careful_decode(
 fn find_misfits(
     raw: &BinaryArray,
     rows: &[usize],
-    schema: &SchemaRef,
+    schema: &Columns<'_>,
     fitting: &mut Vec<usize>,
     errors: &mut [Option<String>],
 ) {
@@ -206,10 +272,11 @@ fn check_json_object(bytes: &[u8]) -> std::result::Result<(), String> {
 fn decode_rows(
     raw: &BinaryArray,
     rows: &[usize],
-    schema: &SchemaRef,
+    schema: &Columns<'_>,
 ) -> std::result::Result<RecordBatch, ArrowError> {
-    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema.read))
         .with_batch_size(rows.len().max(1))
+        .with_coerce_primitive(true)
         .build_decoder()?;
     for &row in rows {
         let bytes = raw.value(row);
@@ -223,9 +290,10 @@ fn decode_rows(
             )));
         }
     }
-    Ok(decoder
+    let read = decoder
         .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema))))
+        .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(schema.read)));
+    schema.convert(read)
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod framing;
 mod fuzz;
 pub mod json;
 pub mod json_schema;
+pub mod json_timestamps;
 pub mod keyed;
 pub mod protobuf;
 pub mod registry;
@@ -39,8 +40,10 @@ pub use registry::{RegistryOptions, SchemaRegistry};
 /// How a topic's value bytes become columns.
 #[derive(Debug, Clone)]
 pub enum ValueFormat {
-    /// One JSON object per message.
-    Json,
+    /// One JSON object per message; with the columns as declared when
+    /// they differ from the table's (a timestamp's declared unit is what its
+    /// numbers count, see [`json_timestamps`]).
+    Json(Option<SchemaRef>),
     /// The value is not decoded: `_value BINARY`.
     Raw,
     /// The value is UTF-8 text: one VARCHAR column.
@@ -60,7 +63,7 @@ pub enum ValueFormat {
 impl fmt::Display for ValueFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Json => "json",
+            Self::Json(_) => "json",
             Self::Raw => "raw",
             Self::String => "string",
             Self::Csv => "csv",
@@ -155,7 +158,10 @@ pub fn value_decoder(
 ) -> Result<Option<Box<dyn ValueDecoder>>> {
     Ok(match format {
         ValueFormat::Raw => None,
-        ValueFormat::Json => Some(Box::new(json::JsonDecoder::new(value_schema.clone())?)),
+        ValueFormat::Json(declared) => Some(Box::new(json::JsonDecoder::declared(
+            value_schema.clone(),
+            declared.clone().unwrap_or_else(|| value_schema.clone()),
+        )?)),
         ValueFormat::String => Some(Box::new(string::StringDecoder::default())),
         ValueFormat::Csv => Some(Box::new(csv::CsvDecoder::new(value_schema.clone()))),
         ValueFormat::Avro(avro) => Some(Box::new(avro::AvroDecoder::new(Arc::clone(avro)))),

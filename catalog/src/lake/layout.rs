@@ -51,14 +51,12 @@ pub fn writer_properties() -> WriterProperties {
 }
 
 /// The type a declared column has everywhere: timestamps in microseconds,
-/// the precision Delta Lake stores (SQL's `TIMESTAMP` plans as nanoseconds),
-/// nested ones included.
+/// the precision Delta Lake stores (SQL's `TIMESTAMP` plans as nanoseconds,
+/// `TIMESTAMP(0)` as seconds), nested ones included.
 pub fn lake_type(data_type: &DataType) -> DataType {
     let field = |f: &Field| Field::new(f.name(), lake_type(f.data_type()), f.is_nullable());
     match data_type {
-        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
-            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
-        }
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         DataType::List(item) => DataType::List(Arc::new(field(item))),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| field(f)).collect()),
         DataType::Map(entries, sorted) => DataType::Map(Arc::new(field(entries)), *sorted),
