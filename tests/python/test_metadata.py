@@ -146,3 +146,27 @@ def test_sqlalchemy_core_select_with_parameters(engine, orders):
     with engine.connect() as connection:
         rows = connection.execute(query).fetchall()
     assert [tuple(r) for r in rows] == [(101, "c3", 252.5), (108, "c3", 270.0), (115, "c3", 287.5)]
+
+
+def test_listing_tables_with_the_broker_down_fails_instead_of_answering_empty():
+    """An empty list would look complete: SHOW TABLES, information_schema and GetTables say
+    Unavailable, as a query does, within the Kafka request timeout."""
+    from conftest import Gateway, closed_port
+
+    gateway = Gateway(f"127.0.0.1:{closed_port()}", extra_args=["--kafka-request-timeout", "2s"])
+    try:
+        with flightsql.connect(gateway.uri, autocommit=True) as conn:
+            for sql in ["SHOW TABLES", "SELECT table_name FROM information_schema.tables"]:
+                with conn.cursor() as cur, pytest.raises(flightsql.OperationalError) as failed:
+                    cur.execute(sql)
+                    cur.fetchall()
+                assert "Unavailable" in str(failed.value) and "broker unavailable" in str(failed.value), failed.value
+            with pytest.raises(flightsql.Error) as failed:
+                conn.adbc_get_objects(depth="tables").read_all()
+            assert "Unavailable" in str(failed.value), failed.value
+            # What does not list topics still answers.
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 AS one")
+                assert cur.fetchall() == [(1,)]
+    finally:
+        gateway.stop()

@@ -14,8 +14,11 @@ use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use arrow_flight::{CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightInfo};
 use bytes::Bytes;
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::catalog::{CatalogProvider, TableFunctionImpl};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -112,6 +115,16 @@ impl KappaFlightSqlService {
             .sql_with_options(&numbered, options)
             .await
             .map_err(|e| rejected(sql, datafusion_status(&e)))?;
+        if lists_tables(df.logical_plan()) {
+            // `information_schema` (and SHOW TABLES over it) lists from the
+            // topic cache: with a broker that is down, an empty list would
+            // look complete, so it fails as a query would.
+            self.schema
+                .context()
+                .refresh_if_stale()
+                .await
+                .map_err(|e| rejected(sql, catalog_status(&e)))?;
+        }
         let streaming =
             check_streaming(df.logical_plan()).map_err(|e| rejected(sql, catalog_status(&e)))?;
         let df = if streaming {
@@ -357,6 +370,15 @@ pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
 }
 
 /// Logs a statement that does not plan (or bind) and passes its status on.
+/// Whether `plan` reads `information_schema`, whose tables list the topics.
+fn lists_tables(plan: &LogicalPlan) -> bool {
+    plan.exists(|node| {
+        Ok(matches!(node, LogicalPlan::TableScan(scan)
+            if scan.table_name.schema() == Some(INFORMATION_SCHEMA)))
+    })
+    .unwrap_or(false)
+}
+
 fn rejected(sql: &str, status: Status) -> Status {
     tracing::info!(sql, error = status.message(), "query rejected");
     status
