@@ -258,6 +258,16 @@ def test_limit_and_last_records_across_the_seam(brokers, table):
             gateway, f"EXPLAIN SELECT _offset FROM {name} ORDER BY _offset DESC LIMIT 5"
         ).column("plan").to_pylist())
         assert "last=5 per partition" in plan and "LakeTierExec" in plan, plan
+        # A filter on _partition alone keeps each partition whole: still only the tail is read.
+        analyzed = "\n".join(query(
+            gateway, f"EXPLAIN ANALYZE SELECT _offset FROM {name} WHERE _partition = 0 ORDER BY _offset DESC LIMIT 5"
+        ).column("plan").to_pylist())
+        assert "last=5 per partition" in analyzed and "records_fetched=2," in analyzed, analyzed
+        # Any other filter may drop the newest records: the whole range is read.
+        other = "\n".join(query(
+            gateway, f"EXPLAIN SELECT _offset FROM {name} WHERE _partition = 0 AND id > 1 ORDER BY _offset DESC LIMIT 5"
+        ).column("plan").to_pylist())
+        assert "last=" not in other, other
         # Newest across partitions, and a plain LIMIT, each exact.
         top = query(gateway, f"SELECT _partition, _offset FROM {name} ORDER BY _offset DESC, _partition LIMIT 4")
         everything = query(gateway, f"SELECT _partition, _offset FROM {name}").to_pylist()

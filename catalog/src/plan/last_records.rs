@@ -4,8 +4,9 @@
 //! DataFusion plans it as a TopK (`SortExec` with a fetch) over the scan, and
 //! its own sort pushdown does not tell a source the fetch. This rule finds a
 //! TopK whose first key is the scan's `_offset`, descending, with nothing
-//! between them that drops or reorders rows per partition (projections of
-//! plain columns, coalescing, repartitioning), and has the scan read only the
+//! between them that drops or reorders rows within a partition (projections
+//! of plain columns, coalescing, repartitioning, a filter on `_partition`
+//! alone), and has the scan read only the
 //! newest `n` records of each partition. The TopK stays: it picks the global
 //! `n` among them, which are a superset of the answer because within one
 //! partition `_offset` orders records completely. Below a union (a table
@@ -15,19 +16,20 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result as DfResult;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
-use crate::columns::OFFSET;
+use crate::columns::{OFFSET, PARTITION};
 use crate::scan::KafkaScanExec;
 
 /// The physical optimizer rule (register it on the session state).
@@ -85,6 +87,19 @@ fn replace_children(
     )
 }
 
+/// Whether every column `filter`'s predicate reads is `_partition`.
+fn reads_only_partition(filter: &FilterExec) -> bool {
+    let input = filter.input().schema();
+    let mut only_partition = true;
+    let _ = filter.predicate().apply(|expr| {
+        if let Some(column) = expr.downcast_ref::<Column>() {
+            only_partition &= input.field(column.index()).name() == PARTITION;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    only_partition
+}
+
 /// `plan` with its Kafka scan reading the last `n` records per partition, if
 /// column `index` of `plan` is that scan's `_offset` and every node on the
 /// way keeps each partition's rows.
@@ -128,6 +143,16 @@ fn with_last(
             return Ok(None);
         };
         column.index()
+    } else if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        // A filter on `_partition` alone keeps a partition's rows all or
+        // none, so the newest n of each partition it keeps are still there.
+        if filter.fetch().is_some() || !reads_only_partition(filter) {
+            return Ok(None);
+        }
+        match filter.projection() {
+            Some(projection) => projection[index],
+            None => index,
+        }
     } else if plan.fetch().is_none()
         && (plan.downcast_ref::<CooperativeExec>().is_some()
             || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
