@@ -156,3 +156,26 @@ impl PassSummary {
         )
     }
 }
+
+/// The columns `table` is tiered with, one line each (`name  type`), names
+/// padded to one width: the table's schema as the lake stores it.
+pub fn schema_lines(table: &kappa_catalog::DeclaredTable) -> Vec<String> {
+    let schema = kappa_catalog::lake::layout::lake_schema(&kappa_catalog::columns::table_schema(
+        &table.format,
+        &table.value_schema,
+    ));
+    let width = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().chars().count())
+        .max()
+        .unwrap_or(0);
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let null = if f.is_nullable() { "" } else { " NOT NULL" };
+            format!("{:width$}  {}{null}", f.name(), f.data_type())
+        })
+        .collect()
+}

@@ -7,13 +7,14 @@
 
 mod display;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs, RegistryArgs};
 use kappa_catalog::format::SchemaRegistry;
 use kappa_catalog::lake;
@@ -27,7 +28,7 @@ use kappa_compactor::{
     VacuumMetrics, VacuumTable,
 };
 
-use display::{PassSummary, ProgressDisplay, table_line, watermarks};
+use display::{PassSummary, ProgressDisplay, schema_lines, table_line, watermarks};
 
 /// kappa's compactor: tiers Kafka topics into a Delta Lake.
 #[derive(Debug, Parser)]
@@ -58,16 +59,17 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("schedule").required(true).args(["once", "every"])))]
 struct RunArgs {
     /// TOML file with table definitions (`[[tables]]`), as the gateway's.
     #[arg(long, env = "KAPPA_CONFIG")]
     config: Option<PathBuf>,
 
-    /// One pass over every table, then exit.
-    #[arg(long, conflicts_with = "every", required_unless_present = "every")]
+    /// One pass over every table, then exit (or `--every`).
+    #[arg(long)]
     once: bool,
 
-    /// Repeat a pass this often until SIGTERM or Ctrl-C.
+    /// Repeat a pass this often until SIGTERM or Ctrl-C (or `--once`).
     #[arg(long, env = "KAPPA_COMPACT_EVERY", value_parser = humantime::parse_duration)]
     every: Option<Duration>,
 
@@ -176,22 +178,51 @@ struct VacuumArgs {
     common: MaintainArgs,
 }
 
+/// Runs the command; an error is printed as its chain of causes on one
+/// line (never with a backtrace, whatever `RUST_BACKTRACE` says) and the
+/// exit code is 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Check { config, registry } => {
-            let registry = registry.registry().map_err(anyhow::Error::msg)?;
-            let tables = FileDefinitions::new(CatalogConfig::from_file(&config)?, registry)
-                .tables()
-                .await?;
-            for table in tables {
-                println!("{} <- topic {} ({})", table.name, table.topic, table.format);
-            }
-            Ok(())
-        }
+async fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Check { config, registry } => check(&config, &registry).await,
         Command::Run(args) => run(*args).await,
         Command::Optimize(args) => optimize(args).await,
         Command::Vacuum(args) => vacuum(args).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints each table of the config file with the schema it is tiered with.
+async fn check(config: &Path, registry: &RegistryArgs) -> anyhow::Result<()> {
+    let registry = registry.registry().map_err(anyhow::Error::msg)?;
+    let tables = FileDefinitions::new(CatalogConfig::from_file(config)?, registry)
+        .tables()
+        .await?;
+    for table in tables {
+        println!("{} <- topic {} ({})", table.name, table.topic, table.format);
+        for line in schema_lines(&table) {
+            println!("  {line}");
+        }
+    }
+    Ok(())
+}
+
+/// Logs where the lake is and what it holds (the default lake is relative
+/// to the working directory). Call before anything creates the lake's folder.
+async fn log_lake(args: &LakeArgs) {
+    let lake = lake::Lake::new(
+        args.lake.clone(),
+        args.lake_option.iter().cloned().collect(),
+    );
+    match lake.survey().await {
+        Ok(survey) => tracing::info!("{survey}"),
+        Err(e) => tracing::warn!("lake {}: not listed: {e}", args.lake),
     }
 }
 
@@ -235,6 +266,7 @@ async fn config_and_tables(
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.log.init();
+    log_lake(&args.lake).await;
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
     let (config, mut tables) = config_and_tables(
         args.config.as_ref(),
@@ -368,6 +400,7 @@ fn log_tiered(name: &str, metrics: &TierMetrics, took: Duration) {
 /// The tables a maintenance job handles and where each is.
 async fn maintained_tables(args: &MaintainArgs) -> anyhow::Result<Vec<TableLocation>> {
     args.log.init();
+    log_lake(&args.lake).await;
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
     let (_, tables) = config_and_tables(
         args.config.as_ref(),
@@ -450,13 +483,49 @@ async fn vacuum(args: VacuumArgs) -> anyhow::Result<()> {
         } else {
             "deleted"
         };
-        tracing::info!(table = %name, files = metrics.files.len(), dry_run = metrics.dry_run, "vacuumed");
-        println!("{name}: {verb} {} files", metrics.files.len());
+        tracing::info!(table = %name, files = metrics.files.len(), dry_run = metrics.dry_run, kept = metrics.kept, "vacuumed");
+        println!(
+            "{name}: {verb} {} files; {}",
+            metrics.files.len(),
+            kept_line(metrics, args.retention)
+        );
         for file in &metrics.files {
             println!("  {file}");
         }
     })
     .await
+}
+
+/// What the retention keeps and until when, e.g. `the 7days retention keeps
+/// 3 more files, deletable from 2026-12-01T10:00:00Z to 2026-12-05T09:00:00Z`.
+fn kept_line(metrics: &VacuumMetrics, retention: Duration) -> String {
+    let retention = humantime::format_duration(retention);
+    let at =
+        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match metrics.kept_until {
+        _ if metrics.kept == 0 => format!("the {retention} retention keeps no other file"),
+        Some((first, last)) if first == last => format!(
+            "the {retention} retention keeps {}, deletable from {}",
+            files(metrics.kept),
+            at(&first)
+        ),
+        Some((first, last)) => format!(
+            "the {retention} retention keeps {}, deletable from {} to {}",
+            files(metrics.kept),
+            at(&first),
+            at(&last)
+        ),
+        None => format!("the {retention} retention keeps {}", files(metrics.kept)),
+    }
+}
+
+/// `1 more file`, `3 more files`.
+fn files(count: usize) -> String {
+    if count == 1 {
+        "1 more file".into()
+    } else {
+        format!("{count} more files")
+    }
 }
 
 /// The tables named with `--table` (declared; else topics, typed by their

@@ -6,12 +6,16 @@
 //! Neither touches the watermarks: they are application transactions in the
 //! Delta log, which every later version keeps whatever files it rewrites.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use deltalake::logstore::object_store::ObjectStoreExt;
+use deltalake::logstore::object_store::path::Path;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
+use futures::TryStreamExt;
 use url::Url;
 
 use crate::error::{CompactorError, Result};
@@ -40,6 +44,12 @@ pub struct VacuumMetrics {
     pub files: Vec<String>,
     /// Nothing was deleted.
     pub dry_run: bool,
+    /// Files the retention keeps for now: removed from the table, or
+    /// written by no commit, less than the retention ago.
+    pub kept: usize,
+    /// When the first and the last of those become deletable (the
+    /// retention after each was removed, or written).
+    pub kept_until: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// Where a table is and how to reach its store: what both jobs share.
@@ -206,18 +216,79 @@ impl VacuumTable {
                 // Full mode: also files no log entry lists (a run killed
                 // between writing its files and committing them), once they
                 // are older than the retention.
-                let (_, metrics) = table
+                let (table, metrics) = table
                     .vacuum()
                     .with_mode(VacuumMode::Full)
                     .with_retention_period(retention)
                     .with_enforce_retention_duration(false)
                     .with_dry_run(self.dry_run)
                     .await?;
+                // What the retention keeps: what a vacuum keeping nothing
+                // would delete now, less what this one deleted.
+                let (table, everything) = table
+                    .vacuum()
+                    .with_mode(VacuumMode::Full)
+                    .with_retention_period(chrono::Duration::zero())
+                    .with_enforce_retention_duration(false)
+                    .with_dry_run(true)
+                    .await?;
+                let done: HashSet<&String> = metrics.files_deleted.iter().collect();
+                let kept: Vec<&String> = everything
+                    .files_deleted
+                    .iter()
+                    .filter(|file| !done.contains(file))
+                    .collect();
+                let kept_until = deletable_between(&table, &kept, retention).await?;
                 Ok(VacuumMetrics {
+                    kept: kept.len(),
+                    kept_until,
                     files: metrics.files_deleted,
                     dry_run: metrics.dry_run,
                 })
             })
             .await
     }
+}
+
+/// When the first and the last of `files` (paths in `table`'s folder)
+/// become deletable: `retention` after a file was removed from the table,
+/// or, for a file no commit lists, after it was written.
+async fn deletable_between(
+    table: &DeltaTable,
+    files: &[&String],
+    retention: chrono::Duration,
+) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let parse = |path: &str| Path::parse(path).unwrap_or_else(|_| Path::from(path));
+    let log_store = table.log_store();
+    let removed: HashMap<String, i64> = table
+        .snapshot()?
+        .all_tombstones(log_store.as_ref())
+        .map_ok(|tombstone| {
+            let path = parse(tombstone.path().as_ref()).to_string();
+            (path, tombstone.deletion_timestamp().unwrap_or(0))
+        })
+        .try_collect()
+        .await?;
+    let store = table.object_store();
+    let mut times = Vec::with_capacity(files.len());
+    for file in files {
+        let since = match removed.get(file.as_str()) {
+            Some(&millis) => DateTime::from_timestamp_millis(millis).unwrap_or_default(),
+            None => match store.head(&parse(file)).await {
+                Ok(meta) => meta.last_modified,
+                // Deleted since it was listed.
+                Err(deltalake::logstore::object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(deltalake::DeltaTableError::from(e).into()),
+            },
+        };
+        times.push(since + retention);
+    }
+    Ok(times
+        .iter()
+        .min()
+        .zip(times.iter().max())
+        .map(|(first, last)| (*first, *last)))
 }

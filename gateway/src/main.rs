@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,9 +18,21 @@ use kappa_gateway::limits::Limits;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
+/// Runs the command; an error is printed as its chain of causes on one
+/// line (never with a backtrace, whatever `RUST_BACKTRACE` says) and the
+/// exit code is 1.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::ImportTrino(args) => import_trino(args).await,
@@ -33,6 +46,20 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", hash_password(password));
             Ok(())
         }
+    }
+}
+
+/// Why a socket cannot listen, in the OS's words, with what to do about
+/// the usual two causes.
+fn listen_error(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "{error} (another process listens there; --listen 127.0.0.1:0 picks a free port)"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("{error} (ports below 1024 need privileges)")
+        }
+        _ => error.to_string(),
     }
 }
 
@@ -139,6 +166,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.lake.lake.clone(),
         args.lake.lake_option.iter().cloned().collect(),
     );
+    // The default lake is relative to the working directory: say which
+    // folder that is and what is in it.
+    match lake.survey().await {
+        Ok(survey) => tracing::info!("{survey}"),
+        Err(e) => tracing::warn!("lake {}: not listed: {e}", args.lake.lake),
+    }
     let client = KafkaClient::new(options)?;
     // Tables defined by SQL live on the lake, shared by every gateway and
     // the compactor on it.
@@ -154,7 +187,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let schema = Arc::new(KafkaSchema::new(Arc::new(context)));
     let listener = TcpListener::bind(args.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {}", args.listen, listen_error(&e)))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake.lake, tls = tls.is_some(), "kappa gateway started");
     let mut stdout = std::io::stdout();

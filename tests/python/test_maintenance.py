@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 from deltalake import DeltaTable
@@ -107,6 +108,16 @@ def test_vacuum_deletes_rewritten_and_orphaned_files_only_past_the_retention(bro
     kept = maintain("vacuum", table)  # default retention: 7 days, everything is younger
     assert kept.returncode == 0, kept.stderr
     assert "deleted 0 files" in kept.stdout, kept.stdout
+    # It says what the retention keeps (the rewritten files and the orphan) and until when.
+    waiting = len(files_before - live)
+    dry = maintain("vacuum", table, "--dry-run")
+    first = dry.stdout.splitlines()[0]
+    assert first.startswith(f"{table['path'].name}: would delete 0 files; the 7days retention keeps "
+                            f"{waiting} more files, deletable from "), first
+    week = time.time() + 7 * 24 * 3600
+    for stamp in first.split("deletable from ")[1].split(" to "):
+        at = datetime.fromisoformat(stamp).timestamp()
+        assert week - 600 < at <= week + 60, first
 
     dry = maintain("vacuum", table, "--retention", "0s", "--dry-run")
     assert dry.returncode == 0, dry.stderr

@@ -167,7 +167,7 @@ mod tests {
              \"id\" BIGINT, \"price\" DOUBLE, \"tags\" ARRAY<VARCHAR>, \"Mixed Case\" VARCHAR, \
              \"note\" VARCHAR, \"paid\" BOOLEAN"
         );
-        let parsed = crate::definitions::file::parse_columns("t", &columns)
+        let parsed = crate::definitions::columns::parse_columns("t", &columns)
             .await
             .unwrap();
         assert_eq!(parsed.fields().len(), 7);

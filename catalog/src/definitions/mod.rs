@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::format::SchemaRegistry;
 
+pub mod columns;
 pub mod defined;
 pub mod file;
 pub mod infer;

@@ -338,6 +338,21 @@ mod tests {
         assert_eq!(again.subject, def.subject);
     }
 
+    /// A column list from SQL is read again when the table is resolved: its
+    /// errors name the column, as in the statement, not a position in text
+    /// the user never wrote.
+    #[tokio::test]
+    async fn a_bad_column_type_names_the_column() {
+        let def = parse(
+            "CREATE EXTERNAL TABLE t (id BIGINT, amount NOTATYPE) STORED AS KAFKA LOCATION 't' \
+             OPTIONS ('value.format' 'json')",
+        )
+        .unwrap();
+        let err = def.resolve(None).await.unwrap_err().to_string();
+        assert!(err.contains("column 'amount': "), "{err}");
+        assert!(!err.contains("Line: "), "{err}");
+    }
+
     #[test]
     fn what_kappa_would_ignore_is_refused() {
         for (sql, why) in [

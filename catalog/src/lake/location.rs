@@ -30,8 +30,9 @@ pub fn definitions_url(lake: &str) -> Result<Url> {
     lake_url(lake, &["_kappa"], true)
 }
 
-/// The folder `<lake>/<parts…>/` as a URL.
-fn lake_url(lake: &str, parts: &[&str], create: bool) -> Result<Url> {
+/// The folder `<lake>/<parts…>/` as a URL (a local folder made if
+/// missing with `create`).
+pub(crate) fn lake_url(lake: &str, parts: &[&str], create: bool) -> Result<Url> {
     let bad = |why: String| CatalogError::Config(format!("lake location '{lake}': {why}"));
     let local = match lake.strip_prefix("file://") {
         Some(path) => Some(path),

@@ -7,6 +7,7 @@ pub mod layout;
 pub mod location;
 pub mod plan;
 pub mod snapshot;
+pub mod survey;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ pub use exec::LakeTierExec;
 pub use location::{app_id, table_url};
 pub use plan::{lake_plan, lake_provider};
 pub use snapshot::LakeSnapshot;
+pub use survey::{LakeContents, LakeSurvey};
 
 use crate::error::{CatalogError, Result};
 

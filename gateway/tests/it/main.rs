@@ -9,5 +9,6 @@ mod params;
 mod ranges;
 mod records;
 mod snapshot;
+mod startup;
 mod statements;
 mod support;
