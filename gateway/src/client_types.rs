@@ -33,14 +33,26 @@ pub fn client_schema(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `field` with its SQL type as Flight SQL column metadata.
+/// `field` with its SQL type as Flight SQL column metadata; a union (what
+/// the JSON functions' `json_get` and `->` return) with none (see
+/// [`client_field`]).
 fn described(field: &FieldRef) -> FieldRef {
+    if matches!(field.data_type(), DataType::Union(..)) {
+        return Arc::clone(field);
+    }
     let mut metadata = field.metadata().clone();
     metadata.extend(SqlType::of(field.data_type()).column_metadata());
     Arc::new(Field::clone(field).with_metadata(metadata))
 }
 
 fn client_field(field: &FieldRef) -> FieldRef {
+    if matches!(field.data_type(), DataType::Union(..)) {
+        // arrow-flight's encoder sends a union field rebuilt: not nullable
+        // (a union's nulls are in its children) and without metadata (59.3,
+        // `prepare_field_for_flight`). FlightInfo must say what DoGet
+        // sends, or clients such as ADBC refuse the stream.
+        return Arc::new(Field::new(field.name(), field.data_type().clone(), false));
+    }
     let data_type = client_type(field.data_type());
     if &data_type == field.data_type() {
         Arc::clone(field)
@@ -93,6 +105,7 @@ pub fn to_client_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordB
 mod tests {
     use super::*;
     use arrow::array::{AsArray, StringViewArray};
+    use arrow::datatypes::{UnionFields, UnionMode};
 
     #[test]
     fn views_become_plain_types() {
@@ -111,6 +124,34 @@ mod tests {
             &DataType::List(Arc::new(Field::new("item", DataType::Binary, true)))
         );
         assert!(!client.field(1).is_nullable());
+    }
+
+    #[test]
+    fn a_union_column_is_described_as_flight_sends_it() {
+        let union = DataType::Union(
+            UnionFields::try_new(
+                vec![0, 1],
+                vec![
+                    Field::new("int", DataType::Int64, false),
+                    Field::new("str", DataType::Utf8, false),
+                ],
+            )
+            .unwrap(),
+            UnionMode::Sparse,
+        );
+        let schema = Schema::new(vec![
+            Field::new("u", union, true).with_metadata([("k".into(), "v".into())].into()),
+            Field::new("n", DataType::Int64, true),
+        ]);
+        let client = client_schema(&schema);
+        assert!(client.field(0).metadata().is_empty());
+        assert!(!client.field(0).is_nullable());
+        assert!(
+            client
+                .field(1)
+                .metadata()
+                .contains_key("ARROW:FLIGHT:SQL:TYPE_NAME")
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod client_types;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod plan_cache;

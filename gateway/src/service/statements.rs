@@ -43,7 +43,8 @@ use crate::settings::Settings;
 
 impl KappaFlightSqlService {
     /// A fresh session: `kafka.default` as the default catalog and schema,
-    /// strings as `Utf8`, read-only SQL, and the client's `kappa.*` settings.
+    /// strings as `Utf8`, read-only SQL, the JSON functions (over text and
+    /// bytes: [`crate::json`]) and the client's `kappa.*` settings.
     pub(super) fn session(&self, settings: &Settings) -> Result<SessionContext, Status> {
         let mut config = SessionConfig::new()
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
@@ -58,12 +59,13 @@ impl KappaFlightSqlService {
                 .set(name, value)
                 .map_err(|e| invalid_request(format!("setting {name}={value}: {e}")))?;
         }
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(Arc::clone(&self.runtime))
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(LastRecordsRule))
             .build();
+        crate::json::register(&mut state).map_err(|e| datafusion_status(&e))?;
         let ctx = SessionContext::new_with_state(state);
         let catalog: Arc<dyn CatalogProvider> =
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema)));
