@@ -14,6 +14,7 @@ pub mod client_types;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod guarded_functions;
 pub mod json;
 pub mod keys;
 pub mod limits;
@@ -21,6 +22,7 @@ pub mod plan_cache;
 pub mod prepared;
 pub mod service;
 pub mod settings;
+pub mod stop;
 pub mod type_info;
 
 use std::future::Future;

@@ -13,6 +13,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use futures::Stream;
+
+use crate::stop::{QueryStop, stop_after};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
@@ -111,7 +113,13 @@ impl Limits {
         &self,
         stream: SendableRecordBatchStream,
         slot: OwnedSemaphorePermit,
+        stop: &Arc<QueryStop>,
     ) -> SendableRecordBatchStream {
+        // The deadline also trips the query's stop, from a clock that runs
+        // even while the query keeps every runtime worker busy.
+        if let Some(limit) = self.timeout {
+            stop_after(stop, limit);
+        }
         Box::pin(Bounded {
             schema: stream.schema(),
             inner: Some(stream),
@@ -192,10 +200,17 @@ mod tests {
             matches!(limits.admit().await, Err(LimitError::Busy { .. })),
             "one slot"
         );
-        let mut stream = limits.bound(never_ending(), slot);
+        let stop = QueryStop::new();
+        let mut stream = limits.bound(never_ending(), slot, &stop);
         let stopped = stream.next().await.unwrap().unwrap_err();
         assert!(stopped.to_string().contains("--query-timeout"), "{stopped}");
         assert!(stream.next().await.is_none());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            stop.reason(),
+            Some(crate::stop::StopReason::Timeout(Duration::from_millis(30))),
+            "the timer trips the stop too"
+        );
         drop(stream);
         let _slot = limits.admit().await.expect("the slot is free again");
     }

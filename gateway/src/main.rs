@@ -21,8 +21,27 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 /// Runs the command; an error is printed as its chain of causes on one
 /// line (never with a backtrace, whatever `RUST_BACKTRACE` says) and the
 /// exit code is 1.
-#[tokio::main]
-async fn main() -> ExitCode {
+///
+/// The runtime has two workers more than the machine has cores: queries run
+/// as many partitions as there are cores, so a CPU-bound query that never
+/// yields still leaves workers to serve calls, cancels and disconnects.
+fn main() -> ExitCode {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores + 2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve_cli())
+}
+
+async fn serve_cli() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

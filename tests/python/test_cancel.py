@@ -64,3 +64,70 @@ def test_adbc_cancel_stops_the_querys_readers(big):
         with conn.cursor() as cur:
             cur.execute(f'SELECT count(*) FROM "{topic}"')
             assert cur.fetchone() == (RECORDS,)
+
+
+# A nested-loop join whose filter calls md5 for every pair: minutes of CPU, and no batch boundary for
+# long stretches (the join loops over its left side inside one poll).
+CPU_BOUND = ("SELECT count(*) FROM generate_series(1, 30000) a CROSS JOIN generate_series(1, 30000) b "
+             "WHERE md5(CAST(a.value + b.value AS VARCHAR)) LIKE 'fff%'")
+
+
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_idle_after(gateway, settle_s=1.0, window_s=2.0):
+    """The gateway's work stops within about a second: little CPU in the window after."""
+    time.sleep(settle_s)
+    before = cpu_seconds(gateway.process.pid)
+    time.sleep(window_s)
+    used = cpu_seconds(gateway.process.pid) - before
+    assert used < 0.3 * window_s, f"the gateway used {used:.1f} s of CPU in {window_s} s after the query ended"
+
+
+def test_a_cpu_bound_query_stops_at_its_deadline(brokers):
+    gateway = Gateway(brokers, extra_args=["--query-timeout", "2s"])
+    try:
+        started = time.monotonic()
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            with pytest.raises(flightsql.Error, match="query-timeout"):
+                cur.execute(CPU_BOUND)
+                cur.fetchall()
+        assert time.monotonic() - started < 4, "answered within about a second of the deadline"
+        assert_idle_after(gateway)
+    finally:
+        gateway.stop()
+
+
+def test_adbc_cancel_stops_a_cpu_bound_query(brokers):
+    import threading
+
+    gateway = Gateway(brokers)
+    try:
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(CPU_BOUND)
+            reader = cur.fetch_record_batch()
+            threading.Timer(2.0, cur.adbc_cancel).start()
+            with pytest.raises(OSError, match="canceled"):
+                reader.read_next_batch()
+        assert_idle_after(gateway)
+    finally:
+        gateway.stop()
+
+
+def test_a_function_cannot_build_a_value_past_the_memory_limit(brokers):
+    gateway = Gateway(brokers, extra_args=["--memory-limit", "256MiB"])
+    try:
+        started = time.monotonic()
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            with pytest.raises(flightsql.Error, match="ResourceExhausted") as refused:
+                cur.execute("SELECT length(repeat('x', 2000000000)) AS n")
+                cur.fetchall()
+            assert "repeat() would build 2000000000 bytes" in str(refused.value)
+            assert "--memory-limit" in str(refused.value)
+            cur.execute("SELECT length(repeat('x', 1000)) AS n")
+            assert cur.fetchall() == [(1000,)]
+        assert time.monotonic() - started < 5
+    finally:
+        gateway.stop()

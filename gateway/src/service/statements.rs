@@ -17,10 +17,11 @@ use bytes::Bytes;
 use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::catalog::{CatalogProvider, TableFunctionImpl};
 use datafusion::common::tree_node::TreeNode;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::EmptyRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{EmptyRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use kappa_catalog::plan::LastRecordsRule;
@@ -37,9 +38,11 @@ use crate::error::{
     catalog_status, datafusion_status, invalid_request, limit_status, param_status,
 };
 use crate::flight::{QueryLog, encode_stream, flight_info};
+use crate::guarded_functions::{StopOption, guard_functions};
 use crate::plan_cache::PlanKey;
 use crate::prepared::{Placeholders, PreparedHandle, number_placeholders, runs_schema};
 use crate::settings::Settings;
+use crate::stop::{QueryStop, StopOnDrop, stoppable};
 
 impl KappaFlightSqlService {
     /// A fresh session: `kafka.default` as the default catalog and schema,
@@ -66,6 +69,11 @@ impl KappaFlightSqlService {
             .with_physical_optimizer_rule(Arc::new(LastRecordsRule))
             .build();
         crate::json::register(&mut state).map_err(|e| datafusion_status(&e))?;
+        let max_bytes = match self.runtime.memory_pool.memory_limit() {
+            MemoryLimit::Finite(bytes) => bytes,
+            _ => usize::MAX,
+        };
+        guard_functions(&mut state, max_bytes).map_err(|e| datafusion_status(&e))?;
         let ctx = SessionContext::new_with_state(state);
         let catalog: Arc<dyn CatalogProvider> =
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema)));
@@ -267,11 +275,14 @@ impl KappaFlightSqlService {
                 status
             })?)
         };
+        // Every operator stops at its next batch once the query is
+        // cancelled, its client goes away or its time is up.
+        let stop = QueryStop::new();
         let stream: SendableRecordBatchStream = match runs.next() {
             None => Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))),
             Some(first) => {
                 let first = match first {
-                    Ok(first) => first.execute_stream().await,
+                    Ok(first) => execute_stoppable(first, &stop).await,
                     Err(e) => Err(e),
                 };
                 let first = first.map_err(|e| {
@@ -284,8 +295,12 @@ impl KappaFlightSqlService {
                 } else {
                     // A later run is bound and starts when the one before
                     // has ended.
+                    let each = Arc::clone(&stop);
                     let rest = futures::stream::iter(runs)
-                        .then(|run| async move { run?.execute_stream().await })
+                        .then(move |run| {
+                            let stop = Arc::clone(&each);
+                            async move { execute_stoppable(run?, &stop).await }
+                        })
                         .try_flatten();
                     Box::pin(RecordBatchStreamAdapter::new(
                         Arc::clone(&schema),
@@ -294,8 +309,10 @@ impl KappaFlightSqlService {
                 }
             }
         };
+        let stream: SendableRecordBatchStream =
+            Box::pin(StopOnDrop::new(stream, Arc::clone(&stop)));
         let stream = match slot {
-            Some(slot) => self.limits.bound(stream, slot),
+            Some(slot) => self.limits.bound(stream, slot, &stop),
             None => stream,
         };
         let encoded = encode_stream(stream, schema, log);
@@ -372,6 +389,28 @@ pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
 }
 
 /// Logs a statement that does not plan (or bind) and passes its status on.
+/// Executes `df` with each operator under `stop` (see [`crate::stop`]).
+async fn execute_stoppable(
+    df: DataFrame,
+    stop: &Arc<QueryStop>,
+) -> datafusion::error::Result<SendableRecordBatchStream> {
+    // The functions planned now see the stop (see crate::guarded_functions).
+    let (mut state, plan) = df.into_parts();
+    state
+        .config_mut()
+        .options_mut()
+        .extensions
+        .insert(StopOption(Some(Arc::clone(stop))));
+    // Physical expressions take their options from the execution props,
+    // stamped when the statement was planned: stamp them again.
+    let options = Arc::clone(state.config().options());
+    state.execution_props_mut().config_options = Some(options);
+    let df = DataFrame::new(state, plan);
+    let task = Arc::new(df.task_ctx());
+    let plan = stoppable(df.create_physical_plan().await?, stop)?;
+    execute_stream(plan, task)
+}
+
 /// Whether `plan` reads `information_schema`, whose tables list the topics.
 fn lists_tables(plan: &LogicalPlan) -> bool {
     plan.exists(|node| {
