@@ -7,7 +7,7 @@
 
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
-use kappa_catalog::CatalogError;
+use kappa_catalog::{CATALOG, CatalogError, SCHEMA};
 
 use crate::auth::AuthError;
 use crate::limits::LimitError;
@@ -33,6 +33,8 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
                 None => Code::Internal,
             }
         }
+        // A table that is not there, in `FROM` as in `tail(…)`.
+        DataFusionError::Plan(_) if missing_table(root).is_some() => Code::NotFound,
         DataFusionError::SQL(..)
         | DataFusionError::Plan(_)
         | DataFusionError::SchemaError(..)
@@ -53,8 +55,12 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
 }
 
 /// The root cause's message as a user should read it: DataFusion shows a
-/// parser's error as its Rust value (`ParserError("Expected: …")`).
+/// parser's error as its Rust value (`ParserError("Expected: …")`), and
+/// names a missing table with the default catalog and schema.
 fn message_of(root: &DataFusionError) -> String {
+    if let Some(table) = missing_table(root) {
+        return format!("table '{table}' not found");
+    }
     match root {
         DataFusionError::SQL(parser, _) => match parser.as_ref() {
             ParserError::TokenizerError(message) | ParserError::ParserError(message) => {
@@ -66,6 +72,31 @@ fn message_of(root: &DataFusionError) -> String {
         },
         other => other.to_string(),
     }
+}
+
+/// The table DataFusion's planner found missing (`table
+/// 'kafka.default.x' not found`), named as a user names it: without the
+/// default catalog and schema.
+fn missing_table(root: &DataFusionError) -> Option<&str> {
+    let DataFusionError::Plan(message) = root else {
+        return None;
+    };
+    let message = message.split(DataFusionError::BACK_TRACE_SEP).next()?;
+    let resolved = message
+        .strip_prefix("table '")?
+        .strip_suffix("' not found")?;
+    let Some(in_catalog) = resolved
+        .strip_prefix(CATALOG)
+        .and_then(|rest| rest.strip_prefix('.'))
+    else {
+        return Some(resolved);
+    };
+    Some(
+        in_catalog
+            .strip_prefix(SCHEMA)
+            .and_then(|table| table.strip_prefix('.'))
+            .unwrap_or(in_catalog),
+    )
 }
 
 fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
@@ -204,9 +235,38 @@ mod tests {
 
     #[test]
     fn planning_errors_are_invalid_arguments() {
-        let status = datafusion_status(&DataFusionError::Plan("table 'x' not found".into()));
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().contains("table 'x' not found"));
+        for message in [
+            "table function 'x' not found",
+            "table 'x' not found in a way DataFusion never says",
+            "Projections require unique expression names",
+        ] {
+            let status = datafusion_status(&DataFusionError::Plan(message.into()));
+            assert_eq!(status.code(), Code::InvalidArgument, "{message}");
+            assert!(status.message().contains(message), "{}", status.message());
+        }
+    }
+
+    /// What DataFusion's planner says of a table no catalog has: a plan
+    /// error with a diagnostic.
+    fn missing(resolved: &str) -> DataFusionError {
+        DataFusionError::Plan(format!("table '{resolved}' not found")).with_diagnostic(
+            datafusion::common::Diagnostic::new_error("table not found", None),
+        )
+    }
+
+    #[test]
+    fn a_missing_table_is_not_found_and_named_as_the_user_names_it() {
+        for (resolved, named) in [
+            ("kafka.default.orders", "orders"),
+            ("kafka.default.payments.avro", "payments.avro"),
+            ("kafka.payments.avro", "payments.avro"),
+            ("kafka.system.nope", "system.nope"),
+            ("other.default.orders", "other.default.orders"),
+        ] {
+            let status = datafusion_status(&missing(resolved));
+            assert_eq!(status.code(), Code::NotFound, "{resolved}");
+            assert_eq!(status.message(), format!("table '{named}' not found"));
+        }
     }
 
     #[test]

@@ -2,9 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::Code;
+use arrow_flight::Action;
+use arrow_flight::sql::{
+    ActionCreatePreparedStatementRequest, CommandStatementQuery, ProstMessageExt,
+};
+use prost::Message;
+use tonic::{Code, Status};
 
-use crate::support::{Gateway, unique};
+use crate::support::{Client, Gateway, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_sql_is_invalid_argument_with_the_parser_message() {
@@ -70,4 +75,65 @@ async fn a_broker_that_is_down_is_unavailable_within_the_deadline() {
 async fn an_unknown_kafka_property_stops_the_gateway_with_its_name() {
     let stderr = crate::support::refused_start(&["--kafka-property", "no.such.property=1"]).await;
     assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
+/// GetFlightInfo for `sql`: the error planning it gives.
+async fn planning_error(client: &mut Client, sql: &str) -> Status {
+    client
+        .flight_info(CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        })
+        .await
+        .expect_err(sql)
+}
+
+/// CreatePreparedStatement for `sql`: the error preparing it gives.
+async fn preparing_error(client: &mut Client, sql: &str) -> Status {
+    let create = Action {
+        r#type: "CreatePreparedStatement".into(),
+        body: ActionCreatePreparedStatementRequest {
+            query: sql.into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec()
+        .into(),
+    };
+    match client.inner.do_action(create).await {
+        Err(status) => status,
+        Ok(results) => match results.into_inner().message().await {
+            Err(status) => status,
+            Ok(_) => panic!("{sql} was prepared"),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_table_is_not_found_when_planned_however_it_is_named() {
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let name = unique("nope").replace('-', "_");
+    for sql in [
+        format!("SELECT * FROM {name}"),
+        format!("SELECT * FROM \"{name}\""),
+        format!("SELECT * FROM tail('{name}')"),
+        format!("SELECT * FROM tail('{name}', 'earliest') WHERE _offset > 3"),
+        format!("DESCRIBE {name}"),
+        format!("SELECT count(*) FROM {name} JOIN {name} AS b USING (_offset)"),
+        format!("SELECT * FROM kafka.default.{name}"),
+    ] {
+        for err in [
+            planning_error(&mut client, &sql).await,
+            preparing_error(&mut client, &sql).await,
+        ] {
+            assert_eq!(err.code(), Code::NotFound, "{sql}: {err:?}");
+            assert!(
+                err.message().contains(&format!("table '{name}' not found")),
+                "{sql}: {}",
+                err.message()
+            );
+            assert!(!err.message().contains("quote"), "{sql}: {}", err.message());
+        }
+    }
 }
