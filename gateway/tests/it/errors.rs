@@ -9,7 +9,7 @@ use arrow_flight::sql::{
 use prost::Message;
 use tonic::{Code, Status};
 
-use crate::support::{Client, Gateway, unique};
+use crate::support::{Client, Gateway, TestRecord, create_topic, produce, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_sql_is_invalid_argument_with_the_parser_message() {
@@ -135,5 +135,69 @@ async fn an_unknown_table_is_not_found_when_planned_however_it_is_named() {
             );
             assert!(!err.message().contains("quote"), "{sql}: {}", err.message());
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_named_with_a_dot_or_a_dash_is_named_in_quotes_in_the_error() {
+    let id = unique("x").replace('-', "_");
+    let dotted = format!("payments_{id}.avro");
+    let dashed = format!("checkout-events_{id}");
+    for topic in [&dotted, &dashed] {
+        create_topic(topic, 1).await;
+        produce(topic, &[TestRecord::value(0, "v")]).await;
+    }
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+
+    let err = planning_error(&mut client, &format!("SELECT * FROM {dotted}")).await;
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains(&format!(
+            "table '{dotted}' not found; if you meant the topic \"{dotted}\", quote it: FROM \"{dotted}\""
+        )),
+        "{}",
+        err.message()
+    );
+
+    for (sql, keyword) in [
+        (format!("SELECT * FROM {dashed}"), "FROM"),
+        (
+            format!("SELECT count(*) FROM {dashed} WHERE _offset >= 0"),
+            "FROM",
+        ),
+        (format!("DESCRIBE {dashed}"), "DESCRIBE"),
+        (
+            format!("SELECT * FROM \"{dotted}\" AS a JOIN {dashed} AS b USING (_offset)"),
+            "JOIN",
+        ),
+    ] {
+        let err = planning_error(&mut client, &sql).await;
+        assert!(
+            err.message().contains(&format!(
+                "topic names with '-' must be quoted: {keyword} \"{dashed}\""
+            )),
+            "{sql}: {}",
+            err.message()
+        );
+    }
+
+    // Quoted, both are tables.
+    for topic in [&dotted, &dashed] {
+        let rows = client
+            .query(&format!("SELECT * FROM \"{topic}\""))
+            .await
+            .expect("quoted")
+            .rows();
+        assert_eq!(rows, 1);
+    }
+
+    // No hint where no such topic exists.
+    for sql in [
+        format!("SELECT * FROM nosuch_{id}.avro"),
+        format!("SELECT * FROM nosuch-events_{id}"),
+    ] {
+        let err = planning_error(&mut client, &sql).await;
+        assert!(!err.message().contains("quote"), "{sql}: {}", err.message());
     }
 }
