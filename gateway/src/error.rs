@@ -5,7 +5,7 @@
 //! Unavailable, a limit ResourceExhausted, and anything else Internal. The
 //! message is the root cause's, without backtraces or debug output, capped.
 
-use datafusion::common::SchemaError;
+use datafusion::common::{Column, SchemaError};
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
 use kappa_catalog::{CATALOG, CatalogError, SCHEMA};
@@ -56,13 +56,21 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
 }
 
 /// The root cause's message as a user should read it: DataFusion shows a
-/// parser's error as its Rust value (`ParserError("Expected: …")`), and
-/// names a missing table with the default catalog and schema.
+/// parser's error as its Rust value (`ParserError("Expected: …")`), names a
+/// missing table with the default catalog and schema, and answers a column
+/// named in the wrong case with a setting `SET` refuses.
 fn message_of(root: &DataFusionError) -> String {
     if let Some(table) = missing_table(root) {
         return format!("table '{table}' not found");
     }
     match root {
+        DataFusionError::SchemaError(schema, _) => match schema.as_ref() {
+            SchemaError::FieldNotFound {
+                field,
+                valid_fields,
+            } => quote_to_match_case(&root.to_string(), field.name(), valid_fields),
+            _ => root.to_string(),
+        },
         DataFusionError::SQL(parser, _) => match parser.as_ref() {
             ParserError::TokenizerError(message) | ParserError::ParserError(message) => {
                 format!("SQL error: {message}")
@@ -97,6 +105,33 @@ fn missing_table(root: &DataFusionError) -> Option<&str> {
             .strip_prefix(SCHEMA)
             .and_then(|table| table.strip_prefix('.'))
             .unwrap_or(in_catalog),
+    )
+}
+
+/// DataFusion's message for a column named in the wrong case (`userid` for
+/// `"userId"`) says to quote it or to turn off identifier normalization,
+/// which `SET` refuses here: it says only to quote it.
+fn quote_to_match_case(message: &str, asked: &str, valid: &[Column]) -> String {
+    const SENTENCE: &str = "\nColumn names are case sensitive";
+    const END: &str = "enable_ident_normalization configuration.";
+    let Some(start) = message.find(SENTENCE) else {
+        return message.to_string();
+    };
+    let Some(end) = message[start..].find(END).map(|at| start + at + END.len()) else {
+        return message.to_string();
+    };
+    let lower = asked.to_lowercase();
+    let advice = match valid
+        .iter()
+        .find(|column| column.name() != asked && column.name().to_lowercase() == lower)
+    {
+        Some(column) => format!("quote it as \"{}\"", column.name().replace('"', "\"\"")),
+        None => "quote the column's name as it is written in the table".to_string(),
+    };
+    format!(
+        "{}{SENTENCE}: {advice}.{}",
+        &message[..start],
+        &message[end..]
     )
 }
 
@@ -386,6 +421,32 @@ mod tests {
             assert_eq!(status.code(), Code::NotFound, "{resolved}");
             assert_eq!(status.message(), format!("table '{named}' not found"));
         }
+    }
+
+    #[test]
+    fn a_column_in_the_wrong_case_is_to_be_quoted() {
+        let schema = datafusion::common::DFSchema::try_from_qualified_schema(
+            "events",
+            &arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+                "userId",
+                arrow::datatypes::DataType::Int64,
+                true,
+            )]),
+        )
+        .unwrap();
+        let err = datafusion::common::field_not_found(None::<&str>, "userid", &schema);
+        assert!(
+            err.to_string().contains("enable_ident_normalization"),
+            "DataFusion's own message: {err}"
+        );
+        let status = datafusion_status(&err);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "Schema error: No field named userid. Did you mean 'events.\"userId\"'?\n\
+             Column names are case sensitive: quote it as \"userId\".\n\
+             Valid fields are events.\"userId\"."
+        );
     }
 
     fn parse_error(sql: &str) -> DataFusionError {

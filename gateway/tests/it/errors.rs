@@ -201,3 +201,26 @@ async fn a_topic_named_with_a_dot_or_a_dash_is_named_in_quotes_in_the_error() {
         assert!(!err.message().contains("quote"), "{sql}: {}", err.message());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_named_in_the_wrong_case_is_to_be_quoted() {
+    let topic = unique("camel");
+    create_topic(&topic, 1).await;
+    let config = format!(
+        "[[tables]]\nname = \"events\"\ntopic = \"{topic}\"\nformat = \"json\"\ncolumns = \"userId BIGINT\"\n"
+    );
+    let gateway = Gateway::start(Some(&config)).await;
+    let mut client = gateway.client().await;
+    let err = planning_error(&mut client, "SELECT userId FROM events").await;
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("quote it as \"userId\""),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !err.message().contains("enable_ident_normalization"),
+        "SET refuses that setting: {}",
+        err.message()
+    );
+}
