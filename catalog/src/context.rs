@@ -212,6 +212,31 @@ impl CatalogContext {
         }
     }
 
+    /// Whether topic `topic` exists, for a synchronous caller (a table
+    /// function is planned synchronously): the topic cache, else, on the
+    /// gateway's multi-threaded runtime, the broker. Elsewhere the cache
+    /// cannot tell, and the topic is taken to exist (reading it finds out).
+    pub(crate) fn topic_exists_now(&self, topic: &str) -> Result<bool> {
+        if self.cached(topic) {
+            return Ok(true);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                let name = topic.to_string();
+                let exists = tokio::task::block_in_place(|| {
+                    runtime.block_on(self.client.run_blocking(move |c| c.topic_exists(&name)))
+                })?;
+                if exists {
+                    self.remember_topic(topic);
+                }
+                Ok(exists)
+            }
+            _ => Ok(true),
+        }
+    }
+
     /// Runs at most `max_streams` streaming queries at once, each sending a
     /// batch once its first row has waited `linger`.
     pub fn with_streams(mut self, max_streams: usize, linger: Duration) -> Self {

@@ -72,7 +72,8 @@ impl fmt::Display for StartPosition {
 
 /// `tail(name, start)`: a stream of a declared table or a topic (typed by
 /// its registry subject, as a query reads it), or `None` for a name that is
-/// neither (existence is checked when it runs).
+/// neither, so a missing table is refused when the query is planned, as one
+/// in `FROM` is.
 pub fn tail_table(
     context: &CatalogContext,
     name: &str,
@@ -86,6 +87,9 @@ pub fn tail_table(
     let declared = match context.declared_now(name) {
         Some(def) => Some(def),
         None if is_user_topic(name) && is_legal_topic_name(name) => {
+            if !context.topic_exists_now(name)? {
+                return Ok(None);
+            }
             context.registry_table_now(name)?
         }
         None => return Ok(None),
@@ -144,7 +148,7 @@ impl TableFunctionImpl for TailFunction {
             })?,
         };
         let Some(table) = tail_table(&self.tables, &name, start)? else {
-            return plan_err!("tail: table '{name}' not found");
+            return Err(CatalogError::TableNotFound(format!("table '{name}' not found")).into());
         };
         Ok(Arc::new(table))
     }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::catalog::{CatalogProvider, TableFunctionImpl};
 use datafusion::common::tree_node::TreeNode;
+use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
@@ -35,7 +36,7 @@ use crate::auth::{GrantedCatalog, GrantedTail};
 use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
 use crate::error::{
-    catalog_status, datafusion_status, invalid_request, limit_status, param_status,
+    catalog_status, datafusion_status, invalid_request, limit_status, param_status, unquoted_name,
 };
 use crate::flight::{QueryLog, encode_stream, flight_info};
 use crate::guarded_functions::{StopOption, guard_functions};
@@ -121,10 +122,10 @@ impl KappaFlightSqlService {
             return Ok((done, schema));
         }
         let numbered = number_placeholders(sql).map_err(|e| rejected(sql, param_status(&e)))?;
-        let df = ctx
-            .sql_with_options(&numbered, options)
-            .await
-            .map_err(|e| rejected(sql, datafusion_status(&e)))?;
+        let df = match ctx.sql_with_options(&numbered, options).await {
+            Ok(df) => df,
+            Err(e) => return Err(rejected(sql, planning_status(&ctx, &numbered, &e).await)),
+        };
         if lists_tables(df.logical_plan()) {
             // `information_schema` (and SHOW TABLES over it) lists from the
             // topic cache: with a broker that is down, an empty list would
@@ -418,6 +419,23 @@ fn lists_tables(plan: &LogicalPlan) -> bool {
             if scan.table_name.schema() == Some(INFORMATION_SCHEMA)))
     })
     .unwrap_or(false)
+}
+
+/// The status for a statement `sql` that did not plan, with a hint to quote
+/// a topic's name the statement left unquoted (`payments.avro`,
+/// `checkout-events`) when that topic is a table the caller may read.
+async fn planning_status(ctx: &SessionContext, sql: &str, err: &DataFusionError) -> Status {
+    let status = datafusion_status(err);
+    let Some(unquoted) = unquoted_name(sql, err) else {
+        return status;
+    };
+    let Some(schema) = ctx.catalog(CATALOG).and_then(|c| c.schema(SCHEMA)) else {
+        return status;
+    };
+    match schema.table(unquoted.name()).await {
+        Ok(Some(_)) => unquoted.hint(&status),
+        _ => status,
+    }
 }
 
 fn rejected(sql: &str, status: Status) -> Status {

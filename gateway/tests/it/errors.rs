@@ -2,9 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use tonic::Code;
+use arrow_flight::Action;
+use arrow_flight::sql::{
+    ActionCreatePreparedStatementRequest, CommandStatementQuery, ProstMessageExt,
+};
+use prost::Message;
+use tonic::{Code, Status};
 
-use crate::support::{Gateway, unique};
+use crate::support::{Client, Gateway, TestRecord, create_topic, produce, unique};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_sql_is_invalid_argument_with_the_parser_message() {
@@ -70,4 +75,152 @@ async fn a_broker_that_is_down_is_unavailable_within_the_deadline() {
 async fn an_unknown_kafka_property_stops_the_gateway_with_its_name() {
     let stderr = crate::support::refused_start(&["--kafka-property", "no.such.property=1"]).await;
     assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
+/// GetFlightInfo for `sql`: the error planning it gives.
+async fn planning_error(client: &mut Client, sql: &str) -> Status {
+    client
+        .flight_info(CommandStatementQuery {
+            query: sql.to_string(),
+            transaction_id: None,
+        })
+        .await
+        .expect_err(sql)
+}
+
+/// CreatePreparedStatement for `sql`: the error preparing it gives.
+async fn preparing_error(client: &mut Client, sql: &str) -> Status {
+    let create = Action {
+        r#type: "CreatePreparedStatement".into(),
+        body: ActionCreatePreparedStatementRequest {
+            query: sql.into(),
+            transaction_id: None,
+        }
+        .as_any()
+        .encode_to_vec()
+        .into(),
+    };
+    match client.inner.do_action(create).await {
+        Err(status) => status,
+        Ok(results) => match results.into_inner().message().await {
+            Err(status) => status,
+            Ok(_) => panic!("{sql} was prepared"),
+        },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_table_is_not_found_when_planned_however_it_is_named() {
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+    let name = unique("nope").replace('-', "_");
+    for sql in [
+        format!("SELECT * FROM {name}"),
+        format!("SELECT * FROM \"{name}\""),
+        format!("SELECT * FROM tail('{name}')"),
+        format!("SELECT * FROM tail('{name}', 'earliest') WHERE _offset > 3"),
+        format!("DESCRIBE {name}"),
+        format!("SELECT count(*) FROM {name} JOIN {name} AS b USING (_offset)"),
+        format!("SELECT * FROM kafka.default.{name}"),
+    ] {
+        for err in [
+            planning_error(&mut client, &sql).await,
+            preparing_error(&mut client, &sql).await,
+        ] {
+            assert_eq!(err.code(), Code::NotFound, "{sql}: {err:?}");
+            assert!(
+                err.message().contains(&format!("table '{name}' not found")),
+                "{sql}: {}",
+                err.message()
+            );
+            assert!(!err.message().contains("quote"), "{sql}: {}", err.message());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_topic_named_with_a_dot_or_a_dash_is_named_in_quotes_in_the_error() {
+    let id = unique("x").replace('-', "_");
+    let dotted = format!("payments_{id}.avro");
+    let dashed = format!("checkout-events_{id}");
+    for topic in [&dotted, &dashed] {
+        create_topic(topic, 1).await;
+        produce(topic, &[TestRecord::value(0, "v")]).await;
+    }
+    let gateway = Gateway::start(None).await;
+    let mut client = gateway.client().await;
+
+    let err = planning_error(&mut client, &format!("SELECT * FROM {dotted}")).await;
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        err.message().contains(&format!(
+            "table '{dotted}' not found; if you meant the topic \"{dotted}\", quote it: FROM \"{dotted}\""
+        )),
+        "{}",
+        err.message()
+    );
+
+    for (sql, keyword) in [
+        (format!("SELECT * FROM {dashed}"), "FROM"),
+        (
+            format!("SELECT count(*) FROM {dashed} WHERE _offset >= 0"),
+            "FROM",
+        ),
+        (format!("DESCRIBE {dashed}"), "DESCRIBE"),
+        (
+            format!("SELECT * FROM \"{dotted}\" AS a JOIN {dashed} AS b USING (_offset)"),
+            "JOIN",
+        ),
+    ] {
+        let err = planning_error(&mut client, &sql).await;
+        assert!(
+            err.message().contains(&format!(
+                "topic names with '-' must be quoted: {keyword} \"{dashed}\""
+            )),
+            "{sql}: {}",
+            err.message()
+        );
+    }
+
+    // Quoted, both are tables.
+    for topic in [&dotted, &dashed] {
+        let rows = client
+            .query(&format!("SELECT * FROM \"{topic}\""))
+            .await
+            .expect("quoted")
+            .rows();
+        assert_eq!(rows, 1);
+    }
+
+    // No hint where no such topic exists.
+    for sql in [
+        format!("SELECT * FROM nosuch_{id}.avro"),
+        format!("SELECT * FROM nosuch-events_{id}"),
+    ] {
+        let err = planning_error(&mut client, &sql).await;
+        assert!(!err.message().contains("quote"), "{sql}: {}", err.message());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_named_in_the_wrong_case_is_to_be_quoted() {
+    let topic = unique("camel");
+    create_topic(&topic, 1).await;
+    let config = format!(
+        "[[tables]]\nname = \"events\"\ntopic = \"{topic}\"\nformat = \"json\"\ncolumns = \"userId BIGINT\"\n"
+    );
+    let gateway = Gateway::start(Some(&config)).await;
+    let mut client = gateway.client().await;
+    let err = planning_error(&mut client, "SELECT userId FROM events").await;
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("quote it as \"userId\""),
+        "{}",
+        err.message()
+    );
+    assert!(
+        !err.message().contains("enable_ident_normalization"),
+        "SET refuses that setting: {}",
+        err.message()
+    );
 }
