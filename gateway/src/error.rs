@@ -52,7 +52,36 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
         DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
         _ => Code::Internal,
     };
-    status(code, message_of(root))
+    let message = message_of(root);
+    // The memory pool's refusal, wherever it is wrapped (some operators
+    // pass it on as text inside another error).
+    if let Some(at) = message.find(RESOURCES_EXHAUSTED) {
+        return status(Code::ResourceExhausted, memory_message(&message[at..]));
+    }
+    status(code, message)
+}
+
+const RESOURCES_EXHAUSTED: &str = "Resources exhausted: ";
+
+/// A memory-pool refusal as a user reads it: which limit, and how to raise
+/// it, without the pool's list of consumers.
+fn memory_message(refusal: &str) -> String {
+    let what = refusal[RESOURCES_EXHAUSTED.len()..]
+        .lines()
+        .next()
+        .unwrap_or_default();
+    let what = what
+        .split(" with top memory consumers")
+        .next()
+        .unwrap_or(what)
+        .trim_end_matches([':', '.', ' ']);
+    if what.contains("--memory-limit") {
+        return what.to_string();
+    }
+    format!(
+        "the query needs more memory than --memory-limit allows ({what}); raise --memory-limit \
+         (KAPPA_MEMORY_LIMIT) or narrow the query"
+    )
 }
 
 /// The root cause's message as a user should read it: DataFusion shows a
@@ -357,6 +386,28 @@ fn strip_backtrace(message: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_memory_refusal_is_resource_exhausted_however_it_is_wrapped() {
+        let refusal = "Resources exhausted: Additional allocation failed for CrossJoinExec[0] with \
+                       top memory consumers (across reservations) as:\n  CrossJoinExec#3(can spill: \
+                       false) consumed 60.0 MB, peak 60.0 MB.\nError: Failed to allocate additional \
+                       4.0 MB for CrossJoinExec[0] with 60.0 MB already allocated";
+        for wrapped in [
+            DataFusionError::ResourcesExhausted(refusal["Resources exhausted: ".len()..].into()),
+            DataFusionError::Execution(format!("Join Error: {refusal}")),
+            DataFusionError::External(Box::new(std::io::Error::other(refusal.to_string()))),
+        ] {
+            let status = datafusion_status(&wrapped);
+            assert_eq!(status.code(), Code::ResourceExhausted, "{wrapped}");
+            assert_eq!(
+                status.message(),
+                "the query needs more memory than --memory-limit allows (Additional allocation \
+                 failed for CrossJoinExec[0]); raise --memory-limit (KAPPA_MEMORY_LIMIT) or narrow \
+                 the query"
+            );
+        }
+    }
     use std::sync::Arc;
 
     #[test]
