@@ -22,8 +22,10 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, ListArray, MapArray, StructArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::kernels::cast_utils::string_to_datetime;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::arrow::error::ArrowError;
+
+use crate::lake::layout::map_timestamps;
 
 /// Earliest instant a number may name: 1900-01-01T00:00:00Z, in µs.
 const EARLIEST_MICROS: i64 = -2_208_988_800_000_000;
@@ -33,41 +35,16 @@ const END_MICROS: i64 = 7_258_118_400_000_000;
 /// `declared` with each timestamp in the unit its numbers count: a bare
 /// `TIMESTAMP` (which DataFusion plans as nanoseconds) counts milliseconds.
 pub fn number_units(declared: &DataType) -> DataType {
-    let field = |f: &FieldRef| {
-        Arc::new(Field::new(
-            f.name(),
-            number_units(f.data_type()),
-            f.is_nullable(),
-        )) as Arc<Field>
-    };
-    match declared {
-        DataType::Timestamp(TimeUnit::Nanosecond, tz) => {
-            DataType::Timestamp(TimeUnit::Millisecond, tz.clone())
-        }
-        DataType::List(item) => DataType::List(field(item)),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
-        DataType::Map(entries, sorted) => DataType::Map(field(entries), *sorted),
-        other => other.clone(),
-    }
+    map_timestamps(declared, &|unit, tz| match unit {
+        TimeUnit::Nanosecond => DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+        unit => DataType::Timestamp(unit, tz.clone()),
+    })
 }
 
 /// The type arrow-json reads `declared` as: timestamps (nested ones too) as
 /// text, everything else as it is.
 pub(crate) fn read_type(declared: &DataType) -> DataType {
-    let field = |f: &FieldRef| {
-        Arc::new(Field::new(
-            f.name(),
-            read_type(f.data_type()),
-            f.is_nullable(),
-        )) as Arc<Field>
-    };
-    match declared {
-        DataType::Timestamp(..) => DataType::Utf8,
-        DataType::List(item) => DataType::List(field(item)),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
-        DataType::Map(entries, sorted) => DataType::Map(field(entries), *sorted),
-        other => other.clone(),
-    }
+    map_timestamps(declared, &|_, _| DataType::Utf8)
 }
 
 /// `read` (as [`read_type`] read it) as `output`, the table's type: each
@@ -128,33 +105,30 @@ pub(crate) fn convert(
 
 /// One timestamp text as microseconds since the epoch.
 fn micros_of(text: &str, unit: TimeUnit) -> Result<i64, ArrowError> {
-    let number = text.parse::<i64>().map(|n| n as f64).ok();
-    let number = number.or_else(|| {
-        let first = text.bytes().next()?;
-        (first.is_ascii_digit() || first == b'-')
-            .then(|| text.parse::<f64>().ok())
-            .flatten()
-    });
-    let Some(number) = number else {
-        return string_to_datetime(&chrono::Utc, text)
-            .map(|t| t.timestamp_micros())
-            .map_err(|e| {
-                ArrowError::JsonError(format!("failed to parse \"{text}\" as a timestamp: {e}"))
-            });
-    };
-    let (per_unit, name) = match unit {
+    let (micros_per_unit, name) = match unit {
         TimeUnit::Second => (1_000_000.0, "seconds"),
         TimeUnit::Millisecond => (1_000.0, "milliseconds"),
         TimeUnit::Microsecond => (1.0, "microseconds"),
         TimeUnit::Nanosecond => (0.001, "nanoseconds"),
     };
-    let micros = match text.parse::<i64>() {
+    let looks_numeric = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'-');
+    let micros = if let Ok(whole) = text.parse::<i64>() {
         // Exact for integers: no detour through f64's 53 bits.
-        Ok(whole) => match unit {
+        match unit {
             TimeUnit::Nanosecond => Some(whole / 1_000),
-            _ => whole.checked_mul(per_unit as i64),
-        },
-        Err(_) => Some((number * per_unit).round() as i64),
+            _ => whole.checked_mul(micros_per_unit as i64),
+        }
+    } else if let Some(number) = looks_numeric.then(|| text.parse::<f64>().ok()).flatten() {
+        Some((number * micros_per_unit).round() as i64)
+    } else {
+        return string_to_datetime(&chrono::Utc, text)
+            .map(|t| t.timestamp_micros())
+            .map_err(|e| {
+                ArrowError::JsonError(format!("failed to parse \"{text}\" as a timestamp: {e}"))
+            });
     };
     match micros {
         Some(micros) if (EARLIEST_MICROS..END_MICROS).contains(&micros) => Ok(micros),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, RecordBatch};
 use datafusion::arrow::datatypes::{
-    DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
@@ -54,12 +54,29 @@ pub fn writer_properties() -> WriterProperties {
 /// the precision Delta Lake stores (SQL's `TIMESTAMP` plans as nanoseconds,
 /// `TIMESTAMP(0)` as seconds), nested ones included.
 pub fn lake_type(data_type: &DataType) -> DataType {
-    let field = |f: &Field| Field::new(f.name(), lake_type(f.data_type()), f.is_nullable());
+    map_timestamps(data_type, &|_, tz| {
+        DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+    })
+}
+
+/// `data_type` with each timestamp in it, nested ones included, replaced by
+/// `leaf(unit, zone)`; everything else kept.
+pub fn map_timestamps(
+    data_type: &DataType,
+    leaf: &dyn Fn(TimeUnit, &Option<Arc<str>>) -> DataType,
+) -> DataType {
+    let field = |f: &FieldRef| {
+        Arc::new(Field::new(
+            f.name(),
+            map_timestamps(f.data_type(), leaf),
+            f.is_nullable(),
+        ))
+    };
     match data_type {
-        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-        DataType::List(item) => DataType::List(Arc::new(field(item))),
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| field(f)).collect()),
-        DataType::Map(entries, sorted) => DataType::Map(Arc::new(field(entries)), *sorted),
+        DataType::Timestamp(unit, tz) => leaf(*unit, tz),
+        DataType::List(item) => DataType::List(field(item)),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
+        DataType::Map(entries, sorted) => DataType::Map(field(entries), *sorted),
         other => other.clone(),
     }
 }
