@@ -40,6 +40,17 @@ pub enum RegistryError {
     },
 }
 
+/// Why a registered schema could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SchemaError {
+    /// The registry could not be asked: not the schema's fault.
+    #[error(transparent)]
+    Registry(RegistryError),
+    /// The schema (or one it references) is not usable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 /// The kind of a registered schema (`schemaType`; absent means Avro).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "UPPERCASE")]
@@ -77,8 +88,9 @@ pub struct RegisteredSchema {
     pub schema_type: SchemaType,
     /// The schema text.
     pub schema: String,
-    /// Other subjects' schemas this one imports (Protobuf `import`s, by the
-    /// file name the import uses); absent in most answers.
+    /// Other subjects' schemas this one uses (Protobuf `import`s by the
+    /// file name the import uses, Avro named types by their full name);
+    /// absent in most answers.
     #[serde(default)]
     pub references: Vec<SchemaReference>,
 }
@@ -87,7 +99,7 @@ pub struct RegisteredSchema {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SchemaReference {
     /// The name the referring schema uses for it (for Protobuf, the path in
-    /// its `import` statement).
+    /// its `import` statement; for Avro, the full name of the type).
     pub name: String,
     /// The subject holding it.
     pub subject: String,

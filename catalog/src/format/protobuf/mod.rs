@@ -29,8 +29,8 @@ pub mod schema;
 #[cfg(test)]
 mod tests;
 
+use super::registry::SchemaError;
 pub use decode::ProtobufDecoder;
-use schema::SchemaError;
 
 /// Most indexes a message-index path may hold: a bound on what a corrupt
 /// value can make the decoder allocate (real paths are a few deep).

@@ -23,7 +23,9 @@ use prost_reflect::prost_types;
 use prost_reflect::{FileDescriptor, Kind, MessageDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use crate::format::registry::{RegisteredSchema, RegistryError, SchemaRegistry, SchemaType};
+use crate::format::registry::{
+    RegisteredSchema, RegistryError, SchemaError, SchemaRegistry, SchemaType,
+};
 
 /// The name the registered file itself is compiled under (the registry
 /// gives schemas no file name; references have the one their importer uses).
@@ -32,17 +34,6 @@ const ROOT_FILE: &str = "kappa/registered.proto";
 /// Most files one schema may pull in through its references: a bound on a
 /// registry that answers with an endless chain.
 const MAX_FILES: usize = 256;
-
-/// Why a schema could not become descriptors.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum SchemaError {
-    /// The registry could not be asked: not the schema's fault.
-    #[error(transparent)]
-    Registry(RegistryError),
-    /// The schema (or one it references) is not a usable Protobuf file.
-    #[error("{0}")]
-    Invalid(String),
-}
 
 /// Compiles `schema` and every file it references (fetched from `registry`)
 /// into descriptors; the registered file's descriptor is returned.

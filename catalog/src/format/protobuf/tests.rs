@@ -10,9 +10,10 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use prost_reflect::prost::Message;
 use prost_reflect::{DynamicMessage, FileDescriptor, MapKey, Value};
 
-use super::schema::{SchemaError, compile};
+use super::schema::compile;
 use super::*;
 use crate::format::ValueDecoder;
+use crate::format::registry::SchemaError;
 use crate::format::registry::{RegisteredSchema, SchemaType};
 
 const SHOP: &str = r#"
