@@ -1,6 +1,6 @@
 use super::*;
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
 
 const READING: &str = r#"{"type": "record", "name": "Reading", "fields": [
     {"name": "id", "type": "long"},
@@ -195,7 +195,75 @@ fn schemas_that_cannot_be_tables_are_refused_with_the_reason() {
     );
     assert!(AvroFormat::plain(r#""long""#).is_err());
     assert!(AvroFormat::plain("{not json").is_err());
-    let union =
-        r#"{"type": "record", "name": "U", "fields": [{"name": "u", "type": ["int", "string"]}]}"#;
-    assert!(AvroFormat::plain(union).unwrap_err().contains("field 'u'"));
+    let only_null =
+        r#"{"type": "record", "name": "U", "fields": [{"name": "u", "type": ["null"]}]}"#;
+    assert!(
+        AvroFormat::plain(only_null)
+            .unwrap_err()
+            .contains("field 'u'")
+    );
+}
+
+#[test]
+fn unions_of_several_types_read_as_a_struct_of_one_field_per_type() {
+    let schema = r#"{"type": "record", "name": "T", "fields": [
+        {"name": "u", "type": ["int", "string"]},
+        {"name": "n", "type": ["null", "long",
+            {"type": "record", "name": "Point", "namespace": "geo", "fields": [{"name": "x", "type": "int"}]}]},
+        {"name": "inner", "type": ["null",
+            {"type": "record", "name": "Inner", "fields": [{"name": "v", "type": ["string", "double"]}]}]},
+        {"name": "list", "type": {"type": "array", "items": ["long", "boolean"]}}]}"#;
+    let format = AvroFormat::plain(schema).unwrap();
+    let fields = format.value_schema().fields();
+    let names = |t: &DataType| match t {
+        DataType::Struct(fields) => fields.iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+        other => panic!("{other}"),
+    };
+    assert_eq!(names(fields[0].data_type()), ["int", "string"]);
+    assert_eq!(names(fields[1].data_type()), ["long", "Point"]);
+    let DataType::Struct(inner) = fields[2].data_type() else {
+        panic!()
+    };
+    assert_eq!(names(inner[0].data_type()), ["string", "double"]);
+
+    // u: int 7; n: Point{x: 3}; inner: {v: "a"}; list: [long 5, true]
+    let first = vec![0, 14, 4, 6, 2, 0, 2, b'a', 4, 0, 10, 2, 1, 0];
+    // u: "hi"; n: null; inner: null; list: []
+    let second = vec![2, 4, b'h', b'i', 0, 0, 0];
+    let decoded = decode(format, &[Some(first), Some(second)]);
+    assert!(decoded.errors.null_count() == 2, "{:?}", decoded.errors);
+
+    let u = decoded.columns[0].as_struct();
+    let int = u.column(0).as_primitive::<Int32Type>();
+    let text = u.column(1).as_string::<i32>();
+    assert_eq!((int.value(0), text.is_null(0)), (7, true));
+    assert_eq!((int.is_null(1), text.value(1)), (true, "hi"));
+    assert_eq!(
+        u.null_count(),
+        0,
+        "a union with no null branch is never null"
+    );
+
+    let n = decoded.columns[1].as_struct();
+    assert!(n.is_valid(0) && n.column(0).is_null(0));
+    let point = n.column(1).as_struct();
+    assert_eq!(point.column(0).as_primitive::<Int32Type>().value(0), 3);
+    assert!(n.is_null(1), "the null branch makes the struct null");
+
+    let inner = decoded.columns[2].as_struct();
+    let v = inner.column(0).as_struct();
+    assert_eq!(v.column(0).as_string::<i32>().value(0), "a");
+    assert!(v.column(1).is_null(0));
+    assert!(
+        inner.is_null(1) && v.is_null(1),
+        "a null record's union reads null"
+    );
+
+    let list = decoded.columns[3].as_list::<i32>();
+    let items = list.value(0);
+    let items = items.as_struct();
+    assert_eq!(items.column(0).as_primitive::<Int64Type>().value(0), 5);
+    assert!(items.column(0).is_null(1));
+    assert!(items.column(1).as_boolean().value(1));
+    assert_eq!(list.value_length(1), 0);
 }

@@ -8,16 +8,17 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, ListArray, MapArray, StringArray, StructArray, make_array,
 };
 use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use datafusion::arrow::compute::{cast, union_extract_by_id};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit, UnionFields};
 use datafusion::arrow::error::ArrowError;
 
 /// The type an Avro-decoded column has in the table (and the lake).
 ///
 /// Delta Lake and the clients kappa serves set the terms: timestamps in
 /// microseconds, no dictionary or view types, no fixed-size binary, no time
-/// of day (microseconds since midnight instead), no unions, decimals of at
-/// most 38 digits. Nested fields keep their nullability and lose
+/// of day (microseconds since midnight instead), no unions (a union of
+/// several types is a struct of one nullable field per type, see
+/// [`union_fields`]), decimals of at most 38 digits. Nested fields keep their nullability and lose
 /// arrow-avro's field metadata, so both tiers compare equal.
 pub fn table_type(field: &Field) -> std::result::Result<DataType, String> {
     Ok(match field.data_type() {
@@ -36,9 +37,7 @@ pub fn table_type(field: &Field) -> std::result::Result<DataType, String> {
                 "decimal precision {p} is above 38, the most Delta Lake stores"
             ));
         }
-        DataType::Union(..) => {
-            return Err("unions other than [\"null\", T] are not supported yet".into());
-        }
+        DataType::Union(branches, _) => DataType::Struct(union_fields(branches)?),
         DataType::Interval(_) => return Err("the duration type is not supported yet".into()),
         DataType::List(item) => DataType::List(Arc::new(Field::new(
             item.name(),
@@ -79,6 +78,42 @@ fn table_fields(fields: &Fields) -> std::result::Result<Fields, String> {
         .collect()
 }
 
+/// A union's branches as the fields of a struct, the way Protobuf's `oneof`
+/// reads: one nullable field per branch that is not `null`, set in the
+/// branch the value took and null in the others; the struct is null where
+/// the value took `null`. A field is named after its branch's type: the
+/// primitive or logical type (`int`, `string`, `timestamp_millis_utc`), or
+/// a named type's name without its namespace unless two branches share it.
+/// (`["null", T]` never gets here: arrow-avro reads it as a nullable T.)
+fn union_fields(branches: &UnionFields) -> std::result::Result<Fields, String> {
+    let kept: Vec<&FieldRef> = branches
+        .iter()
+        .map(|(_, branch)| branch)
+        .filter(|branch| branch.data_type() != &DataType::Null)
+        .collect();
+    let short = |name: &str| name.rsplit('.').next().unwrap_or(name).to_string();
+    let shared = |name: &str| {
+        kept.iter()
+            .filter(|other| short(other.name()) == short(name))
+            .count()
+            > 1
+    };
+    if kept.is_empty() {
+        return Err("a union of null alone (Parquet cannot store it)".into());
+    }
+    kept.iter()
+        .map(|branch| {
+            let name = match shared(branch.name()) {
+                true => branch.name().to_string(),
+                false => short(branch.name()),
+            };
+            table_type(branch)
+                .map(|t| Field::new(&name, t, true))
+                .map_err(|e| format!("{name}: {e}"))
+        })
+        .collect()
+}
+
 fn is_uuid(field: &Field) -> bool {
     field.metadata().get("logicalType").map(String::as_str) == Some("uuid")
 }
@@ -109,6 +144,29 @@ pub(super) fn to_table_type(
             &cast(array, &DataType::Time64(TimeUnit::Microsecond))?,
             &DataType::Int64,
         )?,
+        (DataType::Union(branches, _), DataType::Struct(fields)) => {
+            let union = array.as_union();
+            let mut targets = fields.iter();
+            let mut columns = Vec::with_capacity(fields.len());
+            let mut null_branch = None;
+            for (type_id, branch) in branches.iter() {
+                if branch.data_type() == &DataType::Null {
+                    null_branch = Some(type_id);
+                    continue;
+                }
+                let target = targets.next().expect("a field per branch but null");
+                let taken = union_extract_by_id(union, type_id)?;
+                columns.push(to_table_type(&taken, target.data_type())?);
+            }
+            let nulls = null_branch.map(|null| {
+                union
+                    .type_ids()
+                    .iter()
+                    .map(|&taken| taken != null)
+                    .collect::<NullBuffer>()
+            });
+            Arc::new(StructArray::try_new(fields.clone(), columns, nulls)?)
+        }
         (DataType::Struct(_), DataType::Struct(fields)) => {
             let parts = array.as_struct();
             // A field of a null struct reads as null (`address['city']` of
@@ -120,6 +178,10 @@ pub(super) fn to_table_type(
                 .map(|(c, f)| {
                     let c = match c.data_type() {
                         DataType::Null => Arc::clone(c),
+                        // A union has no nulls of its own: as a struct first.
+                        DataType::Union(..) => {
+                            with_nulls_of(&to_table_type(c, f.data_type())?, parts.nulls())?
+                        }
                         _ => with_nulls_of(c, parts.nulls())?,
                     };
                     to_table_type(&c, f.data_type())
