@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use super::columns::{declared_columns, lake_columns, parse_columns};
 use crate::error::{CatalogError, Result};
+use crate::format::avro;
 use crate::format::json_schema::JsonSchemaFormat;
 use crate::format::json_timestamps::number_units;
 use crate::format::keyed::KeyedFormat;
-use crate::format::registry::{RegisteredSchema, RegistryError, SchemaType};
+use crate::format::registry::{RegisteredSchema, RegistryError, SchemaError, SchemaType};
 use crate::format::{AvroFormat, ProtobufFormat, SchemaRegistry, ValueFormat};
 
 /// The whole configuration file. Unknown keys are errors, so a typo never
@@ -593,13 +594,15 @@ async fn typed(
 ) -> Result<(ValueFormat, SchemaRef, bool)> {
     match reader.schema_type {
         SchemaType::Avro if key => {
-            let (avro, is_record) = AvroFormat::confluent_key(&reader.schema, Arc::clone(registry))
+            let reader = avro_document(registry, reader).await?;
+            let (avro, is_record) = AvroFormat::confluent_key(&reader, Arc::clone(registry))
                 .map_err(CatalogError::Config)?;
             let (format, schema) = avro_format(avro);
             Ok((format, schema, is_record))
         }
         SchemaType::Avro => {
-            let avro = AvroFormat::confluent(&reader.schema, Arc::clone(registry))
+            let reader = avro_document(registry, reader).await?;
+            let avro = AvroFormat::confluent(&reader, Arc::clone(registry))
                 .map_err(CatalogError::Config)?;
             let (format, schema) = avro_format(avro);
             Ok((format, schema, true))
@@ -650,13 +653,26 @@ async fn subject_schema(
     version: Option<u32>,
 ) -> Result<Option<String>> {
     match registered(registry, subject, version).await? {
-        Some(found) if found.schema_type == SchemaType::Avro => Ok(Some(found.schema)),
+        Some(found) if found.schema_type == SchemaType::Avro => {
+            avro_document(registry, &found).await.map(Some)
+        }
         Some(found) => Err(CatalogError::Config(format!(
             "subject '{subject}' holds a {} schema; kappa reads Avro subjects so far",
             found.schema_type
         ))),
         None => Ok(None),
     }
+}
+
+/// A registered Avro schema as one document, the named types it takes from
+/// other subjects written in.
+async fn avro_document(registry: &SchemaRegistry, schema: &RegisteredSchema) -> Result<String> {
+    avro::self_contained(registry, schema)
+        .await
+        .map_err(|e| match e {
+            SchemaError::Registry(down) => CatalogError::Registry(down.to_string()),
+            SchemaError::Invalid(why) => CatalogError::Config(why),
+        })
 }
 
 #[cfg(test)]

@@ -31,12 +31,14 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::framing;
-use super::registry::{RegistryError, SchemaRegistry, SchemaType};
+use super::registry::{RegistryError, SchemaError, SchemaRegistry, SchemaType};
 use super::{DecodedValues, ValueDecoder};
 use crate::error::{CatalogError, Result};
+pub use references::self_contained;
 pub use types::table_type;
 use types::to_table_type;
 
+mod references;
 mod types;
 
 /// How an Avro value is laid out.
@@ -103,7 +105,8 @@ impl AvroFormat {
         schema: &str,
         registry: Option<Arc<SchemaRegistry>>,
     ) -> std::result::Result<Self, String> {
-        let reader = AvroSchema::new(schema.to_string());
+        let schema = references::expand(schema, &HashMap::new()).map_err(|e| e.to_string())?;
+        let reader = AvroSchema::new(schema);
         let decoded_schema = builder(store_of(PLAIN_ID, &reader)?, &reader, 1)
             .build_decoder()
             .map_err(|e| format!("invalid Avro schema: {e}"))?
@@ -248,10 +251,21 @@ impl AvroDecoder {
                 found.schema_type
             )),
             Ok(found) => {
+                let document = match registry.block_on(self_contained(registry, &found)) {
+                    Ok(document) => document,
+                    Err(SchemaError::Registry(down)) => {
+                        return Err(CatalogError::Registry(down.to_string()));
+                    }
+                    Err(SchemaError::Invalid(why)) => {
+                        let why = format!("writer schema id {id}: {why}");
+                        self.rejected.insert(id, why.clone());
+                        return Ok(Err(why));
+                    }
+                };
                 let writer = if self.format.wrap_scalars {
-                    AvroSchema::new(wrap_scalar(&found.schema))
+                    AvroSchema::new(wrap_scalar(&document))
                 } else {
-                    AvroSchema::new(found.schema.clone())
+                    AvroSchema::new(document)
                 };
                 match store_of(id, &writer).and_then(|store| {
                     builder(store, &self.format.reader, 1)

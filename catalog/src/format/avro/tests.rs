@@ -267,3 +267,24 @@ fn unions_of_several_types_read_as_a_struct_of_one_field_per_type() {
     assert!(items.column(1).as_boolean().value(1));
     assert_eq!(list.value_length(1), 0);
 }
+
+#[test]
+fn a_named_type_used_by_name_in_a_union_decodes_as_its_own_branch() {
+    // arrow-avro 59 resolves a type used by name as whatever the reader has
+    // in its place: without writing uses out, `C` decodes as the `double`
+    // (a truncated datum) or the `long` (a wrong number, no error).
+    let schema = r#"{"type": "record", "name": "T", "fields": [
+        {"name": "first", "type": {"type": "enum", "name": "C", "symbols": ["FR", "DE"]}},
+        {"name": "d", "type": ["double", "C"]},
+        {"name": "l", "type": ["long", "C"]}]}"#;
+    let format = AvroFormat::plain(schema).unwrap();
+    let value = vec![0, 2, 2, 2, 0]; // first FR; d: C DE; l: C FR
+    let decoded = decode(format, &[Some(value)]);
+    assert!(decoded.errors.is_null(0), "{:?}", decoded.errors);
+    let d = decoded.columns[1].as_struct();
+    assert!(d.column(0).is_null(0));
+    assert_eq!(d.column(1).as_string::<i32>().value(0), "DE");
+    let l = decoded.columns[2].as_struct();
+    assert!(l.column(0).is_null(0), "not read as a long");
+    assert_eq!(l.column(1).as_string::<i32>().value(0), "FR");
+}
