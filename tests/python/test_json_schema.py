@@ -99,6 +99,7 @@ def test_a_json_schema_topic_is_a_typed_table_with_no_definition(brokers, regist
         assert types == {"address": "struct<city: string>", "amount": "double", "channel": "string",
                          "customer": "string", "id": "int64", "placed_at": "timestamp[us, tz=UTC]",
                          "tags": "list<item: string>"}, types
+        assert list(types) == [*PROPERTIES, "channel"], "columns in the order the schema lists its properties"
         check_rows(table.to_pylist(), json_topic["values"], with_channel=True)
     finally:
         gateway.stop()

@@ -162,16 +162,16 @@ mod tests {
         let columns = columns_sql(schema.fields()).unwrap();
         assert_eq!(
             columns,
-            // arrow-json's order: by name, upper case first.
-            "\"address\" STRUCT<\"city\" VARCHAR, \"geo\" STRUCT<\"lat\" DOUBLE>>, \
-             \"id\" BIGINT, \"price\" DOUBLE, \"tags\" ARRAY<VARCHAR>, \"Mixed Case\" VARCHAR, \
-             \"note\" VARCHAR, \"paid\" BOOLEAN"
+            // In the order fields first appear in the sample.
+            "\"id\" BIGINT, \"price\" DOUBLE, \"tags\" ARRAY<VARCHAR>, \
+             \"address\" STRUCT<\"city\" VARCHAR, \"geo\" STRUCT<\"lat\" DOUBLE>>, \
+             \"paid\" BOOLEAN, \"note\" VARCHAR, \"Mixed Case\" VARCHAR"
         );
         let parsed = crate::definitions::columns::parse_columns("t", &columns)
             .await
             .unwrap();
         assert_eq!(parsed.fields().len(), 7);
-        assert_eq!(parsed.field(4).name(), "Mixed Case");
+        assert_eq!(parsed.field(6).name(), "Mixed Case");
     }
 
     #[test]

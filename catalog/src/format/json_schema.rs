@@ -9,7 +9,7 @@
 //! know, or that is not a JSON Schema, is a row with `_error`, as for Avro
 //! and Protobuf; a registry that cannot be asked fails the scan.
 //!
-//! Columns are the properties in name order. Types: `integer` → BIGINT, `number` → DOUBLE, `boolean`, `string` →
+//! Columns are the properties in the document's order. Types: `integer` → BIGINT, `number` → DOUBLE, `boolean`, `string` →
 //! VARCHAR (`format: date-time` → TIMESTAMP(µs, UTC), `format: date` →
 //! DATE), `object` with `properties` → STRUCT, `object` with only
 //! `additionalProperties` → MAP<VARCHAR, V>, `array` → ARRAY; `["null", T]`
@@ -333,17 +333,17 @@ mod tests {
             .collect();
         assert_eq!(
             types,
-            // Properties in name order.
+            // Properties in the document's order.
             [
-                "address Struct(\"city\": Utf8)",
-                "amount Float64",
-                "at Timestamp(µs, \"UTC\")",
-                "attrs Map(\"entries\": non-null Struct(\"key\": non-null Utf8, \"value\": Int64), unsorted)",
                 "id Int64",
-                "on Date32",
+                "amount Float64",
                 "paid Boolean",
+                "at Timestamp(µs, \"UTC\")",
+                "on Date32",
                 "status Utf8",
                 "tags List(Utf8)",
+                "attrs Map(\"entries\": non-null Struct(\"key\": non-null Utf8, \"value\": Int64), unsorted)",
+                "address Struct(\"city\": Utf8)",
             ]
         );
     }
