@@ -6,6 +6,10 @@
 //! replaced) by a seeded generator, so failures reproduce. The default run
 //! is small enough for every test run; `KAPPA_FUZZ_VALUES=N` runs N values
 //! per decoder (run it with `--release` for millions).
+//!
+//! Decoders that look writer schemas up by id run against a registry that
+//! holds a few fixed schemas and answers "not found" for every other id a
+//! mutated header names ([`SchemaRegistry::fixed`]).
 
 use std::sync::Arc;
 
@@ -14,8 +18,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use super::avro::{AvroDecoder, AvroFormat};
 use super::json::JsonDecoder;
+use super::json_schema::{JsonSchemaDecoder, JsonSchemaFormat};
 use super::protobuf::{ProtobufDecoder, ProtobufFormat, index_path};
-use super::registry::{RegisteredSchema, SchemaType};
+use super::registry::{RegisteredSchema, SchemaRegistry, SchemaType};
 use super::{ValueDecoder, framing};
 
 /// xorshift64*: small, seeded, good enough to pick mutations.
@@ -135,6 +140,103 @@ fn avro_decoder_takes_any_bytes() {
     ];
     let mut decoder = AvroDecoder::new(format);
     assert!(run(&mut decoder, &seeds, 0x5eed) >= values_to_run());
+}
+
+/// Which of `seeds`, decoded as they are, are rows with an error: so a run
+/// is known to reach the decoding and not only the error paths.
+fn seed_errors(decoder: &mut dyn ValueDecoder, seeds: &[Vec<u8>]) -> Vec<bool> {
+    for seed in seeds {
+        decoder.append(Some(seed));
+    }
+    let decoded = decoder.finish().unwrap();
+    (0..seeds.len())
+        .map(|row| decoded.errors.is_valid(row))
+        .collect()
+}
+
+fn registered(id: u32, schema_type: SchemaType, schema: &str) -> (u32, RegisteredSchema) {
+    let schema = RegisteredSchema {
+        id: Some(id),
+        version: Some(id),
+        schema_type,
+        schema: schema.into(),
+        references: Vec::new(),
+    };
+    (id, schema)
+}
+
+/// `[0][id][body]`.
+fn framed(id: u32, body: &[u8]) -> Vec<u8> {
+    [&[0][..], &id.to_be_bytes(), body].concat()
+}
+
+#[test]
+fn avro_confluent_decoder_takes_any_bytes() {
+    let v1 = r#"{"type": "record", "name": "R", "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["A", "B"]}}]}"#;
+    // v2 adds a union of several types (with a named type used by name).
+    let v2 = r#"{"type": "record", "name": "R", "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "kind", "type": {"type": "enum", "name": "K", "symbols": ["A", "B"]}},
+        {"name": "u", "type": ["null", "string", "double", "K"], "default": null}]}"#;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let registry = Arc::new(SchemaRegistry::fixed([
+        registered(1, SchemaType::Avro, v1),
+        registered(2, SchemaType::Avro, v2),
+        registered(3, SchemaType::Json, r#"{"type": "object"}"#),
+        registered(
+            4,
+            SchemaType::Avro,
+            r#"{"type": "record", "name": "R", "fields": [{"name": "id", "type": "string"}]}"#,
+        ),
+    ]));
+    let format = Arc::new(AvroFormat::confluent(v2, registry).unwrap());
+    let seeds = vec![
+        framed(1, &[6, 2]),                                             // id 3, B
+        framed(2, &[5, 0, 2, 4, b'h', b'i']),                           // id -3, A, "hi"
+        framed(2, &[&[2u8, 2, 4][..], &2.5f64.to_le_bytes()].concat()), // id 1, B, 2.5
+        framed(2, &[2, 0, 6, 2]),                                       // id 1, A, K B
+        framed(2, &[2, 0, 0]),                                          // id 1, A, null
+        framed(3, b"{}"),                                               // a JSON Schema id
+        framed(4, &[2, b'x']),                                          // does not resolve
+    ];
+    let mut decoder = AvroDecoder::new(format);
+    assert_eq!(
+        seed_errors(&mut decoder, &seeds),
+        [false, false, false, false, false, true, true]
+    );
+    assert!(run(&mut decoder, &seeds, 0xa7f0) >= values_to_run());
+}
+
+#[test]
+fn json_schema_decoder_takes_any_bytes() {
+    let document = r##"{"type": "object", "definitions": {"A": {"type": "object", "properties": {"city": {"type": "string"}}}},
+        "properties": {"id": {"type": "integer"}, "name": {"type": ["null", "string"]},
+        "at": {"type": "string", "format": "date-time"}, "on": {"type": "string", "format": "date"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "attrs": {"type": "object", "additionalProperties": {"type": "number"}},
+        "address": {"oneOf": [{"type": "null"}, {"$ref": "#/definitions/A"}]}}}"##;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _entered = runtime.enter();
+    let registry = Arc::new(SchemaRegistry::fixed([
+        registered(1, SchemaType::Json, document),
+        registered(2, SchemaType::Avro, r#""long""#),
+    ]));
+    let format = Arc::new(JsonSchemaFormat::confluent(document, registry).unwrap());
+    let seeds = vec![
+        framed(1, br#"{"id": 1, "name": "a", "at": "2026-12-06T10:00:00.123456Z", "on": "2026-12-06"}"#),
+        framed(1, br#"{"id": -7, "tags": ["x"], "attrs": {"k": 1.5}, "address": {"city": "c"}, "extra": [1]}"#),
+        framed(1, br#"{"id": 2, "address": null, "tags": null}"#),
+        framed(2, &[4]),
+    ];
+    let mut decoder = JsonSchemaDecoder::new(format).unwrap();
+    assert_eq!(
+        seed_errors(&mut decoder, &seeds),
+        [false, false, false, true]
+    );
+    assert!(run(&mut decoder, &seeds, 0x75c4) >= values_to_run());
 }
 
 #[test]

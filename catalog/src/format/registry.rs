@@ -143,6 +143,8 @@ pub struct SchemaRegistry {
     by_id: Mutex<HashMap<u32, SchemaCell>>,
     /// Where blocking callers (the reader threads) run their requests.
     runtime: tokio::runtime::Handle,
+    /// Holds only the schemas it was made with and asks nothing ([`Self::fixed`]).
+    fixed: bool,
 }
 
 impl fmt::Debug for SchemaRegistry {
@@ -201,7 +203,29 @@ impl SchemaRegistry {
             basic_auth,
             by_id: Mutex::new(HashMap::new()),
             runtime,
+            fixed: false,
         })
+    }
+
+    /// A registry that holds only `schemas` (by id) and answers every other
+    /// lookup "not found" without a request: for tests of what decoders do
+    /// with whatever id a value names. Call within a tokio runtime.
+    #[cfg(test)]
+    pub(crate) fn fixed(schemas: impl IntoIterator<Item = (u32, RegisteredSchema)>) -> Self {
+        let mut registry = Self::new(RegistryOptions {
+            url: "http://fixed.invalid".into(),
+            basic_auth: None,
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        })
+        .expect("a valid URL");
+        registry.fixed = true;
+        let by_id = registry.by_id.get_mut().expect("registry cache poisoned");
+        for (id, schema) in schemas {
+            let cell = OnceCell::new_with(Some(Arc::new(schema)));
+            by_id.insert(id, Arc::new(cell));
+        }
+        registry
     }
 
     /// The registry's URL, without credentials.
@@ -258,6 +282,11 @@ impl SchemaRegistry {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
+        if self.fixed {
+            return Err(RegistryError::NotFound(format!(
+                "{path}: not a fixed schema"
+            )));
+        }
         let unavailable = |why: String| RegistryError::Unavailable {
             registry: self.shown.clone(),
             why,
