@@ -12,6 +12,7 @@ import platform
 import subprocess
 import tempfile
 import threading
+import statistics
 import time
 
 import base64
@@ -88,19 +89,23 @@ def produce(brokers, topic, records, partitions, value_bytes=None, avro_id=None,
     return size
 
 
-def best(runs, fn):
+def median(runs, fn):
+    """fn's result, and the median and spread ((max - min) / median) of its time over `runs` runs."""
     times = []
     result = None
     for _ in range(runs):
         start = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - start)
-    return result, min(times)
+    mid = statistics.median(times)
+    return result, mid, (max(times) - min(times)) / mid
 
 
 def kcat(brokers, topic):
-    subprocess.run(["kcat", "-b", brokers, "-C", "-t", topic, "-e", "-o", "beginning", "-q"],
-                   stdout=subprocess.DEVNULL, check=True)
+    # The fetch wait kappa's scans use: with librdkafka's default 500 ms, waiting for the last
+    # fetch is about half of kcat's run time.
+    subprocess.run(["kcat", "-b", brokers, "-C", "-t", topic, "-e", "-o", "beginning", "-q",
+                    "-X", "fetch.wait.max.ms=10"], stdout=subprocess.DEVNULL, check=True)
 
 
 def pandas_consumer(brokers, topic, partitions):
@@ -162,15 +167,15 @@ def bench_framed(args, gateway_bin, kind):
                                    stdout=subprocess.PIPE, text=True)
         uri = "grpc://" + gateway.stdout.readline().strip().removeprefix("listening on ")
         assert kappa(uri, f'SELECT count(*) FROM "{topic}" WHERE _error IS NULL') == args.records
-        _, kcat_s = best(args.runs, lambda: kcat(brokers, topic))
-        out = {f"kcat on the {kind} topic": args.records / kcat_s}
+        _, kcat_s, spread = median(args.runs, lambda: kcat(brokers, topic))
+        out = {f"kcat on the {kind} topic": (args.records / kcat_s, spread)}
         for label, sql in [
             (f"kappa count(*) of the {kind} topic", f'SELECT count(*) FROM "{topic}"'),
             (f"kappa SELECT * of the {kind} topic", f'SELECT * FROM "{topic}"'),
         ]:
-            rows, elapsed = best(args.runs, lambda sql=sql: kappa(uri, sql))
+            rows, elapsed, spread = median(args.runs, lambda sql=sql: kappa(uri, sql))
             assert rows == args.records, (label, rows)
-            out[label] = args.records / elapsed
+            out[label] = (args.records / elapsed, spread)
         return out
     finally:
         if gateway:
@@ -187,7 +192,7 @@ def main():
     parser.add_argument("--mock-bin", required=True)
     parser.add_argument("--records", type=int, default=960_000)
     parser.add_argument("--partitions", type=int, default=32)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     per_partition = -(-args.records // args.partitions)
     if per_partition > MOCK_MAX_RECORDS_PER_PARTITION:
@@ -216,27 +221,28 @@ def main():
         uri = "grpc://" + gateway.stdout.readline().strip().removeprefix("listening on ")
         assert kappa(uri, "SELECT count(*) FROM orders") == args.records, "kappa does not see every record"
 
-        _, kcat_s = best(args.runs, lambda: kcat(brokers, topic))
+        _, kcat_s, spread = median(args.runs, lambda: kcat(brokers, topic))
         base = args.records / kcat_s
-        print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; best of {args.runs} runs\n")
-        print(f"{'reader':44s} {'records/s':>12s} {'vs kcat':>8s}")
-        print(f"{'kcat -C -e -o beginning (baseline)':44s} {base:12.0f} {1:8.2f}")
+        print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores; medians of {args.runs} runs; "
+              "spread = (slowest - fastest) / median\n")
+        print(f"{'reader':44s} {'records/s':>12s} {'vs kcat':>8s} {'spread':>7s}")
+        print(f"{'kcat -C -e -o beginning (baseline)':44s} {base:12.0f} {1:8.2f} {spread:7.0%}")
         results = {}
         for label, sql in [
             ("kappa count(*) of the JSON table", "SELECT count(*) FROM orders"),
             ("kappa SELECT * of the JSON table", "SELECT * FROM orders"),
             ("kappa SELECT * of the raw topic", f'SELECT * FROM "{topic}"'),
         ]:
-            rows, elapsed = best(args.runs, lambda sql=sql: kappa(uri, sql))
+            rows, elapsed, spread = median(args.runs, lambda sql=sql: kappa(uri, sql))
             assert rows == args.records, (label, rows)
             results[label] = args.records / elapsed
-            print(f"{label:44s} {results[label]:12.0f} {results[label] / base:8.2f}")
+            print(f"{label:44s} {results[label]:12.0f} {results[label] / base:8.2f} {spread:7.0%}")
         for kind in ("Avro", "Protobuf"):
             framed = bench_framed(args, args.gateway_bin, kind)
-            for label, rate in framed.items():
-                ratio = rate / framed[f"kcat on the {kind} topic"]
-                print(f"{label:44s} {rate:12.0f} {ratio:8.2f}  (vs kcat on that topic)")
-        rows, pandas_s = best(1, lambda: pandas_consumer(brokers, topic, args.partitions))
+            for label, (rate, spread) in framed.items():
+                ratio = rate / framed[f"kcat on the {kind} topic"][0]
+                print(f"{label:44s} {rate:12.0f} {ratio:8.2f} {spread:7.0%}  (vs kcat on that topic)")
+        rows, pandas_s, _ = median(1, lambda: pandas_consumer(brokers, topic, args.partitions))
         assert rows == args.records, rows
         pandas_rate = args.records / pandas_s
         print(f"{'confluent-kafka consumer into pandas':44s} {pandas_rate:12.0f} {pandas_rate / base:8.2f}")

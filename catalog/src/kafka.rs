@@ -361,9 +361,17 @@ impl KafkaClient {
         // end, so a short wait costs nothing there; a long one is paid by every
         // short query on brokers that hold fetches for the full wait (the test
         // broker does: 100 ms made a one-record read 4x slower).
+        //
+        // And how long a partition waits to fetch again once the prefetch
+        // bound is reached. A scan that decodes is slower than its fetches,
+        // so it reaches the bound; with librdkafka's 1 s default every
+        // partition then sat idle for up to a second after the reader had
+        // drained it (librdkafka issue 3662): JSON and Avro full scans ran
+        // at a third of their speed, and varied several-fold between runs.
         for (name, value) in [
             ("queued.max.messages.kbytes", "16384"),
             ("fetch.wait.max.ms", "10"),
+            ("fetch.queue.backoff.ms", "10"),
         ] {
             if !self.options.properties.iter().any(|(k, _)| k == name) {
                 config.set(name, value);
