@@ -29,6 +29,36 @@ pub enum Command {
     /// Turn Trino Kafka table-description files into `CREATE EXTERNAL
     /// TABLE` statements: printed, and with `--apply` stored on the lake.
     ImportTrino(ImportTrinoArgs),
+    /// Ask a gateway's gRPC health service whether it is ready: exit 0 when
+    /// it answers SERVING, 1 otherwise (for container health checks, in an
+    /// image with no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `kappa-gateway healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The gateway's Flight address: `host:port`, or a URL (`http://…`,
+    /// `https://…` for TLS).
+    #[arg(
+        long,
+        env = "KAPPA_HEALTHCHECK_ADDRESS",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub address: String,
+
+    /// The service to ask about (`""`, the default, is the whole gateway).
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// PEM file of the CA that signed the gateway's certificate (with
+    /// `https://`; the system's roots otherwise).
+    #[arg(long, env = "KAPPA_HEALTHCHECK_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = positive_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `kappa-gateway import-trino`.

@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod flight;
 pub mod guarded_functions;
+pub mod health;
 pub mod json;
 pub mod keys;
 pub mod limits;
@@ -37,31 +38,52 @@ use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 use auth::{Authenticator, TokenSigner};
+use health::Readiness;
 use limits::Limits;
 
 pub use service::{KappaFlightService, KappaFlightSqlService};
 
 /// Keeps the topic list fresh in the background, so SQL that lists tables
 /// (`information_schema`, `SHOW TABLES`) sees new topics without waiting for
-/// a Flight SQL metadata call to refresh it.
-fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()> {
+/// a Flight SQL metadata call to refresh it. Its first successes make the
+/// gateway ready: the topic list read, and the lake listed.
+fn spawn_topic_refresher(
+    schema: Arc<KafkaSchema>,
+    readiness: Arc<Readiness>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(schema.context().refresh_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut lake_failing = false;
         loop {
             ticker.tick().await;
             match schema.context().refresh().await {
-                Ok(()) if failing => {
-                    tracing::info!("topic list refreshed again");
-                    failing = false;
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("topic list refreshed again");
+                        failing = false;
+                    }
+                    readiness.set_topics_listed().await;
                 }
-                Ok(()) => {}
                 Err(e) if !failing => {
                     tracing::warn!(error = %e, "cannot refresh the topic list");
                     failing = true;
                 }
                 Err(_) => {}
+            }
+            if !readiness.lake_reached() {
+                match schema.context().lake() {
+                    None => readiness.set_lake_reached().await,
+                    Some(lake) => match lake.survey().await {
+                        Ok(_) => readiness.set_lake_reached().await,
+                        Err(e) if !lake_failing => {
+                            tracing::warn!(error = %e, "the lake cannot be listed: not ready");
+                            lake_failing = true;
+                        }
+                        Err(_) => {}
+                    },
+                }
             }
         }
     })
@@ -106,7 +128,8 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let refresher = spawn_topic_refresher(Arc::clone(&schema));
+    let (readiness, health) = Readiness::new().await;
+    let refresher = spawn_topic_refresher(Arc::clone(&schema), Arc::clone(&readiness));
     let sql = KappaFlightSqlService::new(schema, options.memory_limit)
         .with_auth(Arc::clone(&options.auth))
         .with_limits(options.limits);
@@ -130,6 +153,9 @@ pub async fn serve_with(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
+        // Outside the authentication interceptor: probes carry no
+        // credentials.
+        .add_service(health)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     refresher.abort();

@@ -13,7 +13,10 @@ use kappa_catalog::{
 };
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
-use kappa_gateway::config::{Cli, Command, ImportTrinoArgs, SecurityArgs, ServeArgs};
+use kappa_gateway::config::{
+    Cli, Command, HealthcheckArgs, ImportTrinoArgs, SecurityArgs, ServeArgs,
+};
+use kappa_gateway::health::{CheckedStatus, probe};
 use kappa_gateway::limits::Limits;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -55,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::ImportTrino(args) => import_trino(args).await,
+        Command::Healthcheck(args) => healthcheck(args).await,
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin()
@@ -66,6 +70,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Exits 0 when the gateway answers SERVING; says what it answered otherwise.
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let ca = match &args.ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let status = probe(&args.address, &args.service, ca, args.timeout).await?;
+    anyhow::ensure!(
+        status == CheckedStatus::Serving,
+        "{} is {}",
+        args.address,
+        status.as_str_name()
+    );
+    println!("{} is SERVING", args.address);
+    Ok(())
 }
 
 /// Why a socket cannot listen, in the OS's words, with what to do about

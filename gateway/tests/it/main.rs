@@ -4,6 +4,7 @@ mod cancel;
 mod discovery;
 mod edges;
 mod errors;
+mod health;
 mod metadata;
 mod params;
 mod ranges;
