@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 pub use kappa_catalog::cli::{
-    KafkaArgs, LakeArgs, LogArgs, LogFormat, RegistryArgs, byte_size, key_value, positive_duration,
+    KafkaArgs, LakeArgs, LogArgs, LogFormat, MetricsArgs, RegistryArgs, byte_size, key_value,
+    positive_duration,
 };
 
 /// kappa's Flight SQL gateway: SQL over Kafka topics and their lake tables.
@@ -146,9 +147,18 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_MAX_SQL_BYTES", default_value = "1MiB", value_parser = byte_size)]
     pub max_sql_bytes: usize,
 
+    /// On SIGTERM, how long running queries may take to finish before they
+    /// are stopped (new queries are refused at once, streams ended).
+    #[arg(long, env = "KAPPA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// TLS and sign-in.
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    /// Metrics and health over HTTP.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Logging.
     #[command(flatten)]

@@ -231,9 +231,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {}", args.listen, listen_error(&e)))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics.metrics_listen {
+        Some(at) => Some(TcpListener::bind(at).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {at} (--metrics-listen): {}",
+                listen_error(&e)
+            )
+        })?),
+        None => None,
+    };
     tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake.lake, tls = tls.is_some(), "kappa gateway started");
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")?;
+    if let Some(metrics) = &metrics_listener {
+        writeln!(stdout, "metrics on {}", metrics.local_addr()?)?;
+    }
     stdout.flush()?;
     let options = ServeOptions {
         memory_limit: args.memory_limit,
@@ -245,6 +257,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(args.query_timeout).filter(|t| !t.is_zero()),
             args.max_sql_bytes,
         ),
+        shutdown_grace: args.shutdown_grace,
+        metrics_listener,
     };
     kappa_gateway::serve_with(
         listener,

@@ -6,6 +6,7 @@ mod edges;
 mod errors;
 mod health;
 mod metadata;
+mod metrics;
 mod params;
 mod ranges;
 mod records;
