@@ -10,6 +10,7 @@ mod metrics;
 mod params;
 mod ranges;
 mod records;
+mod shutdown;
 mod snapshot;
 mod startup;
 mod statements;
