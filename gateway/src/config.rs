@@ -249,6 +249,23 @@ mod tests {
     }
 
     #[test]
+    fn log_formats_are_json_and_text_or_plain() {
+        for (given, json) in [("json", true), ("text", false), ("plain", false)] {
+            let cli = Cli::try_parse_from(["kappa-gateway", "serve", "--log-format", given])
+                .unwrap_or_else(|e| panic!("{given}: {e}"));
+            let Command::Serve(args) = cli.command else {
+                panic!("serve")
+            };
+            assert_eq!(
+                matches!(args.log.log_format, LogFormat::Json),
+                json,
+                "{given}"
+            );
+        }
+        assert!(Cli::try_parse_from(["kappa-gateway", "serve", "--log-format", "xml"]).is_err());
+    }
+
+    #[test]
     fn properties_need_an_equals_sign() {
         assert!(key_value("novalue").is_err());
         assert_eq!(key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));

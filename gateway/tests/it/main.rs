@@ -5,6 +5,7 @@ mod discovery;
 mod edges;
 mod errors;
 mod health;
+mod logs;
 mod metadata;
 mod metrics;
 mod params;

@@ -373,7 +373,12 @@ impl Gateway {
 
     /// A Flight SQL client connected to this gateway.
     pub async fn client(&self) -> Client {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
+        Self::client_for(&self.addr).await
+    }
+
+    /// A Flight SQL client connected to a gateway at `addr`.
+    pub async fn client_for(addr: &str) -> Client {
+        let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
