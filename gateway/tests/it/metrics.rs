@@ -145,6 +145,37 @@ async fn a_known_workload_moves_each_counter_by_what_it_did() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_query_the_client_drops_is_cancelled_and_no_longer_active() {
+    let gateway = Gateway::start_with_args(None, &["--metrics-listen", "127.0.0.1:0"]).await;
+    ready(&gateway).await;
+    let mut client = gateway.client().await;
+    let mut running = client
+        .stream("SELECT value FROM generate_series(1, 100000000000)")
+        .await
+        .expect("starts");
+    running.next().await.expect("a batch").expect("no error");
+    let during = samples(&gateway.http_get("/metrics").await.1);
+    assert_eq!(during.get("kappa_queries_active"), Some(&1.0));
+    drop(running);
+    drop(client);
+    // The gateway learns of the drop when the connection says so: poll.
+    let after = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let now = samples(&gateway.http_get("/metrics").await.1);
+            if now.get("kappa_queries_active") == Some(&0.0) {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dropped query ends");
+    assert_eq!(after["kappa_queries_total{outcome=\"cancelled\"}"], 1.0);
+    assert_eq!(after["kappa_queries_total{outcome=\"ok\"}"], 0.0);
+    assert_eq!(after["kappa_query_duration_seconds_count"], 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn not_ready_while_the_brokers_were_never_reached() {
     let gateway = Gateway::launch_with(
         None,
