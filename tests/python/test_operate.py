@@ -128,3 +128,21 @@ def gateway_metrics_address(gateway):
     line = gateway.process.stdout.readline()
     assert line.startswith("metrics on "), line
     return line.split(" ", 2)[2].strip()
+
+
+def healthcheck(*args):
+    run = subprocess.run([os.environ["KAPPA_GATEWAY_BIN"], "healthcheck", *args], capture_output=True, text=True,
+                         timeout=DEADLINE_S)
+    return run.returncode, run.stdout + run.stderr
+
+
+def test_healthcheck_over_tls_with_sign_in_on(secured, pki):
+    """The health service answers on the TLS Flight port with no credentials; `healthcheck` trusts the
+    gateway's certificate through --ca, and refuses it without."""
+    address = f"https://{secured['gateway'].address}"
+    ca = str(pki["paths"]["ca"])
+    code, output = wait_for(lambda: (r := healthcheck("--address", address, "--ca", ca))[0] == 0 and r,
+                            "the TLS gateway SERVING")
+    assert "SERVING" in output
+    code, output = healthcheck("--address", address)
+    assert code == 1 and "cannot connect" in output, output
