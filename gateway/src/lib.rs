@@ -47,6 +47,9 @@ use metrics::{GatewayExposition, GatewayMetrics};
 
 pub use service::{KappaFlightService, KappaFlightSqlService};
 
+/// How long the readiness check of the lake (a listing of its root) may take.
+const LAKE_CHECK: Duration = Duration::from_secs(10);
+
 /// Keeps the topic list fresh in the background, so SQL that lists tables
 /// (`information_schema`, `SHOW TABLES`) sees new topics without waiting for
 /// a Flight SQL metadata call to refresh it. Its first successes make the
@@ -79,13 +82,19 @@ fn spawn_topic_refresher(
             if !readiness.lake_reached() {
                 match schema.context().lake() {
                     None => readiness.set_lake_reached().await,
-                    Some(lake) => match lake.survey().await {
-                        Ok(_) => readiness.set_lake_reached().await,
-                        Err(e) if !lake_failing => {
-                            tracing::warn!(error = %e, "the lake cannot be listed: not ready");
+                    // Bounded, so that an object store that retries for
+                    // minutes does not hold up the topic refreshes.
+                    Some(lake) => match tokio::time::timeout(LAKE_CHECK, lake.survey()).await {
+                        Ok(Ok(_)) => readiness.set_lake_reached().await,
+                        failed if !lake_failing => {
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no answer within {LAKE_CHECK:?}"),
+                            };
+                            tracing::warn!(%error, "the lake cannot be listed: not ready");
                             lake_failing = true;
                         }
-                        Err(_) => {}
+                        _ => {}
                     },
                 }
             }

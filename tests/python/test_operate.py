@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 
 from conftest import DEADLINE_S, Gateway, create_topic, produce, unique
+from test_compactor import s3  # noqa: F401 (the fixture: a moto S3 server with a bucket)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "kappa.json"
@@ -146,3 +147,16 @@ def test_healthcheck_over_tls_with_sign_in_on(secured, pki):
     assert "SERVING" in output
     code, output = healthcheck("--address", address)
     assert code == 1 and "cannot connect" in output, output
+
+
+def test_a_gateway_on_an_s3_lake_becomes_ready(brokers, s3):
+    """Readiness lists the lake: on an object store too (moto's S3 server), not only in a folder."""
+    gateway = Gateway(brokers, extra_args=["--lake", "s3://lake/kappa", "--metrics-listen", "127.0.0.1:0"],
+                      env=dict(os.environ, **s3["options"]))
+    try:
+        address = gateway_metrics_address(gateway)
+        wait_for(lambda: get_status(address, "/readyz") == 200, "the gateway on S3 ready")
+        code, output = healthcheck("--address", gateway.address)
+        assert code == 0, output
+    finally:
+        gateway.stop()
