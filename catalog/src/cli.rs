@@ -141,10 +141,21 @@ pub fn key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Where to serve metrics and health checks over HTTP.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` over HTTP on
+    /// this address, e.g. `0.0.0.0:9090` (port 0 picks a free port; `metrics
+    /// on <addr>` is printed on stdout). Off when not given.
+    #[arg(long, env = "KAPPA_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// Log format.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines (`text` is the same).
+    #[value(alias = "text")]
     Plain,
     /// One JSON object per line.
     Json,

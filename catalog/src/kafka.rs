@@ -65,6 +65,9 @@ pub struct KafkaClient {
     /// Scan consumers between queries: a query takes one (connected, its
     /// threads running) instead of paying a new client's start-up.
     idle: std::sync::Mutex<Vec<BaseConsumer>>,
+    /// Records scans and streams have fetched through this client (the
+    /// gateway's `kappa_kafka_records_fetched_total`).
+    records_fetched: std::sync::atomic::AtomicU64,
 }
 
 /// Scan consumers kept between queries at most.
@@ -129,7 +132,21 @@ impl KafkaClient {
             metadata,
             admin,
             idle: std::sync::Mutex::default(),
+            records_fetched: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Records fetched from Kafka by every scan and stream so far.
+    pub fn records_fetched(&self) -> u64 {
+        self.records_fetched
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds `records` fetched by a reader (readers add in batches, not per
+    /// record, and before the batch they count reaches the query).
+    pub(crate) fn count_fetched(&self, records: u64) {
+        self.records_fetched
+            .fetch_add(records, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The options this client was made with.

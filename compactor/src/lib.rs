@@ -9,6 +9,7 @@
 pub mod error;
 pub mod lease;
 pub mod maintain;
+pub mod metrics;
 pub mod progress;
 pub mod shard;
 mod source;
@@ -17,6 +18,7 @@ pub mod tier;
 pub use error::{CompactorError, Result};
 pub use lease::Lease;
 pub use maintain::{OptimizeMetrics, OptimizeTable, TableLocation, VacuumMetrics, VacuumTable};
+pub use metrics::CompactorMetrics;
 pub use progress::{ProgressSnapshot, TierProgress};
 pub use shard::Shard;
 pub use tier::{TierMetrics, TierTable};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs, RegistryArgs};
+use kappa_catalog::cli::{KafkaArgs, LakeArgs, LogArgs, MetricsArgs, RegistryArgs};
 use kappa_catalog::format::SchemaRegistry;
 use kappa_catalog::lake;
 use kappa_catalog::{
@@ -24,8 +24,8 @@ use kappa_catalog::{
 };
 use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
 use kappa_compactor::{
-    OptimizeMetrics, OptimizeTable, Shard, TableLocation, TierMetrics, TierProgress, TierTable,
-    VacuumMetrics, VacuumTable,
+    CompactorMetrics, OptimizeMetrics, OptimizeTable, Shard, TableLocation, TierMetrics,
+    TierProgress, TierTable, VacuumMetrics, VacuumTable,
 };
 
 use display::{PassSummary, ProgressDisplay, schema_lines, table_line, watermarks};
@@ -110,6 +110,15 @@ struct RunArgs {
     /// Without a terminal, log progress this often (with one, a bar shows it).
     #[arg(long, env = "KAPPA_PROGRESS_EVERY", default_value = "10s", value_parser = humantime::parse_duration)]
     progress_every: Duration,
+
+    /// On SIGTERM the commit in flight finishes and nothing more starts; a
+    /// commit still running after this long is abandoned (the next run
+    /// tiers its records again, exactly once) and the exit code is 1.
+    #[arg(long, env = "KAPPA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
+
+    #[command(flatten)]
+    metrics: MetricsArgs,
 
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -266,6 +275,15 @@ async fn config_and_tables(
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     args.log.init();
+    let metrics = Arc::new(CompactorMetrics::new());
+    if let Some(at) = args.metrics.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(at)
+            .await
+            .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
+        println!("metrics on {}", listener.local_addr()?);
+        let exposition: Arc<dyn kappa_catalog::metrics_http::Exposition> = metrics.clone();
+        kappa_catalog::metrics_http::spawn(listener, exposition);
+    }
     log_lake(&args.lake).await;
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;
     let (config, mut tables) = config_and_tables(
@@ -281,15 +299,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stopping = Arc::new(tokio::sync::Notify::new());
     tokio::spawn({
         let (stop, stopping) = (Arc::clone(&stop), Arc::clone(&stopping));
+        let (metrics, grace) = (Arc::clone(&metrics), args.shutdown_grace);
         async move {
             kappa_catalog::cli::shutdown_signal().await;
             tracing::info!("stopping after the commit in flight");
+            metrics.set_stopping();
             stop.store(true, Ordering::Relaxed);
             stopping.notify_one();
+            // Bounded: a commit that does not end within the grace is
+            // abandoned; its files are orphans VACUUM removes, and its
+            // records are tiered again by the next run.
+            tokio::time::sleep(grace).await;
+            tracing::error!(
+                ?grace,
+                "the commit in flight did not finish within --shutdown-grace: abandoned"
+            );
+            std::process::exit(1);
         }
     });
     loop {
-        let failed = pass(&args, &client, &tables, &stop).await;
+        let failed = pass(&args, &client, &tables, &stop, &metrics).await;
         anyhow::ensure!(
             args.every.is_some() || failed == 0,
             "{failed} of {} tables failed",
@@ -326,6 +355,7 @@ async fn pass(
     client: &Arc<KafkaClient>,
     tables: &[DeclaredTable],
     stop: &Arc<AtomicBool>,
+    metrics: &CompactorMetrics,
 ) -> usize {
     let started = Instant::now();
     let progress = Arc::new(TierProgress::default());
@@ -357,12 +387,14 @@ async fn pass(
         }
         .await;
         match outcome {
-            Ok(metrics) => {
-                log_tiered(&name, &metrics, table_started.elapsed());
-                summary.add(&metrics);
-                lines.push(table_line(&name, &metrics));
+            Ok(tiered) => {
+                metrics.tiered(&tiered);
+                log_tiered(&name, &tiered, table_started.elapsed());
+                summary.add(&tiered);
+                lines.push(table_line(&name, &tiered));
             }
             Err(e) => {
+                metrics.failed();
                 summary.failed += 1;
                 tracing::error!(table = %name, error = %e, "table failed");
                 lines.push(format!("{name}: failed: {e}"));
@@ -370,6 +402,9 @@ async fn pass(
         }
     }
     drop(display);
+    if summary.failed == 0 && !stop.load(Ordering::Relaxed) {
+        metrics.pass_succeeded();
+    }
     for line in lines {
         if line.contains(": failed: ") {
             eprintln!("{line}");

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 pub use kappa_catalog::cli::{
-    KafkaArgs, LakeArgs, LogArgs, LogFormat, RegistryArgs, byte_size, key_value, positive_duration,
+    KafkaArgs, LakeArgs, LogArgs, LogFormat, MetricsArgs, RegistryArgs, byte_size, key_value,
+    positive_duration,
 };
 
 /// kappa's Flight SQL gateway: SQL over Kafka topics and their lake tables.
@@ -29,6 +30,36 @@ pub enum Command {
     /// Turn Trino Kafka table-description files into `CREATE EXTERNAL
     /// TABLE` statements: printed, and with `--apply` stored on the lake.
     ImportTrino(ImportTrinoArgs),
+    /// Ask a gateway's gRPC health service whether it is ready: exit 0 when
+    /// it answers SERVING, 1 otherwise (for container health checks, in an
+    /// image with no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Flags of `kappa-gateway healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The gateway's Flight address: `host:port`, or a URL (`http://…`,
+    /// `https://…` for TLS).
+    #[arg(
+        long,
+        env = "KAPPA_HEALTHCHECK_ADDRESS",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub address: String,
+
+    /// The service to ask about (`""`, the default, is the whole gateway).
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// PEM file of the CA that signed the gateway's certificate (with
+    /// `https://`; the system's roots otherwise).
+    #[arg(long, env = "KAPPA_HEALTHCHECK_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// How long to wait for the answer.
+    #[arg(long, default_value = "3s", value_parser = positive_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `kappa-gateway import-trino`.
@@ -116,9 +147,18 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_MAX_SQL_BYTES", default_value = "1MiB", value_parser = byte_size)]
     pub max_sql_bytes: usize,
 
+    /// On SIGTERM, how long running queries may take to finish before they
+    /// are stopped (new queries are refused at once, streams ended).
+    #[arg(long, env = "KAPPA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// TLS and sign-in.
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    /// Metrics and health over HTTP.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 
     /// Logging.
     #[command(flatten)]
@@ -206,6 +246,23 @@ mod tests {
     #[test]
     fn a_zero_topic_refresh_is_refused() {
         assert!(Cli::try_parse_from(["kappa-gateway", "serve", "--topic-refresh", "0s"]).is_err());
+    }
+
+    #[test]
+    fn log_formats_are_json_and_text_or_plain() {
+        for (given, json) in [("json", true), ("text", false), ("plain", false)] {
+            let cli = Cli::try_parse_from(["kappa-gateway", "serve", "--log-format", given])
+                .unwrap_or_else(|e| panic!("{given}: {e}"));
+            let Command::Serve(args) = cli.command else {
+                panic!("serve")
+            };
+            assert_eq!(
+                matches!(args.log.log_format, LogFormat::Json),
+                json,
+                "{given}"
+            );
+        }
+        assert!(Cli::try_parse_from(["kappa-gateway", "serve", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -349,6 +349,10 @@ pub fn limit_status(err: &LimitError) -> Status {
         LimitError::Busy { .. } => Code::ResourceExhausted,
         LimitError::Timeout(_) => Code::DeadlineExceeded,
         LimitError::SqlTooLong { .. } => Code::InvalidArgument,
+        // Clients retry elsewhere.
+        LimitError::ShuttingDown
+        | LimitError::ShutdownGraceOver(_)
+        | LimitError::StreamShutDown => Code::Unavailable,
     };
     status(code, err.to_string())
 }

@@ -12,12 +12,15 @@ pub mod bindings;
 pub mod cancel;
 pub mod client_types;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod flight;
 pub mod guarded_functions;
+pub mod health;
 pub mod json;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
 pub mod plan_cache;
 pub mod prepared;
 pub mod service;
@@ -37,31 +40,63 @@ use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
 
 use auth::{Authenticator, TokenSigner};
+use drain::Drain;
+use health::Readiness;
 use limits::Limits;
+use metrics::{GatewayExposition, GatewayMetrics};
 
 pub use service::{KappaFlightService, KappaFlightSqlService};
 
+/// How long the readiness check of the lake (a listing of its root) may take.
+const LAKE_CHECK: Duration = Duration::from_secs(10);
+
 /// Keeps the topic list fresh in the background, so SQL that lists tables
 /// (`information_schema`, `SHOW TABLES`) sees new topics without waiting for
-/// a Flight SQL metadata call to refresh it.
-fn spawn_topic_refresher(schema: Arc<KafkaSchema>) -> tokio::task::JoinHandle<()> {
+/// a Flight SQL metadata call to refresh it. Its first successes make the
+/// gateway ready: the topic list read, and the lake listed.
+fn spawn_topic_refresher(
+    schema: Arc<KafkaSchema>,
+    readiness: Arc<Readiness>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(schema.context().refresh_interval());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
+        let mut lake_failing = false;
         loop {
             ticker.tick().await;
             match schema.context().refresh().await {
-                Ok(()) if failing => {
-                    tracing::info!("topic list refreshed again");
-                    failing = false;
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("topic list refreshed again");
+                        failing = false;
+                    }
+                    readiness.set_topics_listed().await;
                 }
-                Ok(()) => {}
                 Err(e) if !failing => {
                     tracing::warn!(error = %e, "cannot refresh the topic list");
                     failing = true;
                 }
                 Err(_) => {}
+            }
+            if !readiness.lake_reached() {
+                match schema.context().lake() {
+                    None => readiness.set_lake_reached().await,
+                    // Bounded, so that an object store that retries for
+                    // minutes does not hold up the topic refreshes.
+                    Some(lake) => match tokio::time::timeout(LAKE_CHECK, lake.survey()).await {
+                        Ok(Ok(_)) => readiness.set_lake_reached().await,
+                        failed if !lake_failing => {
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => format!("no answer within {LAKE_CHECK:?}"),
+                            };
+                            tracing::warn!(%error, "the lake cannot be listed: not ready");
+                            lake_failing = true;
+                        }
+                        _ => {}
+                    },
+                }
             }
         }
     })
@@ -78,6 +113,10 @@ pub struct ServeOptions {
     pub tls: Option<ServerTlsConfig>,
     /// Queries at once, their time and SQL size.
     pub limits: Limits,
+    /// How long running queries may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`, if anywhere.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -95,21 +134,46 @@ pub async fn serve(
         auth: Arc::new(auth),
         tls: None,
         limits: Limits::default(),
+        shutdown_grace: drain::DEFAULT_GRACE,
+        metrics_listener: None,
     };
     serve_with(listener, schema, options, shutdown).await
 }
 
-/// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves.
+/// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
+/// then shuts down cleanly (see [`drain`]) and returns.
 pub async fn serve_with(
     listener: TcpListener,
     schema: Arc<KafkaSchema>,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let refresher = spawn_topic_refresher(Arc::clone(&schema));
+    let (readiness, health) = Readiness::new().await;
+    let refresher = spawn_topic_refresher(Arc::clone(&schema), Arc::clone(&readiness));
+    let metrics = Arc::new(GatewayMetrics::new());
+    let drain = Drain::new(options.shutdown_grace, &metrics);
+    let metrics_server = options.metrics_listener.map(|listener| {
+        let exposition = GatewayExposition {
+            metrics: Arc::clone(&metrics),
+            schema: Arc::clone(&schema),
+            readiness: Arc::clone(&readiness),
+        };
+        kappa_catalog::metrics_http::spawn(listener, Arc::new(exposition))
+    });
     let sql = KappaFlightSqlService::new(schema, options.memory_limit)
         .with_auth(Arc::clone(&options.auth))
-        .with_limits(options.limits);
+        .with_limits(options.limits)
+        .with_metrics(metrics, Arc::clone(&drain));
+    // The server stops taking connections only once the queries in flight
+    // have finished or been stopped.
+    let (drained, closing) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("shutting down: not ready, no new queries");
+        readiness.set_shutting_down().await;
+        drain.shut_down().await;
+        let _ = drained.send(());
+    };
     let service = FlightServiceServer::new(KappaFlightService::new(sql))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
@@ -126,12 +190,33 @@ pub async fn serve_with(
     if let Some(tls) = options.tls {
         server = server.tls_config(tls)?;
     }
-    let served = server
+    let serving = server
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        // Outside the authentication interceptor: probes carry no
+        // credentials.
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    // A client that stopped reading keeps its connection (and the server's
+    // graceful stop) waiting: once drained, connections get a few seconds
+    // to close, then the process goes on without them.
+    let served = tokio::select! {
+        served = serving => served,
+        () = async {
+            if closing.await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!("connections still open after shutdown: closed");
+            Ok(())
+        }
+    };
     refresher.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     served
 }

@@ -35,6 +35,24 @@ pub enum LimitError {
     /// The query ran longer than `--query-timeout`.
     #[error("the query ran longer than {0:?} (--query-timeout) and was stopped")]
     Timeout(Duration),
+    /// The gateway is shutting down and takes no new query.
+    #[error(
+        "the gateway is shutting down and takes no new queries; run the query again \
+         (another gateway takes it)"
+    )]
+    ShuttingDown,
+    /// The query was still running when the shutdown grace ran out.
+    #[error(
+        "the gateway is shutting down: the query was still running after {0:?} \
+         (--shutdown-grace) and was stopped; run it again"
+    )]
+    ShutdownGraceOver(Duration),
+    /// A stream (`tail`) ended because the gateway is shutting down.
+    #[error(
+        "the gateway is shutting down: the stream was ended; start it again \
+         (another gateway takes it)"
+    )]
+    StreamShutDown,
     /// The SQL text is longer than `--max-sql-bytes`.
     #[error("the SQL text is {len} bytes, more than the {max} allowed (--max-sql-bytes)")]
     SqlTooLong {

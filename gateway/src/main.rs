@@ -13,7 +13,10 @@ use kappa_catalog::{
 };
 use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
-use kappa_gateway::config::{Cli, Command, ImportTrinoArgs, SecurityArgs, ServeArgs};
+use kappa_gateway::config::{
+    Cli, Command, HealthcheckArgs, ImportTrinoArgs, SecurityArgs, ServeArgs,
+};
+use kappa_gateway::health::{CheckedStatus, probe};
 use kappa_gateway::limits::Limits;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -55,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(*args).await,
         Command::ImportTrino(args) => import_trino(args).await,
+        Command::Healthcheck(args) => healthcheck(args).await,
         Command::HashPassword => {
             let mut password = String::new();
             std::io::stdin()
@@ -66,6 +70,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Exits 0 when the gateway answers SERVING; says what it answered otherwise.
+async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
+    let ca = match &args.ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let status = probe(&args.address, &args.service, ca, args.timeout).await?;
+    anyhow::ensure!(
+        status == CheckedStatus::Serving,
+        "{} is {}",
+        args.address,
+        status.as_str_name()
+    );
+    println!("{} is SERVING", args.address);
+    Ok(())
 }
 
 /// Why a socket cannot listen, in the OS's words, with what to do about
@@ -208,9 +231,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {}", args.listen, listen_error(&e)))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match args.metrics.metrics_listen {
+        Some(at) => Some(TcpListener::bind(at).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {at} (--metrics-listen): {}",
+                listen_error(&e)
+            )
+        })?),
+        None => None,
+    };
     tracing::info!(%addr, brokers = %args.kafka.brokers, lake = %args.lake.lake, tls = tls.is_some(), "kappa gateway started");
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {addr}")?;
+    if let Some(metrics) = &metrics_listener {
+        writeln!(stdout, "metrics on {}", metrics.local_addr()?)?;
+    }
     stdout.flush()?;
     let options = ServeOptions {
         memory_limit: args.memory_limit,
@@ -222,6 +257,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(args.query_timeout).filter(|t| !t.is_zero()),
             args.max_sql_bytes,
         ),
+        shutdown_grace: args.shutdown_grace,
+        metrics_listener,
     };
     kappa_gateway::serve_with(
         listener,

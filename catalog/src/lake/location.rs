@@ -51,18 +51,39 @@ pub(crate) fn lake_url(lake: &str, parts: &[&str], create: bool) -> Result<Url> 
             }
             Url::from_directory_path(&folder).map_err(|()| bad("not an absolute path".into()))
         }
-        None => Url::parse(&format!(
-            "{}/{}/",
-            lake.trim_end_matches('/'),
-            parts.join("/")
-        ))
-        .map_err(|e| bad(e.to_string())),
+        None => {
+            // `<lake>/` itself (no parts) must not end in `//`: an object
+            // store refuses the empty path segment.
+            let mut url = lake.trim_end_matches('/').to_string();
+            for part in parts {
+                url.push('/');
+                url.push_str(part);
+            }
+            url.push('/');
+            Url::parse(&url).map_err(|e| bad(e.to_string()))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_store_lake_is_one_folder_with_no_empty_segment() {
+        for lake in ["s3://bucket/lake", "s3://bucket/lake/"] {
+            assert_eq!(
+                lake_url(lake, &[], false).unwrap().as_str(),
+                "s3://bucket/lake/"
+            );
+            assert_eq!(
+                lake_url(lake, &["tables", "orders"], false)
+                    .unwrap()
+                    .as_str(),
+                "s3://bucket/lake/tables/orders/"
+            );
+        }
+    }
 
     #[test]
     fn relative_file_urls_resolve_against_the_working_directory() {

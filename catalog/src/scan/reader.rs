@@ -59,6 +59,8 @@ pub(super) struct GroupReader {
     batch_size: usize,
     client: Arc<KafkaClient>,
     metrics: ScanMetrics,
+    /// Records fetched already added to the client's total.
+    reported: usize,
 }
 
 impl GroupReader {
@@ -84,7 +86,18 @@ impl GroupReader {
             batch_size,
             client,
             metrics,
+            reported: 0,
         }
+    }
+
+    /// Adds the records fetched since the last call to the client's total:
+    /// before each batch leaves and before the stream ends, so a query's
+    /// records are counted by the time its client has its answer.
+    fn report_fetched(&mut self) {
+        let fetched = self.metrics.records_fetched.value();
+        self.client
+            .count_fetched(fetched.saturating_sub(self.reported) as u64);
+        self.reported = fetched;
     }
 
     /// Reads everything, then ends the channel; an error (or a panic) is
@@ -103,6 +116,7 @@ impl GroupReader {
             let consumer = consumer.insert(self.client.scan_consumer()?);
             self.read(consumer, &tx)
         }));
+        self.report_fetched();
         let error = match outcome {
             Ok(Ok(())) => {
                 drop(tx);
@@ -409,6 +423,7 @@ impl GroupReader {
     fn send(&mut self, tx: &BatchSender) -> Result<bool> {
         let batch = self.assembler.finish()?;
         self.metrics.output_rows.add(batch.num_rows());
+        self.report_fetched();
         Ok(tx.blocking_send(Ok(batch)).is_ok())
     }
 }

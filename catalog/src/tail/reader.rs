@@ -48,6 +48,8 @@ pub(super) struct TailReader {
     guard: Arc<StreamGuard>,
     /// The next offset expected in each assigned partition.
     next: HashMap<i32, i64>,
+    /// Records fetched and not yet added to the client's total.
+    fetched: u64,
 }
 
 impl TailReader {
@@ -66,6 +68,7 @@ impl TailReader {
             batch_size,
             guard,
             next: HashMap::new(),
+            fetched: 0,
         }
     }
 
@@ -108,6 +111,7 @@ impl TailReader {
             let idle = polled.is_none();
             match polled {
                 Some(Ok(message)) => {
+                    self.fetched += 1;
                     let partition = message.partition();
                     let offset = message.offset();
                     let next = self.next.entry(partition).or_insert(offset);
@@ -178,6 +182,7 @@ impl TailReader {
             return Ok(true);
         }
         let batch = self.assembler.finish()?;
+        self.client.count_fetched(std::mem::take(&mut self.fetched));
         Ok(tx.blocking_send(Ok(batch)).is_ok())
     }
 

@@ -39,10 +39,12 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Identity, TokenSigner};
 use crate::bindings::{BindingOwner, Bindings};
 use crate::cancel::{QueryTicket, RunningQueries};
+use crate::drain::Drain;
 use crate::error::{internal, invalid_request, param_status};
 use crate::flight::{empty_result, encode_schema, metadata_info};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
 use crate::limits::Limits;
+use crate::metrics::GatewayMetrics;
 use crate::plan_cache::PlanCache;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
@@ -81,6 +83,10 @@ pub struct KappaFlightSqlService {
     limits: Limits,
     /// GetSqlInfo's answers, built from the limits at the first request.
     sql_info: Arc<OnceLock<SqlInfoAnswers>>,
+    /// The gateway's metrics.
+    metrics: Arc<GatewayMetrics>,
+    /// Queries and streams in flight, and whether new ones are taken.
+    drain: Arc<Drain>,
 }
 
 impl KappaFlightSqlService {
@@ -95,7 +101,11 @@ impl KappaFlightSqlService {
             .with_memory_pool(Arc::new(pool))
             .build_arc()
             .expect("the default runtime builds");
+        let metrics = Arc::new(GatewayMetrics::new());
+        let drain = Drain::new(crate::drain::DEFAULT_GRACE, &metrics);
         Self {
+            metrics,
+            drain,
             schema,
             runtime,
             running: Arc::default(),
@@ -114,6 +124,14 @@ impl KappaFlightSqlService {
     /// must wrap the service: it hands each call its caller's identity).
     pub fn with_auth(mut self, auth: Arc<Authenticator>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// The same service counting into `metrics`, shut down by `drain`
+    /// (which must count into the same metrics).
+    pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>, drain: Arc<Drain>) -> Self {
+        self.metrics = metrics;
+        self.drain = drain;
         self
     }
 

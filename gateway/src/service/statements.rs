@@ -95,6 +95,19 @@ impl KappaFlightSqlService {
         Ok(ctx)
     }
 
+    /// Logs and counts a statement that does not plan (or bind) and passes
+    /// its status on.
+    fn rejected(&self, sql: &str, status: Status) -> Status {
+        self.metrics.query_rejected();
+        tracing::info!(sql, error = status.message(), "query rejected");
+        status
+    }
+
+    /// Refuses a new query once the gateway is shutting down.
+    fn admit(&self) -> Result<(), Status> {
+        self.drain.admit().map_err(|e| limit_status(&e))
+    }
+
     /// Plans `sql` (a read-only query, its placeholders unbound) and returns
     /// it with its client schema.
     pub(super) async fn plan(
@@ -104,7 +117,7 @@ impl KappaFlightSqlService {
     ) -> Result<(DataFrame, SchemaRef), Status> {
         self.limits
             .check_sql(sql)
-            .map_err(|e| rejected(sql, limit_status(&e)))?;
+            .map_err(|e| self.rejected(sql, limit_status(&e)))?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -112,19 +125,20 @@ impl KappaFlightSqlService {
         let ctx = self.session(settings)?;
         if let Some(definition) = self
             .definition(sql, settings)
-            .map_err(|status| rejected(sql, status))?
+            .map_err(|status| self.rejected(sql, status))?
         {
             let done = self
                 .run_definition(&ctx, definition, settings)
                 .await
-                .map_err(|status| rejected(sql, status))?;
+                .map_err(|status| self.rejected(sql, status))?;
             let schema = client_schema(done.schema().as_arrow());
             return Ok((done, schema));
         }
-        let numbered = number_placeholders(sql).map_err(|e| rejected(sql, param_status(&e)))?;
+        let numbered =
+            number_placeholders(sql).map_err(|e| self.rejected(sql, param_status(&e)))?;
         let df = match ctx.sql_with_options(&numbered, options).await {
             Ok(df) => df,
-            Err(e) => return Err(rejected(sql, planning_status(&ctx, &numbered, &e).await)),
+            Err(e) => return Err(self.rejected(sql, planning_status(&ctx, &numbered, &e).await)),
         };
         if lists_tables(df.logical_plan()) {
             // `information_schema` (and SHOW TABLES over it) lists from the
@@ -134,10 +148,10 @@ impl KappaFlightSqlService {
                 .context()
                 .refresh_if_stale()
                 .await
-                .map_err(|e| rejected(sql, catalog_status(&e)))?;
+                .map_err(|e| self.rejected(sql, catalog_status(&e)))?;
         }
-        let streaming =
-            check_streaming(df.logical_plan()).map_err(|e| rejected(sql, catalog_status(&e)))?;
+        let streaming = check_streaming(df.logical_plan())
+            .map_err(|e| self.rejected(sql, catalog_status(&e)))?;
         let df = if streaming {
             // A stream's batches stay in one ordered flow: spreading them
             // round-robin over partitions would reorder each partition's
@@ -168,7 +182,7 @@ impl KappaFlightSqlService {
         let (template, schema) = self.plan(sql, settings).await?;
         let rows = placeholders(&template)?
             .bind(statement.params.as_ref())
-            .map_err(|e| rejected(sql, param_status(&e)))?;
+            .map_err(|e| self.rejected(sql, param_status(&e)))?;
         let Some(rows) = rows else {
             return Ok((Runs::once(template), schema));
         };
@@ -179,7 +193,7 @@ impl KappaFlightSqlService {
                 let first = template
                     .clone()
                     .with_param_values(first.clone())
-                    .map_err(|e| rejected(sql, datafusion_status(&e)))?;
+                    .map_err(|e| self.rejected(sql, datafusion_status(&e)))?;
                 runs_schema(client_schema(first.schema().as_arrow()), rows.len())
             }
             None => schema,
@@ -222,6 +236,7 @@ impl KappaFlightSqlService {
         statement: PreparedHandle,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        self.admit()?;
         let settings = Settings::of_request(&request)?;
         let descriptor = request.into_inner();
         let planned = self.plan_bound(&statement, &settings).await?;
@@ -259,11 +274,18 @@ impl KappaFlightSqlService {
         planned: Option<Planned>,
     ) -> Result<Response<DoGetStream>, Status> {
         let started = Instant::now();
+        self.admit()?;
         let (mut runs, schema) = match planned {
             Some(planned) => planned,
             None => self.plan_bound(statement, settings).await?,
         };
-        let mut log = QueryLog::new(&statement.sql, started);
+        let log = QueryLog::new(
+            id,
+            &settings.caller,
+            &statement.sql,
+            started,
+            Arc::clone(&self.metrics),
+        );
         // A query takes a slot for as long as its stream lives; a stream
         // (`tail`) runs under --max-streams instead, as it never ends.
         let streaming = check_streaming(runs.template.logical_plan()).unwrap_or(false);
@@ -316,6 +338,8 @@ impl KappaFlightSqlService {
             Some(slot) => self.limits.bound(stream, slot, &stop),
             None => stream,
         };
+        // Counted while it runs; ended when the gateway shuts down.
+        let stream = self.drain.track(stream, streaming);
         let encoded = encode_stream(stream, schema, log);
         Ok(Response::new(match id {
             Some(id) => Box::pin(self.running.track(id, encoded)),
@@ -331,8 +355,16 @@ impl KappaFlightSqlService {
         settings: &Settings,
     ) -> Result<i64, Status> {
         let started = Instant::now();
+        self.admit()?;
         let (runs, _) = self.plan_bound(statement, settings).await?;
-        let mut log = QueryLog::new(&statement.sql, started);
+        let log = QueryLog::new(
+            None,
+            &settings.caller,
+            &statement.sql,
+            started,
+            Arc::clone(&self.metrics),
+        )
+        .counting();
         let mut total = 0;
         for run in runs {
             let rows = match run {
@@ -347,6 +379,7 @@ impl KappaFlightSqlService {
             log.sent(rows);
             total += rows;
         }
+        log.finished();
         Ok(total as i64)
     }
 
@@ -389,7 +422,6 @@ pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
     Placeholders::new(types).map_err(|e| param_status(&e))
 }
 
-/// Logs a statement that does not plan (or bind) and passes its status on.
 /// Executes `df` with each operator under `stop` (see [`crate::stop`]).
 async fn execute_stoppable(
     df: DataFrame,
@@ -436,11 +468,6 @@ async fn planning_status(ctx: &SessionContext, sql: &str, err: &DataFusionError)
         Ok(Some(_)) => unquoted.hint(&status),
         _ => status,
     }
-}
-
-fn rejected(sql: &str, status: Status) -> Status {
-    tracing::info!(sql, error = status.message(), "query rejected");
-    status
 }
 
 /// A parameter stream that does not decode is the client's error; a failed

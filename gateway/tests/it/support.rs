@@ -206,6 +206,8 @@ pub async fn produce_with(
 /// A running `kappa-gateway serve`, killed on drop.
 pub struct Gateway {
     pub addr: String,
+    /// The `--metrics-listen` address, when given.
+    pub metrics_addr: Option<String>,
     _child: Child,
     _config: Option<tempfile_path::TempPath>,
 }
@@ -260,6 +262,11 @@ impl Gateway {
         Self::launch(config, brokers(), args).await
     }
 
+    /// Starts the gateway against `brokers` (which may be down) with extra flags.
+    pub async fn launch_with(config: Option<&str>, brokers: String, args: &[&str]) -> Self {
+        Self::launch(config, brokers, args).await
+    }
+
     async fn launch(config: Option<&str>, brokers: String, args: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappa-gateway"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--brokers", &brokers])
@@ -283,10 +290,18 @@ impl Gateway {
         let mut child = cmd.spawn().expect("spawn kappa-gateway");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(DEADLINE, async {
+        let wants_metrics = args.contains(&"--metrics-listen");
+        let (addr, metrics_addr) = tokio::time::timeout(DEADLINE, async {
+            let mut addr = None;
             while let Some(line) = lines.next_line().await.expect("read stdout") {
-                if let Some(addr) = line.strip_prefix("listening on ") {
-                    return addr.to_string();
+                if let Some(at) = line.strip_prefix("listening on ") {
+                    addr = Some(at.to_string());
+                    if !wants_metrics {
+                        return (addr, None);
+                    }
+                }
+                if let Some(at) = line.strip_prefix("metrics on ") {
+                    return (addr, Some(at.to_string()));
                 }
             }
             panic!("kappa-gateway exited before listening");
@@ -294,7 +309,8 @@ impl Gateway {
         .await
         .expect("kappa-gateway did not start in time");
         Gateway {
-            addr,
+            addr: addr.expect("listening"),
+            metrics_addr,
             _child: child,
             _config: config,
         }
@@ -314,9 +330,55 @@ impl Gateway {
             .collect()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self._child.id().expect("gateway is running")
+    }
+
+    /// Waits for the process to exit: its exit status.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(DEADLINE, self._child.wait())
+            .await
+            .expect("exits in time")
+            .expect("wait")
+    }
+
+    /// GET `path` on the metrics port: status code and body.
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self
+            .metrics_addr
+            .as_ref()
+            .expect("started with --metrics-listen");
+        let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(DEADLINE, socket.read_to_end(&mut answer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let code = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("a status line");
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
     /// A Flight SQL client connected to this gateway.
     pub async fn client(&self) -> Client {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
+        Self::client_for(&self.addr).await
+    }
+
+    /// A Flight SQL client connected to a gateway at `addr`.
+    pub async fn client_for(addr: &str) -> Client {
+        let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
             .await
