@@ -9,6 +9,9 @@ started=$(date +%s)
 bash scripts/install-deps.sh
 bash scripts/install-bi.sh
 bash scripts/install-broker.sh
+# The image and compose tests (tests/python/test_image.py, test_compose.py): Debian's docker-compose
+# runs the stack; scripts/image.sh, which the tests run, installs Docker's engine and starts it.
+apt_install docker-compose
 
 log "lint: cargo fmt --check"
 cargo fmt --all -- --check

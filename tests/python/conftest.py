@@ -278,3 +278,33 @@ def registry():
     server, url = test_registry.serve()
     yield url
     server.shutdown()
+
+
+# Container images built by scripts/image.sh (test_image, test_compose).
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# scripts/image.sh's exit code when no container engine can run on this machine.
+NO_ENGINE = 3
+
+
+def build_image(*args):
+    """Runs scripts/image.sh (installing Docker's engine and making the base the first time) and
+    returns the image reference it prints last; skips, saying why, only where no engine can run."""
+    run = subprocess.run(["bash", os.path.join(ROOT, "scripts", "image.sh"), *args],
+                         capture_output=True, text=True, timeout=1800)
+    if run.returncode == NO_ENGINE:
+        pytest.skip("no container engine can run here: " + " ".join(run.stderr.splitlines()[-5:]))
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def kappa_image():
+    _required_env("KAPPA_GATEWAY_BIN")
+    _required_env("KAPPA_COMPACTOR_BIN")
+    return build_image()
+
+
+@pytest.fixture(scope="session")
+def broker_image(kappa_image):
+    return build_image("broker")
