@@ -27,7 +27,7 @@ mkdir -p "$run_dir" "$KAPPA_CACHE/images"
 # A Docker engine that answers: the running one, or Debian's docker.io started here as root.
 ensure_docker() {
   docker info >/dev/null 2>&1 && return 0
-  command -v dockerd >/dev/null || apt_install docker.io
+  { command -v dockerd && command -v docker; } >/dev/null || apt_install docker.io
   if [[ $(id -u) -ne 0 ]]; then
     log "image: no Docker engine answers and starting dockerd needs root"
     return 1
