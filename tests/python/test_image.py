@@ -65,3 +65,24 @@ def test_the_image_is_the_dockerfiles_runtime_stage(kappa_image):
     options, command = want["HEALTHCHECK"].split(" CMD ", 1)
     assert config["Healthcheck"]["Test"] == ["CMD", *json.loads(command)]
     assert config["Healthcheck"]["Retries"] == int(re.search(r"--retries=(\d+)", options).group(1))
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed: the manifests cannot be rendered")
+def test_every_kubernetes_container_command_runs_in_the_image(kappa_image):
+    """deploy/kubernetes gives the image whole command lines (`args:`, no `command:`): with no
+    ENTRYPOINT in the image, each names a binary and subcommand the image has."""
+    import yaml
+
+    rendered = subprocess.run(["kubectl", "kustomize", os.path.join(ROOT, "deploy", "kubernetes", "overlays", "production")],
+                              capture_output=True, text=True, timeout=60)
+    assert rendered.returncode == 0, rendered.stderr
+    commands = set()
+    for doc in yaml.safe_load_all(rendered.stdout):
+        spec = (doc or {}).get("spec", {})
+        pod = spec.get("template", spec.get("jobTemplate", {}).get("spec", {}).get("template", {})).get("spec", {})
+        for container in pod.get("containers", []):
+            line = container.get("command", []) + container.get("args", [])
+            commands.add(tuple(word for word in line if not word.startswith("-"))[:2])
+    assert ("kappa-gateway", "serve") in commands and ("kappa-compactor", "run") in commands, commands
+    for command in sorted(commands):
+        assert f"Usage: {command[0]} {command[1]}" in docker("run", "--rm", kappa_image, *command, "--help")
