@@ -26,7 +26,6 @@ pub mod error;
 pub mod format;
 pub mod kafka;
 pub mod lake;
-pub mod metrics_http;
 pub mod offsets;
 pub mod options;
 pub mod plan;

@@ -281,8 +281,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {at} (--metrics-listen)"))?;
         println!("metrics on {}", listener.local_addr()?);
-        let exposition: Arc<dyn kappa_catalog::metrics_http::Exposition> = metrics.clone();
-        kappa_catalog::metrics_http::spawn(listener, exposition);
+        let exposition: Arc<dyn kappa_ops::Exposition> = metrics.clone();
+        kappa_ops::spawn(listener, exposition);
     }
     log_lake(&args.lake).await;
     let registry = args.registry.registry().map_err(anyhow::Error::msg)?;

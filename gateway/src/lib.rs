@@ -158,7 +158,7 @@ pub async fn serve_with(
             schema: Arc::clone(&schema),
             readiness: Arc::clone(&readiness),
         };
-        kappa_catalog::metrics_http::spawn(listener, Arc::new(exposition))
+        kappa_ops::spawn(listener, Arc::new(exposition))
     });
     let sql = KappaFlightSqlService::new(schema, options.memory_limit)
         .with_auth(Arc::clone(&options.auth))

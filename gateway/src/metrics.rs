@@ -1,5 +1,5 @@
 //! The gateway's metrics: one registry, carried by the service, served at
-//! `/metrics` on `--metrics-listen` (see [`kappa_catalog::metrics_http`]).
+//! `/metrics` on `--metrics-listen` (see [`kappa_ops`]).
 //!
 //! Counters move where the work is accounted once: a query's outcome, time,
 //! rows and bytes when its log line is written ([`crate::flight`]), queries
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use kappa_catalog::KafkaSchema;
-use kappa_catalog::metrics_http::Exposition;
+use kappa_ops::Exposition;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
