@@ -281,6 +281,26 @@ impl SchemaRegistry {
             .await
     }
 
+    /// The schema a reference names (another subject's version), for a
+    /// schema being made whole: one the registry does not hold makes the
+    /// referring schema unusable, naming the reference.
+    pub async fn referenced(
+        &self,
+        reference: &SchemaReference,
+    ) -> Result<RegisteredSchema, SchemaError> {
+        match self
+            .subject_version(&reference.subject, Some(reference.version))
+            .await
+        {
+            Ok(found) => Ok(found),
+            Err(RegistryError::NotFound(why)) => Err(SchemaError::Invalid(format!(
+                "reference {} (subject '{}' version {}) is not in the registry: {why}",
+                reference.name, reference.subject, reference.version
+            ))),
+            Err(unavailable) => Err(SchemaError::Registry(unavailable)),
+        }
+    }
+
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
         if self.fixed {
             return Err(RegistryError::NotFound(format!(

@@ -15,9 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use crate::format::registry::{
-    RegisteredSchema, RegistryError, SchemaError, SchemaRegistry, SchemaType,
-};
+use crate::format::registry::{RegisteredSchema, SchemaError, SchemaRegistry, SchemaType};
 
 /// Most documents one schema may pull in through its references: a bound on
 /// a registry that answers with an endless chain.
@@ -56,19 +54,7 @@ async fn referenced_types(
                 "references more than {MAX_DOCUMENTS} schemas"
             )));
         }
-        let found = match registry
-            .subject_version(&reference.subject, Some(reference.version))
-            .await
-        {
-            Ok(found) => found,
-            Err(RegistryError::NotFound(why)) => {
-                return Err(SchemaError::Invalid(format!(
-                    "reference {} (subject '{}' version {}) is not in the registry: {why}",
-                    reference.name, reference.subject, reference.version
-                )));
-            }
-            Err(unavailable) => return Err(SchemaError::Registry(unavailable)),
-        };
+        let found = registry.referenced(&reference).await?;
         if found.schema_type != SchemaType::Avro {
             return Err(SchemaError::Invalid(format!(
                 "reference {} (subject '{}') is a {} schema, not an Avro one",

@@ -23,9 +23,7 @@ use prost_reflect::prost_types;
 use prost_reflect::{FileDescriptor, Kind, MessageDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use crate::format::registry::{
-    RegisteredSchema, RegistryError, SchemaError, SchemaRegistry, SchemaType,
-};
+use crate::format::registry::{RegisteredSchema, SchemaError, SchemaRegistry, SchemaType};
 
 /// The name the registered file itself is compiled under (the registry
 /// gives schemas no file name; references have the one their importer uses).
@@ -65,19 +63,7 @@ pub async fn compile(
                 reference.name
             )));
         };
-        let found = match registry
-            .subject_version(&reference.subject, Some(reference.version))
-            .await
-        {
-            Ok(found) => found,
-            Err(RegistryError::NotFound(why)) => {
-                return Err(SchemaError::Invalid(format!(
-                    "reference {} (subject '{}' version {}) is not in the registry: {why}",
-                    reference.name, reference.subject, reference.version
-                )));
-            }
-            Err(unavailable) => return Err(SchemaError::Registry(unavailable)),
-        };
+        let found = registry.referenced(&reference).await?;
         files.insert(
             reference.name.clone(),
             parse(&reference.name, &found.schema)?,
