@@ -73,18 +73,7 @@ pub(crate) async fn declared_columns(table: &str, columns: &str) -> Result<Schem
                     .data_type(columns, value)
                     .await
                     .map_err(|e| bad(format!("column '{name}': value: {e}")))?;
-                let entries = Field::new(
-                    "entries",
-                    DataType::Struct(
-                        vec![
-                            Field::new("key", key, false),
-                            Field::new("value", value, true),
-                        ]
-                        .into(),
-                    ),
-                    false,
-                );
-                Field::new(name, DataType::Map(Arc::new(entries), false), true)
+                Field::new(name, crate::format::map_type(key, value), true)
             }
             None => planner.column(columns, column).await.map_err(bad)?,
         };

@@ -165,15 +165,7 @@ fn column_type(
             }
             None => match object.get("additionalProperties") {
                 Some(values @ Value::Object(_)) => {
-                    let entries = Field::new(
-                        "entries",
-                        DataType::Struct(Fields::from(vec![
-                            Field::new("key", DataType::Utf8, false),
-                            Field::new("value", column_type(values, root, depth + 1)?, true),
-                        ])),
-                        false,
-                    );
-                    DataType::Map(Arc::new(entries), false)
+                    super::map_type(DataType::Utf8, column_type(values, root, depth + 1)?)
                 }
                 _ => return Err("an object with no `properties` has no column type".into()),
             },

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringArray, new_null_array};
 use datafusion::arrow::compute::interleave;
-use datafusion::arrow::datatypes::{Fields, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 
 use crate::error::Result;
 
@@ -36,6 +36,21 @@ pub mod string;
 pub use avro::{AvroFormat, AvroFraming};
 pub use protobuf::ProtobufFormat;
 pub use registry::{RegistryOptions, SchemaRegistry};
+
+/// The one shape of a map column, whatever declared it (a column list, a
+/// JSON Schema, a Protobuf map): entries of a non-null `key` and a nullable
+/// `value`, unsorted, so maps from every format compare equal in both tiers.
+pub fn map_type(key: DataType, value: DataType) -> DataType {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("key", key, false),
+            Field::new("value", value, true),
+        ])),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
 
 /// How a topic's value bytes become columns.
 #[derive(Debug, Clone)]

@@ -219,18 +219,7 @@ fn field_type(
         };
         let key = kind_type(&entry.map_entry_key_field().kind(), within)?;
         let value = kind_type(&entry.map_entry_value_field().kind(), within)?;
-        let entries = Field::new(
-            "entries",
-            DataType::Struct(
-                vec![
-                    Field::new("key", key, false),
-                    Field::new("value", value, true),
-                ]
-                .into(),
-            ),
-            false,
-        );
-        return Ok(DataType::Map(entries.into(), false));
+        return Ok(crate::format::map_type(key, value));
     }
     let data_type = kind_type(&field.kind(), within)?;
     Ok(if field.is_list() {
