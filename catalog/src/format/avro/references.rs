@@ -67,7 +67,7 @@ async fn referenced_types(
                 reference.name, reference.subject
             ))
         })?;
-        let Some(full_name) = full_name_of(&document, None) else {
+        let Some(full_name) = document.as_object().and_then(|o| full_name_of(o, None)) else {
             return Err(SchemaError::Invalid(format!(
                 "reference {} (subject '{}') is not a named type (record, enum or fixed)",
                 reference.name, reference.subject
@@ -105,9 +105,8 @@ pub fn expand(schema: &str, named: &HashMap<String, Value>) -> Result<String, Sc
     Ok(document.to_string())
 }
 
-/// A named type's full name, if `schema` defines one.
-fn full_name_of(schema: &Value, namespace: Option<&str>) -> Option<String> {
-    let object = schema.as_object()?;
+/// A named type's full name, if `object` defines one.
+fn full_name_of(object: &Map<String, Value>, namespace: Option<&str>) -> Option<String> {
     if !matches!(
         object.get("type").and_then(Value::as_str),
         Some("record" | "error" | "enum" | "fixed")
@@ -205,7 +204,7 @@ impl Expander<'_> {
             .map(str::to_owned);
         match kind.as_deref() {
             Some("record" | "error" | "enum" | "fixed") => {
-                let Some(full) = full_name_of(&Value::Object(object.clone()), namespace) else {
+                let Some(full) = full_name_of(object, namespace) else {
                     return Ok(()); // no name: the parser says what is wrong
                 };
                 // Its namespace made explicit, so the definition means the
@@ -257,7 +256,7 @@ mod tests {
             .iter()
             .map(|d| {
                 let v: Value = serde_json::from_str(d).unwrap();
-                (full_name_of(&v, None).unwrap(), v)
+                (full_name_of(v.as_object().unwrap(), None).unwrap(), v)
             })
             .collect()
     }
