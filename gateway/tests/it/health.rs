@@ -3,28 +3,11 @@
 //! sign-in is on; and `kappa-gateway healthcheck`, which exits 0 or 1 on it.
 
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::{DEADLINE, Gateway, unique};
+use crate::support::{DEADLINE, Gateway, health_status, unique};
 
 const FLIGHT: &str = "arrow.flight.protocol.FlightService";
-
-async fn status(addr: &str, service: &str) -> Result<ServingStatus, tonic::Status> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let answer = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_string(),
-        })
-        .await?;
-    Ok(ServingStatus::try_from(answer.into_inner().status).expect("a known status"))
-}
 
 /// `kappa-gateway healthcheck --address addr`: its exit code and output.
 async fn healthcheck(addr: &str) -> (Option<i32>, String) {
@@ -51,7 +34,7 @@ async fn not_serving_while_the_brokers_were_never_reached() {
     let gateway = Gateway::start_with(None, "127.0.0.1:1".into()).await;
     for service in ["", FLIGHT] {
         assert_eq!(
-            status(&gateway.addr, service).await.unwrap(),
+            health_status(&gateway.addr, service).await.unwrap(),
             ServingStatus::NotServing,
             "service '{service}'"
         );
@@ -78,7 +61,7 @@ async fn serving_once_topics_are_listed_and_asked_without_sign_in() {
     // has been read.
     let serving = tokio::time::timeout(DEADLINE, async {
         loop {
-            match status(&gateway.addr, "").await {
+            match health_status(&gateway.addr, "").await {
                 Ok(ServingStatus::Serving) => return,
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                 Err(e) => panic!("the health service refused: {e}"),
@@ -88,10 +71,12 @@ async fn serving_once_topics_are_listed_and_asked_without_sign_in() {
     .await;
     assert!(serving.is_ok(), "not SERVING within {DEADLINE:?}");
     assert_eq!(
-        status(&gateway.addr, FLIGHT).await.unwrap(),
+        health_status(&gateway.addr, FLIGHT).await.unwrap(),
         ServingStatus::Serving
     );
-    let unknown = status(&gateway.addr, "no.such.Service").await.unwrap_err();
+    let unknown = health_status(&gateway.addr, "no.such.Service")
+        .await
+        .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     let (code, text) = healthcheck(&gateway.addr).await;
     assert_eq!(code, Some(0), "{text}");

@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tonic::Code;
-use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, produce, unique};
+use crate::support::{DEADLINE, Gateway, TestRecord, create_topic, health_status, produce, unique};
 
 fn terminate(gateway: &Gateway) {
     let status = std::process::Command::new("kill")
@@ -23,16 +20,7 @@ fn terminate(gateway: &Gateway) {
 }
 
 async fn health(addr: &str) -> ServingStatus {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let answer = HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
-        .await
-        .expect("health answers");
-    ServingStatus::try_from(answer.into_inner().status).expect("known")
+    health_status(addr, "").await.expect("health answers")
 }
 
 async fn wait_for_health(addr: &str, wanted: ServingStatus) {

@@ -28,6 +28,28 @@ use tonic::transport::Channel;
 /// Every wait in these tests ends by this deadline.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// What the gateway at `addr` answers the standard gRPC health check for
+/// `service` (`""`: the server as a whole).
+pub async fn health_status(
+    addr: &str,
+    service: &str,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let answer = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await?;
+    Ok(ServingStatus::try_from(answer.into_inner().status).expect("a known status"))
+}
+
 /// Bootstrap address of the test broker.
 pub fn brokers() -> String {
     std::env::var("KAPPA_TEST_BROKERS").expect(
