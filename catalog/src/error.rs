@@ -62,6 +62,21 @@ pub enum CatalogError {
         detail: String,
     },
 
+    /// A snapshot token that cannot be read, or that names a state these
+    /// tables never had (offsets beyond their end, a table that is not).
+    #[error("{0}")]
+    InvalidSnapshot(String),
+
+    /// What a snapshot token names is gone everywhere: Kafka deleted the
+    /// records and the lake does not hold them.
+    #[error("table '{table}': the snapshot cannot be read again: {detail}")]
+    SnapshotLost {
+        /// The table.
+        table: String,
+        /// What is gone.
+        detail: String,
+    },
+
     /// The schema registry could not be asked (down, slow, refused our
     /// credentials). Never a reason to return rows: the query fails.
     #[error("{0}")]

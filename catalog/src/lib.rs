@@ -31,6 +31,7 @@ pub mod options;
 pub mod plan;
 pub mod provider;
 pub mod scan;
+pub mod snapshot;
 pub mod stream_registry;
 pub mod system;
 pub mod table;

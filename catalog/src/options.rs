@@ -13,6 +13,9 @@ extensions_options! {
         /// it then returns what the lake and Kafka still hold instead of
         /// failing with `DataLoss`.
         pub allow_gaps: bool, default = false
+        /// A snapshot token (`snapshot('t')`, or a FlightInfo's
+        /// `app_metadata`): every table it names reads that state again.
+        pub snapshot: Option<String>, default = None
     }
 }
 

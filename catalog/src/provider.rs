@@ -124,6 +124,7 @@ impl SchemaProvider for KafkaSchema {
                 Arc::clone(&def.value_schema),
                 Arc::clone(self.context.client()),
             )
+            .with_name(name)
             .with_timestamp_skew(def.timestamp_skew)
             .with_definition(def.definition.as_deref().map(create_statement));
             return self.with_lake_tier(name, table).await;

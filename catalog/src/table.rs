@@ -26,6 +26,7 @@ use crate::offsets::PartitionRange;
 use crate::plan::ranges::candidate_partitions;
 use crate::plan::{RangePredicate, TimestampOrder, plan_ranges};
 use crate::scan::{KafkaScanExec, ScanSpec};
+use crate::snapshot::{self, PartitionSnapshot, TableSnapshot};
 
 /// A table over one Kafka topic.
 ///
@@ -35,6 +36,9 @@ use crate::scan::{KafkaScanExec, ScanSpec};
 /// others, so one query sees one state of the topic.
 #[derive(Debug)]
 pub struct KafkaTable {
+    /// The table's name in SQL (the topic's, unless declared): what a
+    /// snapshot token names.
+    name: String,
     topic: String,
     format: ValueFormat,
     value_schema: SchemaRef,
@@ -54,8 +58,10 @@ impl KafkaTable {
         value_schema: SchemaRef,
         client: Arc<KafkaClient>,
     ) -> Self {
+        let topic = topic.into();
         Self {
-            topic: topic.into(),
+            name: topic.clone(),
+            topic,
             schema: table_schema(&format, &value_schema),
             format,
             value_schema,
@@ -74,6 +80,12 @@ impl KafkaTable {
         self
     }
 
+    /// Names the table `name` in SQL (a declared table over the topic).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Shows `definition` as the statement that makes the table.
     pub fn with_definition(mut self, definition: Option<String>) -> Self {
         self.definition = definition;
@@ -83,6 +95,11 @@ impl KafkaTable {
     /// The topic this table reads.
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// The table's name in SQL.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Each partition's `[log start, end)` for this query, read once.
@@ -116,17 +133,52 @@ impl KafkaTable {
         TimestampOrder::Unordered
     }
 
-    /// The ranges `filters` allow within this query's snapshot, each
-    /// partition starting no lower than its floor (the lake's watermark).
+    /// The snapshot of this table the query `state` plans reads, on its
+    /// own (no lake tier): the one its session replays, else each
+    /// partition's `[log start, end)` now. A replay fails when Kafka no
+    /// longer holds its records.
+    pub(crate) async fn take_snapshot(&self, state: &dyn Session) -> crate::Result<TableSnapshot> {
+        let live = self.snapshot().await?;
+        let ranges = match snapshot::pinned(state, &self.name)? {
+            None => live.as_ref().clone(),
+            Some(pinned) => {
+                if let Some(version) = pinned.lake_version {
+                    return Err(crate::CatalogError::InvalidSnapshot(format!(
+                        "the snapshot token reads table '{}' from its lake tier (Delta version \
+                         {version}), and this gateway has no lake (--lake)",
+                        self.name
+                    )));
+                }
+                let ranges = snapshot::pinned_ranges(&self.name, &pinned, &live)?;
+                snapshot::check_kept(&self.name, &ranges, &live)?;
+                ranges
+            }
+        };
+        Ok(TableSnapshot {
+            lake_version: None,
+            complete: true,
+            partitions: ranges
+                .iter()
+                .map(|r| PartitionSnapshot {
+                    partition: r.partition,
+                    from: r.start,
+                    end: r.end,
+                })
+                .collect(),
+        })
+    }
+
+    /// The ranges `filters` allow within `base` (this query's snapshot),
+    /// each partition starting no lower than its floor (the lake's
+    /// watermark).
     async fn ranges(
         &self,
+        base: &[PartitionRange],
         filters: &[Expr],
         floors: &HashMap<i32, i64>,
     ) -> crate::Result<Vec<PartitionRange>> {
         let predicate = RangePredicate::from_filters(filters);
-        let snapshot: Vec<PartitionRange> = self
-            .snapshot()
-            .await?
+        let snapshot: Vec<PartitionRange> = base
             .iter()
             .map(|full| PartitionRange {
                 start: full
@@ -226,23 +278,32 @@ impl TableProvider for KafkaTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.scan_from(state, projection, filters, limit, &HashMap::new())
+        let snapshot = self.take_snapshot(state).await?;
+        let base: Vec<PartitionRange> = snapshot
+            .partitions
+            .iter()
+            .map(|p| PartitionRange::new(p.partition, p.from, p.end))
+            .collect();
+        snapshot::record(state, &self.name, snapshot);
+        self.scan_from(state, projection, filters, limit, &base, &HashMap::new())
             .await
     }
 }
 
 impl KafkaTable {
-    /// The scan of [`TableProvider::scan`], each partition read from no
-    /// lower than `floors` (the lake's watermarks, for the lake + Kafka union).
+    /// The scan of [`TableProvider::scan`] within `base` (the query's
+    /// snapshot of each partition), each partition read from no lower than
+    /// `floors` (the lake's watermarks, for the lake + Kafka union).
     pub(crate) async fn scan_from(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
+        base: &[PartitionRange],
         floors: &HashMap<i32, i64>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let ranges = self.ranges(filters, floors).await?;
+        let ranges = self.ranges(base, filters, floors).await?;
         let schema = project_schema(&self.schema, projection)?;
         let spec = ScanSpec {
             topic: self.topic.clone(),

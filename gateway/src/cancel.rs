@@ -18,6 +18,10 @@ use crate::prepared::{ParamError, PreparedHandle};
 /// The prefix of a statement handle that carries a query id.
 const PREFIX: &[u8] = b"kappa-q:";
 
+/// The prefix of the line after the id that carries the snapshot token of
+/// what the statement read when it was planned.
+const SNAPSHOT_PREFIX: &[u8] = b"kappa-s:";
+
 /// A statement ticket (the query's id and the statement with its bound
 /// parameters), or a prepared statement's handle (the id its binding is
 /// kept under, see [`crate::bindings`], and the statement).
@@ -27,6 +31,10 @@ pub struct QueryTicket {
     pub id: u64,
     /// The statement.
     pub statement: PreparedHandle,
+    /// The snapshot token of what the statement read when GetFlightInfo
+    /// planned it: a DoGet that plans it again (on another gateway) reads
+    /// the same state.
+    pub snapshot: Option<String>,
 }
 
 impl QueryTicket {
@@ -37,13 +45,26 @@ impl QueryTicket {
         Self {
             id: rand::random(),
             statement,
+            snapshot: None,
         }
     }
 
-    /// The statement handle bytes: `kappa-q:<id hex>\n` and the statement
-    /// as [`PreparedHandle::encode`] writes it.
+    /// The ticket carrying `snapshot` too.
+    pub fn with_snapshot(mut self, snapshot: Option<String>) -> Self {
+        self.snapshot = snapshot;
+        self
+    }
+
+    /// The statement handle bytes: `kappa-q:<id hex>\n`, with a snapshot
+    /// `kappa-s:<token>\n`, and the statement as [`PreparedHandle::encode`]
+    /// writes it.
     pub fn encode(&self) -> Result<Vec<u8>, ParamError> {
         let mut out = format!("kappa-q:{:016x}\n", self.id).into_bytes();
+        if let Some(token) = &self.snapshot {
+            out.extend(SNAPSHOT_PREFIX);
+            out.extend(token.as_bytes());
+            out.push(b'\n');
+        }
         out.extend(self.statement.encode()?);
         Ok(out)
     }
@@ -57,10 +78,29 @@ impl QueryTicket {
             && let Ok(id) = std::str::from_utf8(&rest[..newline])
             && let Ok(id) = u64::from_str_radix(id, 16)
         {
-            return Ok((Some(id), PreparedHandle::decode(&rest[newline + 1..])?));
+            let (_, statement) = split_snapshot(&rest[newline + 1..]);
+            return Ok((Some(id), PreparedHandle::decode(statement)?));
         }
         Ok((None, PreparedHandle::decode(handle)?))
     }
+
+    /// The snapshot token a handle as [`Self::encode`] writes it carries.
+    pub fn snapshot(handle: &[u8]) -> Option<String> {
+        let rest = handle.strip_prefix(PREFIX)?;
+        let newline = rest.iter().position(|&b| b == b'\n')?;
+        split_snapshot(&rest[newline + 1..]).0
+    }
+}
+
+/// The snapshot line at the start of `rest`, if any, and what follows it.
+fn split_snapshot(rest: &[u8]) -> (Option<String>, &[u8]) {
+    if let Some(line) = rest.strip_prefix(SNAPSHOT_PREFIX)
+        && let Some(newline) = line.iter().position(|&b| b == b'\n')
+        && let Ok(token) = std::str::from_utf8(&line[..newline])
+    {
+        return (Some(token.to_string()), &line[newline + 1..]);
+    }
+    (None, rest)
 }
 
 /// The queries this gateway is running, by id.
@@ -141,6 +181,15 @@ mod tests {
         let ticket = QueryTicket::new(PreparedHandle::unbound("SELECT 1\n-- two lines"));
         let (id, statement) = QueryTicket::decode(&ticket.encode().unwrap()).unwrap();
         assert_eq!((id, statement), (Some(ticket.id), ticket.statement.clone()));
+        let pinned = QueryTicket::new(PreparedHandle::unbound("SELECT 4"))
+            .with_snapshot(Some("ks1.AAAA".into()));
+        let encoded = pinned.encode().unwrap();
+        assert_eq!(
+            QueryTicket::decode(&encoded).unwrap(),
+            (Some(pinned.id), PreparedHandle::unbound("SELECT 4"))
+        );
+        assert_eq!(QueryTicket::snapshot(&encoded).as_deref(), Some("ks1.AAAA"));
+        assert_eq!(QueryTicket::snapshot(&ticket.encode().unwrap()), None);
         let x = || QueryTicket::new(PreparedHandle::unbound("x"));
         assert_ne!(x().id, x().id);
         assert_eq!(

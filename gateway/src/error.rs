@@ -297,9 +297,10 @@ fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
 /// Maps a catalog error to a status.
 pub fn catalog_status(err: &CatalogError) -> Status {
     let code = match err {
-        CatalogError::Config(_) | CatalogError::Definition(_) | CatalogError::NotStreamable(_) => {
-            Code::InvalidArgument
-        }
+        CatalogError::Config(_)
+        | CatalogError::Definition(_)
+        | CatalogError::NotStreamable(_)
+        | CatalogError::InvalidSnapshot(_) => Code::InvalidArgument,
         CatalogError::AlreadyExists(_) => Code::AlreadyExists,
         CatalogError::TableNotFound(_) => Code::NotFound,
         CatalogError::TooManyStreams(_) => Code::ResourceExhausted,
@@ -310,7 +311,7 @@ pub fn catalog_status(err: &CatalogError) -> Status {
         | CatalogError::Lake(_)
         | CatalogError::Registry(_) => Code::Unavailable,
         // History that no tier holds any more.
-        CatalogError::HistoryGap { .. } => Code::DataLoss,
+        CatalogError::HistoryGap { .. } | CatalogError::SnapshotLost { .. } => Code::DataLoss,
         // The snapshot changed under the query: running it again succeeds.
         CatalogError::RecordsVanished { .. } => Code::Aborted,
         CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,

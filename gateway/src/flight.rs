@@ -51,6 +51,8 @@ struct QueryRecord {
     /// Written already.
     closed: bool,
     error: Option<(tonic::Code, String)>,
+    /// The snapshot token of what the query read, once planned.
+    snapshot: String,
     metrics: Arc<GatewayMetrics>,
 }
 
@@ -83,6 +85,7 @@ impl QueryLog {
             finished: false,
             closed: false,
             error: None,
+            snapshot: String::new(),
             metrics,
         })))
     }
@@ -97,6 +100,11 @@ impl QueryLog {
     pub(crate) fn counting(self) -> Self {
         self.record().streams_rows = false;
         self
+    }
+
+    /// Names the snapshot the query read in its line.
+    pub(crate) fn read_snapshot(&self, token: Option<String>) {
+        self.record().snapshot = token.unwrap_or_default();
     }
 
     pub(crate) fn sent(&self, rows: usize) {
@@ -148,6 +156,7 @@ impl QueryRecord {
         self.metrics
             .query_ended(outcome, took, rows_sent, self.bytes);
         let (id, user, sql, rows, bytes) = (&self.id, &self.user, &self.sql, self.rows, self.bytes);
+        let snapshot = &self.snapshot;
         let outcome = outcome.as_str();
         match &self.error {
             None => tracing::info!(
@@ -158,6 +167,7 @@ impl QueryRecord {
                 bytes,
                 elapsed_ms,
                 outcome,
+                snapshot,
                 "query done"
             ),
             Some((code, error)) => {
@@ -172,6 +182,7 @@ impl QueryRecord {
                     outcome,
                     code,
                     error,
+                    snapshot,
                     "query failed"
                 )
             }
@@ -238,11 +249,26 @@ pub(crate) fn flight_info(
     ticket: Vec<u8>,
     descriptor: FlightDescriptor,
 ) -> Result<Response<FlightInfo>, Status> {
-    let info = FlightInfo::new()
+    statement_flight_info(schema, ticket, descriptor, None)
+}
+
+/// FlightInfo for a statement; its `app_metadata` names the snapshot it
+/// read (`{"snapshot": "<token>"}`), when it read tables.
+pub(crate) fn statement_flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+    snapshot: Option<&str>,
+) -> Result<Response<FlightInfo>, Status> {
+    let mut info = FlightInfo::new()
         .try_with_schema(schema)
         .map_err(internal)?
         .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
         .with_descriptor(descriptor);
+    if let Some(token) = snapshot {
+        // A token is `ks1.` and base64url: nothing in it needs escaping.
+        info = info.with_app_metadata(format!("{{\"snapshot\":\"{token}\"}}"));
+    }
     Ok(Response::new(info))
 }
 

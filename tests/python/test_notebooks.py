@@ -19,7 +19,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @pytest.fixture(scope="module")
-def demo_gateway(brokers):
+def demo_gateway(brokers, tmp_path_factory):
     topic = unique("nb-orders")
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo_data.py"), "--brokers", brokers,
@@ -28,8 +28,12 @@ def demo_gateway(brokers):
     )
     config = (ROOT / "deploy" / "kappa.toml").read_text().replace('topic = "orders"', f'topic = "{topic}"')
     assert topic in config, "deploy/kappa.toml no longer declares topic 'orders'"
-    gateway = Gateway(brokers, config)
+    # A lake of its own, so the notebook that compacts (snapshots.ipynb) does
+    # not write into the checkout.
+    lake = tmp_path_factory.mktemp("nb-lake")
+    gateway = Gateway(brokers, config, ["--lake", str(lake)])
     gateway.topic = topic  # the notebooks that produce (tail.ipynb) write to it
+    gateway.lake = lake
     yield gateway
     gateway.stop()
 
@@ -43,6 +47,7 @@ def test_notebook_runs(path, demo_gateway, brokers, monkeypatch):
     monkeypatch.setenv("KAPPA_GATEWAY_URI", demo_gateway.uri)
     monkeypatch.setenv("KAPPA_BROKERS", brokers)
     monkeypatch.setenv("KAPPA_ORDERS_TOPIC", demo_gateway.topic)
+    monkeypatch.setenv("KAPPA_LAKE", str(demo_gateway.lake))
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()

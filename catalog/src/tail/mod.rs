@@ -43,13 +43,14 @@ use crate::error::CatalogError;
 use crate::error::Result;
 use crate::format::ValueFormat;
 use crate::kafka::is_legal_topic_name;
+use crate::snapshot::{SnapshotToken, TOKEN_PREFIX, TableSnapshot};
 use table::StreamSettings;
 
 /// Name of the table function.
 pub const TAIL: &str = "tail";
 
 /// Where a stream starts in each partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartPosition {
     /// At each partition's end when the query runs: only new records.
     Latest,
@@ -58,6 +59,10 @@ pub enum StartPosition {
     /// At each partition's first record whose timestamp is at or after this
     /// many milliseconds since the epoch.
     Time(i64),
+    /// At each partition's end in a snapshot token (a partition added
+    /// since, at its first record): a batch answer under the token and
+    /// this stream have no gap and no duplicate.
+    Snapshot(Arc<TableSnapshot>),
 }
 
 impl fmt::Display for StartPosition {
@@ -66,6 +71,7 @@ impl fmt::Display for StartPosition {
             Self::Latest => write!(f, "latest"),
             Self::Earliest => write!(f, "earliest"),
             Self::Time(ms) => write!(f, "time {ms} ms"),
+            Self::Snapshot(_) => write!(f, "snapshot"),
         }
     }
 }
@@ -133,7 +139,7 @@ impl TableFunctionImpl for TailFunction {
         args: datafusion::catalog::TableFunctionArgs,
     ) -> DfResult<Arc<dyn TableProvider>> {
         let usage = "tail(table [, start]): table is a name in quotes, start is 'latest' \
-                     (the default), 'earliest' or a timestamp";
+                     (the default), 'earliest', a timestamp or a snapshot token";
         let exprs = args.exprs();
         if exprs.is_empty() || exprs.len() > 2 {
             return plan_err!("{usage}");
@@ -143,15 +149,37 @@ impl TableFunctionImpl for TailFunction {
         };
         let start = match exprs.get(1) {
             None => StartPosition::Latest,
-            Some(expr) => start_position(constant(expr, args.session())?).ok_or_else(|| {
-                datafusion::error::DataFusionError::Plan(format!("{usage}; got {expr}"))
-            })?,
+            Some(expr) => match constant(expr, args.session())? {
+                ScalarValue::Utf8(Some(text)) if text.trim().starts_with(TOKEN_PREFIX) => {
+                    snapshot_start(&name, &text)?
+                }
+                value => start_position(value).ok_or_else(|| {
+                    datafusion::error::DataFusionError::Plan(format!("{usage}; got {expr}"))
+                })?,
+            },
         };
         let Some(table) = tail_table(&self.tables, &name, start)? else {
             return Err(CatalogError::TableNotFound(format!("table '{name}' not found")).into());
         };
         Ok(Arc::new(table))
     }
+}
+
+/// The start at the ends of table `name` in the snapshot token `text`.
+fn snapshot_start(name: &str, text: &str) -> Result<StartPosition> {
+    let token: SnapshotToken = text.parse()?;
+    let Some(table) = token.table(name) else {
+        return Err(CatalogError::InvalidSnapshot(format!(
+            "the snapshot token does not name table '{name}'"
+        )));
+    };
+    if !table.complete {
+        return Err(CatalogError::InvalidSnapshot(format!(
+            "the snapshot token holds only some partitions of '{name}' (its query named them): \
+             take one with snapshot('{name}') to continue from"
+        )));
+    }
+    Ok(StartPosition::Snapshot(Arc::new(table.clone())))
 }
 
 /// The value of a constant argument (a literal, a cast, `now() - INTERVAL …`).

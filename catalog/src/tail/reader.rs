@@ -202,8 +202,8 @@ impl TailReader {
         if added.is_empty() {
             return Ok(());
         }
-        let by_time = match self.spec.start {
-            StartPosition::Time(t) => self.client.offsets_for_time(&self.spec.topic, &added, t)?,
+        let by_time = match &self.spec.start {
+            StartPosition::Time(t) => self.client.offsets_for_time(&self.spec.topic, &added, *t)?,
             _ => HashMap::new(),
         };
         let mut assignment = TopicPartitionList::new();

@@ -209,7 +209,7 @@ impl TableProvider for TailTable {
             None => None,
         };
         let topic = self.topic.clone();
-        let start = self.start;
+        let start = self.start.clone();
         let (snapshot, by_time) = self
             .client
             .run_blocking(move |client| {
@@ -225,10 +225,11 @@ impl TableProvider for TailTable {
             })
             .await?;
         let partitions: Vec<i32> = snapshot.iter().map(|r| r.partition).collect();
-        let tier = match (&self.lake, self.start) {
-            (Some(lake), StartPosition::Earliest | StartPosition::Time(_)) => {
-                lake.snapshot(&self.name).await?
-            }
+        let tier = match (&self.lake, &self.start) {
+            (
+                Some(lake),
+                StartPosition::Earliest | StartPosition::Time(_) | StartPosition::Snapshot(_),
+            ) => lake.snapshot(&self.name).await?,
             // From the end: nothing to replay (an offset filter below the
             // end does not move a 'latest' start back).
             _ => None,
@@ -237,9 +238,9 @@ impl TableProvider for TailTable {
             Some(tier) => tier.watermarks(&partitions).await?,
             None => HashMap::new(),
         };
-        let lake_by_time = match (&tier, self.start) {
+        let lake_by_time = match (&tier, &self.start) {
             (Some(tier), StartPosition::Time(t)) if !floors.is_empty() => {
-                self.lake_offsets_for_time(tier, t).await?
+                self.lake_offsets_for_time(tier, *t).await?
             }
             _ => HashMap::new(),
         };
@@ -252,8 +253,24 @@ impl TableProvider for TailTable {
             let p = range.partition;
             let (allowed, _) = predicate.bounds(p, None, TimestampOrder::Unordered);
             let watermark = floors.get(&p).copied();
-            let base = match self.start {
+            let base = match &self.start {
                 StartPosition::Latest => range.end,
+                // Where the snapshot ended; a partition added since from
+                // its first record.
+                StartPosition::Snapshot(snapshot) => match snapshot.partition(p) {
+                    Some(ended) if ended.end > range.end => {
+                        return Err(CatalogError::InvalidSnapshot(format!(
+                            "table '{}' partition {p}: the snapshot token ends at offset {}, \
+                             beyond the partition's end {} (was the topic deleted and created \
+                             again?)",
+                            self.name, ended.end, range.end
+                        ))
+                        .into());
+                    }
+                    Some(ended) => ended.end,
+                    None if watermark.is_some() => 0,
+                    None => range.start,
+                },
                 StartPosition::Earliest if watermark.is_some() => 0,
                 StartPosition::Earliest => range.start,
                 StartPosition::Time(_) => {
@@ -295,7 +312,7 @@ impl TableProvider for TailTable {
             topic: self.topic.clone(),
             format: self.format.clone(),
             value_schema: Arc::clone(&self.value_schema),
-            start: self.start,
+            start: self.start.clone(),
             predicate,
             partitions,
             kafka_starts,

@@ -235,6 +235,10 @@ impl FlightSqlService for KappaFlightSqlService {
     ) -> Result<Response<DoGetStream>, Status> {
         let settings = Settings::of_request(&request)?;
         let (statement, id, planned) = self.ticket_plan(&ticket.statement_handle, &settings)?;
+        let settings = match planned {
+            Some(_) => settings,
+            None => Self::replaying_ticket(&ticket.statement_handle, settings),
+        };
         self.execute(&statement, &settings, id, planned).await
     }
 
@@ -302,6 +306,7 @@ impl FlightSqlService for KappaFlightSqlService {
                 QueryTicket {
                     id,
                     statement: bound,
+                    snapshot: None,
                 }
                 .encode()
             }

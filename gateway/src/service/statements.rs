@@ -26,6 +26,10 @@ use datafusion::physical_plan::{EmptyRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use kappa_catalog::plan::LastRecordsRule;
+use kappa_catalog::snapshot::{
+    SNAPSHOT, SnapshotFunction, SnapshotRecorder, SnapshotToken, reads_snapshot_tables,
+    session_token,
+};
 use kappa_catalog::tail::{TAIL, TailFunction, check_streaming};
 use kappa_catalog::{CATALOG, KafkaCatalog, KappaOptions, SCHEMA};
 use prost::Message;
@@ -38,7 +42,7 @@ use crate::client_types::client_schema;
 use crate::error::{
     catalog_status, datafusion_status, invalid_request, limit_status, param_status, unquoted_name,
 };
-use crate::flight::{QueryLog, encode_stream, flight_info};
+use crate::flight::{QueryLog, encode_stream, statement_flight_info};
 use crate::guarded_functions::{StopOption, guard_functions};
 use crate::plan_cache::PlanKey;
 use crate::prepared::{Placeholders, PreparedHandle, number_placeholders, runs_schema};
@@ -54,7 +58,9 @@ impl KappaFlightSqlService {
             .with_default_catalog_and_schema(CATALOG, SCHEMA)
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(true)
-            .with_option_extension(KappaOptions::default());
+            .with_option_extension(KappaOptions::default())
+            // Each scan records the snapshot it reads here.
+            .with_extension(Arc::new(SnapshotRecorder::default()));
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
@@ -62,6 +68,12 @@ impl KappaFlightSqlService {
             options
                 .set(name, value)
                 .map_err(|e| invalid_request(format!("setting {name}={value}: {e}")))?;
+        }
+        if let Some(token) = settings.values.iter().find(|(n, _)| n == SNAPSHOT_SETTING) {
+            token
+                .1
+                .parse::<SnapshotToken>()
+                .map_err(|e| catalog_status(&e))?;
         }
         let mut state = SessionStateBuilder::new()
             .with_config(config)
@@ -80,6 +92,9 @@ impl KappaFlightSqlService {
             Arc::new(KafkaCatalog::new(Arc::clone(&self.schema)));
         let tail: Arc<dyn TableFunctionImpl> =
             Arc::new(TailFunction::new(Arc::clone(self.schema.context())));
+        // `snapshot(…)` resolves its tables through the session's catalog,
+        // so the caller's grants apply to it as to `FROM`.
+        ctx.register_udtf(SNAPSHOT, Arc::new(SnapshotFunction));
         if settings.grants.is_all() {
             ctx.register_catalog(CATALOG, catalog);
             ctx.register_udtf(TAIL, tail);
@@ -134,6 +149,9 @@ impl KappaFlightSqlService {
             let schema = client_schema(done.schema().as_arrow());
             return Ok((done, schema));
         }
+        self.check_replayed_tables(&ctx)
+            .await
+            .map_err(|status| self.rejected(sql, status))?;
         let numbered =
             number_placeholders(sql).map_err(|e| self.rejected(sql, param_status(&e)))?;
         let df = match ctx.sql_with_options(&numbered, options).await {
@@ -168,6 +186,51 @@ impl KappaFlightSqlService {
         };
         let schema = client_schema(df.schema().as_arrow());
         Ok((df, schema))
+    }
+
+    /// Refuses a snapshot token (`kappa.snapshot`) that names a table the
+    /// caller cannot read now: a replay of a state of tables that are gone
+    /// would not be that state.
+    async fn check_replayed_tables(&self, ctx: &SessionContext) -> Result<(), Status> {
+        let state = ctx.state();
+        let Some(token) = session_token(&state).map_err(|e| catalog_status(&e))? else {
+            return Ok(());
+        };
+        let Some(schema) = ctx.catalog(CATALOG).and_then(|c| c.schema(SCHEMA)) else {
+            return Ok(());
+        };
+        for (table, _) in token.tables() {
+            if schema
+                .table(table)
+                .await
+                .map_err(|e| datafusion_status(&e))?
+                .is_none()
+            {
+                return Err(invalid_request(format!(
+                    "the snapshot token names table '{table}', which does not exist"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot token of what `runs` read, taken by planning the first
+    /// run now (the tables keep what they read, so its DoGet reads the
+    /// same), or `None` for a statement that reads no table or streams.
+    async fn take_snapshot(&self, runs: &Runs) -> Result<Option<String>, Status> {
+        let plan = runs.template.logical_plan();
+        if !reads_snapshot_tables(plan) || check_streaming(plan).unwrap_or(true) {
+            return Ok(None);
+        }
+        let Some(first) = runs.first() else {
+            return Ok(None);
+        };
+        first
+            .map_err(|e| datafusion_status(&e))?
+            .create_physical_plan()
+            .await
+            .map_err(|e| datafusion_status(&e))?;
+        Ok(recorded_snapshot(&runs.template))
     }
 
     /// Plans `statement` once: its runs (one per parameter row, one in all
@@ -241,7 +304,11 @@ impl KappaFlightSqlService {
         let descriptor = request.into_inner();
         let planned = self.plan_bound(&statement, &settings).await?;
         let schema = Arc::clone(&planned.1);
-        let query = QueryTicket::new(statement);
+        let snapshot = self
+            .take_snapshot(&planned.0)
+            .await
+            .map_err(|status| self.rejected(&statement.sql, status))?;
+        let query = QueryTicket::new(statement).with_snapshot(snapshot.clone());
         let ticket = query.encode().map_err(|e| param_status(&e))?;
         // Kept for this ticket's DoGet, which then does not plan it again.
         self.plans
@@ -249,7 +316,12 @@ impl KappaFlightSqlService {
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(ticket),
         };
-        flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+        statement_flight_info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            descriptor,
+            snapshot.as_deref(),
+        )
     }
 
     /// The statement of a DoGet ticket, and its plan if GetFlightInfo left
@@ -262,6 +334,18 @@ impl KappaFlightSqlService {
         let (id, statement) = QueryTicket::decode(ticket).map_err(|e| param_status(&e))?;
         let planned = id.and_then(|id| self.plans.take(id, &plan_key(ticket, settings)));
         Ok((statement, id, planned))
+    }
+
+    /// `settings` replaying the snapshot `ticket` was planned with, unless
+    /// the call names one itself: a DoGet that plans the statement again
+    /// (the plan expired, or another gateway made it) reads what
+    /// GetFlightInfo's plan read.
+    pub(super) fn replaying_ticket(ticket: &[u8], mut settings: Settings) -> Settings {
+        let named = settings.values.iter().any(|(n, _)| n == SNAPSHOT_SETTING);
+        if !named && let Some(token) = QueryTicket::snapshot(ticket) {
+            settings.values.push((SNAPSHOT_SETTING.to_string(), token));
+        }
+        settings
     }
 
     /// Runs `statement` (with its plan, if already made) and streams its
@@ -313,6 +397,7 @@ impl KappaFlightSqlService {
                     log.failed(&status);
                     status
                 })?;
+                log.read_snapshot(recorded_snapshot(&runs.template));
                 if runs.len() == 0 {
                     first
                 } else {
@@ -444,6 +529,16 @@ async fn execute_stoppable(
     execute_stream(plan, task)
 }
 
+/// The snapshot token of what the runs of `template` have read so far.
+fn recorded_snapshot(template: &DataFrame) -> Option<String> {
+    let token = template
+        .task_ctx()
+        .session_config()
+        .get_extension::<SnapshotRecorder>()?
+        .token();
+    (!token.is_empty()).then(|| token.to_string())
+}
+
 /// Whether `plan` reads `information_schema`, whose tables list the topics.
 fn lists_tables(plan: &LogicalPlan) -> bool {
     plan.exists(|node| {
@@ -479,6 +574,9 @@ fn parameter_stream_status(err: FlightError) -> Status {
     }
 }
 
+/// The setting that replays a snapshot token.
+const SNAPSHOT_SETTING: &str = "kappa.snapshot";
+
 /// A planned statement: its runs and the schema of their results.
 pub(crate) type Planned = (Runs, SchemaRef);
 
@@ -508,6 +606,16 @@ impl Runs {
             template,
             rows: vec![None].into_iter(),
         }
+    }
+
+    /// The first run, bound, without taking it.
+    fn first(&self) -> Option<datafusion::error::Result<DataFrame>> {
+        let values = self.rows.as_slice().first()?;
+        let run = self.template.clone();
+        Some(match values {
+            None => Ok(run),
+            Some(values) => run.with_param_values(values.clone()),
+        })
     }
 
     /// One run per parameter row.
