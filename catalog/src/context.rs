@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::definitions::{DeclaredTable, LakeTables, TableDefinition};
 use crate::error::{CatalogError, Result};
-use crate::format::SchemaRegistry;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+
+use crate::format::{SchemaRegistry, ValueFormat};
 use crate::kafka::KafkaClient;
+use crate::kafka::is_legal_topic_name;
 use crate::lake::Lake;
 use crate::stream_registry::StreamRegistry;
 
@@ -235,6 +238,34 @@ impl CatalogContext {
             }
             _ => Ok(true),
         }
+    }
+
+    /// What table `name` reads, for a synchronous caller (a table
+    /// function): its topic, format and value columns, as a query would read
+    /// it (a declared table, or a topic typed by its registry subject, or
+    /// raw), or `None` for a name that is neither.
+    pub(crate) fn resolve_now(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, ValueFormat, SchemaRef)>> {
+        let declared = match self.declared_now(name) {
+            Some(def) => Some(def),
+            None if is_user_topic(name) && is_legal_topic_name(name) => {
+                if !self.topic_exists_now(name)? {
+                    return Ok(None);
+                }
+                self.registry_table_now(name)?
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(match declared {
+            Some(def) => (def.topic, def.format, def.value_schema),
+            None => (
+                name.to_string(),
+                ValueFormat::Raw,
+                Arc::new(Schema::empty()),
+            ),
+        }))
     }
 
     /// Runs at most `max_streams` streaming queries at once, each sending a

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod changelog;
 pub mod cli;
 pub mod columns;
 pub mod context;

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
-use datafusion::error::Result as DfResult;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, Session, TableProvider};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::session_state::SessionState;
 
+use crate::changelog::{Changelog, LatestTable};
 use crate::context::{CatalogContext, is_user_topic};
 use crate::definitions::sql::create_statement;
-use crate::error::Result;
+use crate::error::{CatalogError, Result};
 use crate::format::ValueFormat;
 use crate::kafka::is_legal_topic_name;
 use crate::system::{SYSTEM_SCHEMA, SystemSchema};
@@ -127,7 +129,14 @@ impl SchemaProvider for KafkaSchema {
             .with_name(name)
             .with_timestamp_skew(def.timestamp_skew)
             .with_definition(def.definition.as_deref().map(create_statement));
-            return self.with_lake_tier(name, table).await;
+            let table = self.with_lake_tier(name, table).await?;
+            return Ok(match (def.changelog, table) {
+                // One row per key: its latest value.
+                (Some(Changelog::Upsert), Some(table)) => {
+                    Some(Arc::new(LatestTable::over(name, table)) as Arc<dyn TableProvider>)
+                }
+                (_, table) => table,
+            });
         }
         // A name that cannot be a topic is simply not a table (the broker
         // would refuse the lookup as an error, not answer "no such topic").
@@ -158,5 +167,26 @@ impl SchemaProvider for KafkaSchema {
     /// name (the usual way to type a topic).
     fn table_exist(&self, name: &str) -> bool {
         self.context.is_declared(name)
+    }
+}
+
+/// Table `name` of the session planning a query, through its catalog (so
+/// the caller's grants apply): what `FROM name` would read.
+pub(crate) async fn session_table(
+    state: &dyn Session,
+    name: &str,
+) -> DfResult<Arc<dyn TableProvider>> {
+    let session = state
+        .as_any()
+        .downcast_ref::<SessionState>()
+        .ok_or_else(|| DataFusionError::Internal("a table function needs a SessionState".into()))?;
+    let schema = session
+        .catalog_list()
+        .catalog(CATALOG)
+        .and_then(|catalog| catalog.schema(SCHEMA))
+        .ok_or_else(|| DataFusionError::Internal(format!("no catalog {CATALOG}.{SCHEMA}")))?;
+    match schema.table(name).await? {
+        Some(table) => Ok(table),
+        None => Err(CatalogError::TableNotFound(format!("table '{name}' not found")).into()),
     }
 }

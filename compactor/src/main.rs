@@ -592,6 +592,7 @@ async fn select_tables(
             format: ValueFormat::Raw,
             value_schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
             timestamp_skew: None,
+            changelog: None,
             definition: None,
         }));
     }

@@ -500,6 +500,7 @@ mod tests {
             format: ValueFormat::Raw,
             value_schema: Arc::new(Schema::empty()),
             timestamp_skew: None,
+            changelog: None,
             definition: None,
         };
         // Connects lazily: no broker is contacted.

@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::columns::{declared_columns, lake_columns, parse_columns};
+use crate::changelog::Changelog;
 use crate::error::{CatalogError, Result};
 use crate::format::avro;
 use crate::format::json_schema::JsonSchemaFormat;
@@ -144,6 +145,11 @@ pub struct TableDefinition {
     /// reading each partition at its first record at or after `t + skew`.
     #[serde(default)]
     pub timestamp_skew: Option<String>,
+    /// `"upsert"`: the topic is a changelog, each record its key's new
+    /// value (a null value deletes the key), and the table reads as each
+    /// key's latest value (`latest()`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
 }
 
 /// A validated table definition: the value columns are an Arrow schema.
@@ -159,6 +165,9 @@ pub struct DeclaredTable {
     pub value_schema: SchemaRef,
     /// The declared bound on timestamp disorder, if any.
     pub timestamp_skew: Option<std::time::Duration>,
+    /// How records change keys, for a changelog table (read as each key's
+    /// latest value).
+    pub changelog: Option<Changelog>,
     /// What it was declared as (`None`: a topic typed by its registry
     /// subject), shown by `SHOW CREATE TABLE`.
     pub definition: Option<Arc<TableDefinition>>,
@@ -218,6 +227,7 @@ impl TableDefinition {
             key_schema_version: None,
             columns: None,
             timestamp_skew: None,
+            changelog: None,
         }
     }
 
@@ -432,12 +442,21 @@ impl TableDefinition {
                 })
             })
             .transpose()?;
+        let changelog = self
+            .changelog
+            .as_deref()
+            .map(|text| {
+                text.parse::<Changelog>()
+                    .map_err(|e| CatalogError::Definition(format!("table '{}': {e}", self.name)))
+            })
+            .transpose()?;
         Ok(DeclaredTable {
             name: self.name.clone(),
             topic,
             format,
             value_schema,
             timestamp_skew,
+            changelog,
             definition: Some(Arc::new(self.clone())),
         })
     }
@@ -563,6 +582,7 @@ impl DeclaredTable {
             format,
             value_schema,
             timestamp_skew: None,
+            changelog: None,
             definition: None,
         }))
     }

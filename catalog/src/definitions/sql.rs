@@ -17,6 +17,7 @@ use datafusion::sql::parser::CreateExternalTable;
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName, Value};
 
 use super::file::{FormatName, TableDefinition};
+use crate::changelog::Changelog;
 use crate::error::{CatalogError, Result};
 use crate::kafka::is_legal_topic_name;
 
@@ -37,6 +38,7 @@ const OPTIONS: &[&str] = &[
     "value.json.infer",
     "value.json.infer.records",
     "timestamp_skew",
+    "changelog",
 ];
 
 /// What a `CREATE EXTERNAL TABLE` asks for.
@@ -125,6 +127,10 @@ pub fn from_create(statement: &CreateExternalTable) -> Result<CreateTable> {
                 })?);
             }
             "timestamp_skew" => definition.timestamp_skew = Some(value),
+            "changelog" => {
+                value.parse::<Changelog>().map_err(|e| bad(e.to_string()))?;
+                definition.changelog = Some(value.trim().to_ascii_lowercase());
+            }
             "value.json.infer" => {
                 infer = value
                     .parse()
@@ -257,6 +263,9 @@ pub fn create_statement(definition: &TableDefinition) -> String {
     }
     if let Some(skew) = &definition.timestamp_skew {
         options.push(("timestamp_skew", skew.clone()));
+    }
+    if let Some(changelog) = &definition.changelog {
+        options.push(("changelog", changelog.clone()));
     }
     let options: Vec<String> = options
         .iter()

@@ -12,14 +12,13 @@ use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TablePr
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::session_state::SessionState;
+use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::SnapshotToken;
-use crate::error::CatalogError;
-use crate::provider::{CATALOG, SCHEMA};
+use crate::changelog::LatestTable;
+use crate::provider::session_table;
 use crate::table::KafkaTable;
 use crate::union::LakeKafkaTable;
 
@@ -76,19 +75,11 @@ impl SnapshotTable {
 /// The snapshot of `table` as `state`'s query would read it, through the
 /// session's catalog (so the caller's grants apply).
 async fn take(state: &dyn Session, table: &str) -> DfResult<super::TableSnapshot> {
-    let session = state
-        .as_any()
-        .downcast_ref::<SessionState>()
-        .ok_or_else(|| DataFusionError::Internal("snapshot() needs a SessionState".into()))?;
-    let schema = session
-        .catalog_list()
-        .catalog(CATALOG)
-        .and_then(|catalog| catalog.schema(SCHEMA))
-        .ok_or_else(|| DataFusionError::Internal(format!("no catalog {CATALOG}.{SCHEMA}")))?;
-    let Some(provider) = schema.table(table).await? else {
-        return Err(CatalogError::TableNotFound(format!("table '{table}' not found")).into());
-    };
+    let provider = session_table(state, table).await?;
     let provider = provider.as_ref() as &dyn Any;
+    if let Some(latest) = provider.downcast_ref::<LatestTable>() {
+        return Box::pin(take(state, latest.name())).await;
+    }
     if let Some(union) = provider.downcast_ref::<LakeKafkaTable>() {
         return Ok(union.take_snapshot(state).await?);
     }

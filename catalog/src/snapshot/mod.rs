@@ -173,6 +173,7 @@ pub fn reads_snapshot_tables(plan: &datafusion::logical_expr::LogicalPlan) -> bo
             if provider.is::<crate::table::KafkaTable>()
                 || provider.is::<crate::union::LakeKafkaTable>()
                 || provider.is::<function::SnapshotTable>()
+                || provider.is::<crate::changelog::LatestTable>()
             {
                 found = true;
                 return Ok(TreeNodeRecursion::Stop);

@@ -38,11 +38,9 @@ use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan};
 pub use crate::stream_registry::{StreamGuard, StreamRegistry, StreamStats};
 pub use table::TailTable;
 
-use crate::context::{CatalogContext, is_user_topic};
+use crate::context::CatalogContext;
 use crate::error::CatalogError;
 use crate::error::Result;
-use crate::format::ValueFormat;
-use crate::kafka::is_legal_topic_name;
 use crate::snapshot::{SnapshotToken, TOKEN_PREFIX, TableSnapshot};
 use table::StreamSettings;
 
@@ -90,23 +88,8 @@ pub fn tail_table(
         refresh_interval: context.refresh_interval(),
         registry: Arc::clone(context.streams()),
     };
-    let declared = match context.declared_now(name) {
-        Some(def) => Some(def),
-        None if is_user_topic(name) && is_legal_topic_name(name) => {
-            if !context.topic_exists_now(name)? {
-                return Ok(None);
-            }
-            context.registry_table_now(name)?
-        }
-        None => return Ok(None),
-    };
-    let (topic, format, value_schema) = match declared {
-        Some(def) => (def.topic, def.format, def.value_schema),
-        None => (
-            name.to_string(),
-            ValueFormat::Raw,
-            Arc::new(Schema::empty()),
-        ),
+    let Some((topic, format, value_schema)) = context.resolve_now(name)? else {
+        return Ok(None);
     };
     Ok(Some(TailTable::new(
         name,
@@ -183,7 +166,7 @@ fn snapshot_start(name: &str, text: &str) -> Result<StartPosition> {
 }
 
 /// The value of a constant argument (a literal, a cast, `now() - INTERVAL …`).
-fn constant(expr: &Expr, session: &dyn Session) -> DfResult<ScalarValue> {
+pub(crate) fn constant(expr: &Expr, session: &dyn Session) -> DfResult<ScalarValue> {
     let empty = DFSchema::empty();
     let physical = session.create_physical_expr(expr.clone(), &empty)?;
     let batch = RecordBatch::new_empty(Arc::new(Schema::empty()));
@@ -193,7 +176,7 @@ fn constant(expr: &Expr, session: &dyn Session) -> DfResult<ScalarValue> {
     }
 }
 
-fn start_position(value: ScalarValue) -> Option<StartPosition> {
+pub(crate) fn start_position(value: ScalarValue) -> Option<StartPosition> {
     match value {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))

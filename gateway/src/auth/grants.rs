@@ -12,6 +12,7 @@ use datafusion::catalog::{
 };
 use datafusion::error::{DataFusionError, Result as DfResult};
 use kappa_catalog::SCHEMA;
+use kappa_catalog::changelog::LatestTable;
 use kappa_catalog::tail::TailTable;
 
 use super::AuthError;
@@ -145,7 +146,8 @@ impl SchemaProvider for GrantedSchema {
     }
 }
 
-/// `tail(table, …)` for a user: only tables they were granted.
+/// `tail(table, …)` or `latest(table, …)` for a user: only tables they were
+/// granted.
 #[derive(Debug)]
 pub struct GrantedTail {
     inner: Arc<dyn TableFunctionImpl>,
@@ -162,11 +164,17 @@ impl GrantedTail {
 impl TableFunctionImpl for GrantedTail {
     fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
         let table = self.inner.call_with_args(args)?;
-        let name = (table.as_ref() as &dyn Any)
+        let table_ref = table.as_ref() as &dyn Any;
+        let name = table_ref
             .downcast_ref::<TailTable>()
             .map(|t| t.name().to_string())
+            .or_else(|| {
+                table_ref
+                    .downcast_ref::<LatestTable>()
+                    .map(|t| t.name().to_string())
+            })
             .ok_or_else(|| {
-                DataFusionError::Internal("tail returned another kind of table".into())
+                DataFusionError::Internal("a table function returned another kind of table".into())
             })?;
         if self.grants.allows(SCHEMA, &name) {
             Ok(table)

@@ -25,6 +25,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{EmptyRecordBatchStream, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
+use kappa_catalog::changelog::{LATEST, LatestFunction};
 use kappa_catalog::plan::LastRecordsRule;
 use kappa_catalog::snapshot::{
     SNAPSHOT, SnapshotFunction, SnapshotRecorder, SnapshotToken, reads_snapshot_tables,
@@ -95,9 +96,12 @@ impl KappaFlightSqlService {
         // `snapshot(…)` resolves its tables through the session's catalog,
         // so the caller's grants apply to it as to `FROM`.
         ctx.register_udtf(SNAPSHOT, Arc::new(SnapshotFunction));
+        let latest: Arc<dyn TableFunctionImpl> =
+            Arc::new(LatestFunction::new(Arc::clone(self.schema.context())));
         if settings.grants.is_all() {
             ctx.register_catalog(CATALOG, catalog);
             ctx.register_udtf(TAIL, tail);
+            ctx.register_udtf(LATEST, latest);
         } else {
             // The caller sees, lists and streams only what they were granted.
             let grants = settings.grants.clone();
@@ -105,7 +109,8 @@ impl KappaFlightSqlService {
                 CATALOG,
                 Arc::new(GrantedCatalog::new(catalog, grants.clone())),
             );
-            ctx.register_udtf(TAIL, Arc::new(GrantedTail::new(tail, grants)));
+            ctx.register_udtf(TAIL, Arc::new(GrantedTail::new(tail, grants.clone())));
+            ctx.register_udtf(LATEST, Arc::new(GrantedTail::new(latest, grants)));
         }
         Ok(ctx)
     }
