@@ -21,7 +21,8 @@ pub const TIMESTAMP: &str = "_timestamp";
 /// Record key bytes.
 pub const KEY: &str = "_key";
 /// Record value bytes: every value in a raw table; in a declared table, only
-/// values that did not decode (so nothing is lost).
+/// values that did not decode (so nothing is lost) and values that decoded
+/// to a row of nulls (so none reads like a tombstone, a null value).
 pub const VALUE: &str = "_value";
 /// Record headers in order: a list of `{key, value}`, repeated keys kept.
 pub const HEADERS: &str = "_headers";

@@ -16,14 +16,17 @@ while the compactor runs, after Kafka deleted tiered records, and under snapshot
 import json
 import os
 import random
+import subprocess
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import adbc_driver_flightsql.dbapi as flightsql
 import pytest
+from confluent_kafka.admin import AdminClient, NewPartitions
 from deltalake import DeltaTable
 
-from conftest import DEADLINE_S, Gateway, create_topic, delete_records, unique
+from conftest import DEADLINE_S, TLS_ROOT, Gateway, create_topic, delete_records, unique
 from test_compactor import PARTITIONS, compactor, offsets_of
 from test_snapshots import assert_same_rows, flight, lake_gateway, query, refused, rows, take, tier, token_of
 from test_tail import produce_acked
@@ -305,7 +308,7 @@ def test_latest_is_right_at_every_moment_while_the_compactor_tiers(brokers, user
     def compacting():
         while not stop.is_set():
             run = compactor(brokers, users["lake"], users["config"], "--tier-after", "0s",
-                            "--max-records-per-commit", "12")
+                            "--max-records-per-commit", "8")
             if run.returncode != 0:
                 errors.append(run.stderr)
                 return
@@ -317,7 +320,7 @@ def test_latest_is_right_at_every_moment_while_the_compactor_tiers(brokers, user
         thread.start()
         seen_marks, answers = set(), 0
         deadline = time.monotonic() + 120
-        while runs[0] < 2 or answers < 5:
+        while runs[0] < 2 or answers < 8:
             assert time.monotonic() < deadline, f"{answers} answers, {runs[0]} compactor runs in 120 s"
             assert not errors, errors
             marks = tuple(r["lake_watermark"] for r in rows(
@@ -333,6 +336,7 @@ def test_latest_is_right_at_every_moment_while_the_compactor_tiers(brokers, user
         gateway.stop()
     assert not errors, errors
     print(f"seed {seed}: {answers} answers over lake watermarks {sorted(seen_marks, key=str)}")
+    assert len(seen_marks) >= 2, f"the answers saw the lake's watermarks move: {seen_marks}"
     assert DeltaTable(str(users["path"])).version() >= 10, "the compactor committed in many small steps"
 
 
@@ -427,6 +431,13 @@ def test_filters_limits_and_aggregates_apply_to_the_latest_rows(brokers, users):
                 compare(rows(gateway, latest_sql(name, where=filter_)), project(want), f"{what}: {filter_}")
             compare(rows(gateway, latest_sql(name, tail="ORDER BY _key LIMIT 5")), project(latest[:5]),
                     f"{what}: LIMIT 5")
+            # The newest rows (the plan rule that reads only each partition's tail must not reach below latest()).
+            newest = sorted(latest, key=lambda r: (r["_offset"], r["_partition"]), reverse=True)
+            compare(rows(gateway, latest_sql(name, tail="ORDER BY _offset DESC, _partition DESC LIMIT 5")),
+                    project(newest[:5]), f"{what}: ORDER BY _offset DESC LIMIT 5")
+            compare(rows(gateway, latest_sql(name, where="WHERE _partition = 1", tail="ORDER BY _offset DESC LIMIT 3")),
+                    project([r for r in newest if r["_partition"] == 1][:3]),
+                    f"{what}: WHERE _partition = 1 ORDER BY _offset DESC LIMIT 3")
             assert rows(gateway, f"SELECT count(*) AS n, sum(score) AS total, count(DISTINCT _key) AS keys "
                                  f"FROM latest('{name}')") == [
                 {"n": len(latest), "total": sum(r["score"] for r in latest), "keys": len(latest)}], what
@@ -548,6 +559,9 @@ def check_upsert_table(gateway, name, log, what):
     compare(rows(gateway, f'SELECT {PROJECTION} FROM "{name}" WHERE score > 0 ORDER BY _key'), project(want),
             f"{what}: WHERE score > 0")
     assert rows(gateway, f'SELECT count(*) AS n FROM "{name}"') == [{"n": len(log.latest())}], what
+    newest = sorted(log.latest(), key=lambda r: (r["_offset"], r["_partition"]), reverse=True)[:4]
+    compare(rows(gateway, f'SELECT {PROJECTION} FROM "{name}" ORDER BY _offset DESC, _partition DESC LIMIT 4'),
+            project(newest), f"{what}: the newest 4 rows")
 
 
 def test_a_table_defined_by_sql_as_an_upsert_changelog_reads_as_its_latest_rows(brokers, tmp_path):
@@ -594,6 +608,10 @@ def test_a_table_defined_by_sql_as_an_upsert_changelog_reads_as_its_latest_rows(
         check_upsert_table(gateway, name, log, f"seed {seed}: defined by SQL, in the lake")
         log.add(produce_acked(brokers, topic, work.records(60, now - 10 * MINUTE_MS)))
         check_upsert_table(gateway, name, log, f"seed {seed}: defined by SQL, lake and Kafka")
+        # latest() of an upsert table is the same table; as of a time, too.
+        cut = now - 30 * MINUTE_MS + 500
+        compare(rows(gateway, latest_sql(name, sql_timestamp(cut))), project(log.latest(cut)),
+                f"seed {seed}: latest() of the upsert table as of {sql_timestamp(cut)}")
         assert_same_rows(rows(gateway, f'SELECT * FROM "{name}" ORDER BY _key', token), before,
                          f"seed {seed}: the token of the upsert table, after tiering")
     finally:
@@ -620,8 +638,6 @@ def test_a_toml_table_with_changelog_upsert_reads_as_its_latest_rows(brokers, us
 
 
 def test_a_toml_table_with_another_changelog_value_is_refused(brokers, users):
-    import subprocess
-
     users["config"].write_text(toml_table(users["name"], users["topic"], "nope"))
     binary = os.environ["KAPPA_GATEWAY_BIN"]
     process = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers,
@@ -712,7 +728,9 @@ def test_a_value_whose_columns_are_all_null_is_a_row_not_a_tombstone(brokers, us
                                 f"FROM latest('{name}') ORDER BY _key")
             want = [{"_key": key, "_partition": where[(key, value)][0], "_offset": where[(key, value)][1],
                      "name": None, "score": None, "bad": key == b"undecodable",
-                     "_value": value if key == b"undecodable" else None} for key, value in sorted(cases.items())]
+                     # The bytes of a value that did not decode, or decoded to a row of nulls, are
+                     # kept in `_value`: that is what tells it from a tombstone, in both tiers.
+                     "_value": value} for key, value in sorted(cases.items())]
             compare(got, want, f"from {tier_}: values that decode to nothing are rows, not tombstones")
             raw = rows(gateway, f"SELECT _key, _partition, _offset FROM latest('{topic}') ORDER BY _key")
             compare(raw, [{k: w[k] for k in ("_key", "_partition", "_offset")} for w in want],
@@ -728,9 +746,6 @@ def test_a_value_whose_columns_are_all_null_is_a_row_not_a_tombstone(brokers, us
 
 
 def test_latest_reads_only_granted_tables(secured):
-    import adbc_driver_flightsql.dbapi as flightsql
-    from conftest import TLS_ROOT
-
     secrets, orders = secured["secrets"], secured["orders"]
     with flightsql.connect(secured["uri"], db_kwargs={TLS_ROOT: secured["ca"], "username": "analyst",
                                                       "password": "s3cret"}, autocommit=True) as conn:
@@ -758,5 +773,72 @@ def test_wrong_arguments_are_refused_with_the_usage(brokers, users):
             assert "latest('table'" in text, (sql, text)
         text = str(pytest.raises(Exception, rows, gateway, "SELECT * FROM latest('no_such_table')").value)
         assert "NotFound" in text and "no_such_table" in text, text
+    finally:
+        gateway.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Partitions added to the topic
+
+
+def grow(brokers, topic, partitions):
+    """Adds partitions to `topic`: False where the broker cannot (CreatePartitions unsupported)."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    try:
+        futures = admin.create_partitions([NewPartitions(topic, partitions)], operation_timeout=DEADLINE_S)
+        for future in futures.values():
+            future.result(timeout=DEADLINE_S)
+    except Exception as why:
+        if "UNSUPPORTED_FEATURE" in str(why):
+            return False
+        raise
+    return True
+
+
+def test_keys_moved_to_a_partition_added_later(brokers, tmp_path):
+    """A topic grows from 2 to 3 partitions and the producer's partitioner moves keys: each key's newest
+    record is then in a partition its older ones are not in; the later timestamp wins. (Where the test
+    broker cannot add partitions, the topic has 3 from the start and the third stays empty until then.)"""
+    seed, rng = seeded()
+    probe = unique("chg-probe")
+    create_topic(brokers, probe, partitions=1)
+    can_grow = grow(brokers, probe, 2)
+    topic = unique("chg-grow")
+    create_topic(brokers, topic, partitions=2 if can_grow else 3)
+    name = "grown_" + topic.split("-")[-1]
+    config = tmp_path / "kappa.toml"
+    config.write_text(toml_table(name, topic))
+    lake = tmp_path / "lake"
+    table = {"topic": topic, "name": name, "config": config, "lake": lake, "path": lake / "tables" / name}
+    work, log, now = Workload(rng, keys=30, partitions=2, split=0), Log(), now_ms()
+    log.add(produce_acked(brokers, topic, work.records(150, now - 2 * HOUR_MS, skew=0.05)))
+    gateway = Gateway(brokers, config.read_text(), ["--lake", str(lake), "--topic-refresh", "1s"])
+    try:
+        check_latest(gateway, name, log, f"seed {seed}: two partitions")
+        tier(brokers, table)
+        if can_grow:
+            assert grow(brokers, topic, 3)
+        # The partitioner now spreads keys over three partitions: a third of them move to the new one.
+        work.partitions = 3
+        work.home = {k: (i * 7 + 1) % 3 for i, k in enumerate(work.keys)}
+        log.add(produce_acked(brokers, topic, work.records(90, now - HOUR_MS, skew=0.05)))
+        assert any(p == 2 for p, _ in log.records), "some records are in the new partition"
+        moved = {k for k, (p, _, _) in log.winners().items() if p == 2}
+        assert moved, f"seed {seed}: some keys' newest record is in the new partition"
+        deadline = time.monotonic() + 15
+        while True:  # the gateway sees the new partition within --topic-refresh
+            try:
+                check_latest(gateway, name, log, f"seed {seed}: three partitions, the lake holds two")
+                break
+            except AssertionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        tier(brokers, table)
+        check_latest(gateway, name, log, f"seed {seed}: three partitions, all in the lake")
+        # As of before the move: the state of the two old partitions.
+        check_latest(gateway, name, log, f"seed {seed}: as of before the move", now - HOUR_MS - 2000)
+        log.add(produce_acked(brokers, topic, work.records(60, now - 30 * MINUTE_MS, skew=0.05)))
+        check_latest(gateway, name, log, f"seed {seed}: 60 more records")
     finally:
         gateway.stop()

@@ -10,8 +10,9 @@
 //!   the one in the higher partition.
 //! * A tombstone, a record whose value is null, deletes its key: a raw
 //!   table shows it as a null `_value`; a declared table as a row whose
-//!   value columns, `_value` and `_error` are all null (so a value whose
-//!   every column decodes to null, such as JSON `{}`, deletes its key too).
+//!   value columns, `_value` and `_error` are all null (a value that decodes
+//!   to a row of nulls, such as JSON `{}`, keeps its bytes in `_value`, so
+//!   it is a row, not a deletion).
 //! * With a time, only records with `_timestamp` at or before it count.
 //!
 //! It is a plan over the table itself (lake and Kafka alike, under one

@@ -407,4 +407,26 @@ mod tests {
         let next = json.finish().unwrap();
         assert_eq!(next.columns[0].as_primitive::<Int64Type>().value(0), 1);
     }
+
+    #[test]
+    fn a_value_that_decodes_to_nothing_keeps_its_bytes_unlike_a_tombstone() {
+        let mut json = JsonDecoder::new(ids()).unwrap();
+        for value in [
+            Some(&b"{}"[..]),
+            None,
+            Some(b"{\"other\": 1}"),
+            Some(b"{\"id\": 7}"),
+        ] {
+            json.append(value);
+        }
+        let decoded = json.finish().unwrap();
+        let kept = decoded.undecoded.as_binary::<i32>();
+        let kept: Vec<Option<&[u8]>> = kept.iter().collect();
+        assert_eq!(
+            kept,
+            vec![Some(&b"{}"[..]), None, Some(b"{\"other\": 1}"), None],
+            "a row of nulls keeps its bytes; a tombstone has none; a decoded value needs none"
+        );
+        assert_eq!(decoded.errors.null_count(), 4, "none is an error");
+    }
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use super::json::{self, JsonDecoder};
 use super::registry::{RegistryError, SchemaType};
-use super::{DecodedValues, SchemaRegistry, ValueDecoder, framing};
+use super::{DecodedValues, SchemaRegistry, ValueDecoder, framing, kept_values};
 use crate::error::{CatalogError, Result};
 
 /// `$ref`s followed deeper than this are taken as recursion.
@@ -282,9 +282,7 @@ impl ValueDecoder for JsonSchemaDecoder {
             })
             .collect();
         // The whole value is kept, header included, as it was in Kafka.
-        let undecoded: BinaryArray = (0..raw.len())
-            .map(|row| (errors.is_valid(row) && raw.is_valid(row)).then(|| raw.value(row)))
-            .collect();
+        let undecoded = kept_values(&raw, &decoded.columns, |row| errors.is_valid(row));
         Ok(DecodedValues {
             columns: decoded.columns,
             errors: Arc::new(errors),

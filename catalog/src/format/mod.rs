@@ -109,8 +109,30 @@ pub struct DecodedValues {
     pub columns: Vec<ArrayRef>,
     /// Why a value did not decode (null where it did, or for a tombstone).
     pub errors: ArrayRef,
-    /// The bytes of each value that did not decode, so nothing is lost.
+    /// The bytes of each value that did not decode, so nothing is lost,
+    /// and of each that decoded to nothing (every column null), so that no
+    /// value reads like a tombstone (a null value: a row of nulls).
     pub undecoded: ArrayRef,
+}
+
+/// The `undecoded` column of a batch of `raw` values decoded into
+/// `columns`: the bytes of each value that did not decode (`failed`) or
+/// that decoded to a row of nulls.
+pub(crate) fn kept_values(
+    raw: &BinaryArray,
+    columns: &[ArrayRef],
+    failed: impl Fn(usize) -> bool,
+) -> BinaryArray {
+    // A column without nulls rules out empty rows: the common case costs
+    // one look per column.
+    let may_be_empty = columns.iter().all(|c| c.null_count() > 0);
+    (0..raw.len())
+        .map(|row| {
+            let keep = raw.is_valid(row)
+                && (failed(row) || (may_be_empty && columns.iter().all(|c| c.is_null(row))));
+            keep.then(|| raw.value(row))
+        })
+        .collect()
 }
 
 impl DecodedValues {
@@ -134,9 +156,7 @@ impl DecodedValues {
             let null = new_null_array(field.data_type(), 1);
             columns.push(interleave(&[column.as_ref(), null.as_ref()], &indices)?);
         }
-        let undecoded: BinaryArray = (0..raw.len())
-            .map(|row| (errors[row].is_some() && raw.is_valid(row)).then(|| raw.value(row)))
-            .collect();
+        let undecoded = kept_values(raw, &columns, |row| errors[row].is_some());
         Ok(Self {
             columns,
             errors: Arc::new(StringArray::from(errors)),

@@ -19,10 +19,10 @@ use datafusion::catalog::{CatalogProvider, TableFunctionImpl};
 use datafusion::common::tree_node::TreeNode;
 use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::MemoryLimit;
-use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder};
+use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{EmptyRecordBatchStream, execute_stream};
+use datafusion::physical_plan::{EmptyRecordBatchStream, ExecutionPlan, execute_stream};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use kappa_catalog::changelog::{LATEST, LatestFunction};
@@ -220,9 +220,9 @@ impl KappaFlightSqlService {
     }
 
     /// The snapshot token of what `runs` read, taken by planning the first
-    /// run now (the tables keep what they read, so its DoGet reads the
-    /// same), or `None` for a statement that reads no table or streams.
-    async fn take_snapshot(&self, runs: &Runs) -> Result<Option<String>, Status> {
+    /// run now (kept in `runs` for its DoGet, which then reads the same), or
+    /// `None` for a statement that reads no table or streams.
+    async fn take_snapshot(&self, runs: &mut Runs) -> Result<Option<String>, Status> {
         let plan = runs.template.logical_plan();
         if !reads_snapshot_tables(plan) || check_streaming(plan).unwrap_or(true) {
             return Ok(None);
@@ -230,11 +230,12 @@ impl KappaFlightSqlService {
         let Some(first) = runs.first() else {
             return Ok(None);
         };
-        first
-            .map_err(|e| datafusion_status(&e))?
-            .create_physical_plan()
+        let first = first.map_err(|e| datafusion_status(&e))?;
+        let stop = QueryStop::new();
+        let planned = plan_stoppable(first, &stop)
             .await
             .map_err(|e| datafusion_status(&e))?;
+        runs.first_planned = Some((planned, stop));
         Ok(recorded_snapshot(&runs.template))
     }
 
@@ -307,10 +308,10 @@ impl KappaFlightSqlService {
         self.admit()?;
         let settings = Settings::of_request(&request)?;
         let descriptor = request.into_inner();
-        let planned = self.plan_bound(&statement, &settings).await?;
+        let mut planned = self.plan_bound(&statement, &settings).await?;
         let schema = Arc::clone(&planned.1);
         let snapshot = self
-            .take_snapshot(&planned.0)
+            .take_snapshot(&mut planned.0)
             .await
             .map_err(|status| self.rejected(&statement.sql, status))?;
         let query = QueryTicket::new(statement).with_snapshot(snapshot.clone());
@@ -388,14 +389,22 @@ impl KappaFlightSqlService {
             })?)
         };
         // Every operator stops at its next batch once the query is
-        // cancelled, its client goes away or its time is up.
-        let stop = QueryStop::new();
+        // cancelled, its client goes away or its time is up. A first run
+        // GetFlightInfo planned was planned under its own stop.
+        let first_planned = runs.first_planned.take();
+        let stop = match &first_planned {
+            Some((_, stop)) => Arc::clone(stop),
+            None => QueryStop::new(),
+        };
         let stream: SendableRecordBatchStream = match runs.next() {
             None => Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))),
             Some(first) => {
-                let first = match first {
-                    Ok(first) => execute_stoppable(first, &stop).await,
-                    Err(e) => Err(e),
+                let first = match (first, first_planned) {
+                    (Ok(_), Some(((plan, task), _))) => {
+                        stoppable(plan, &stop).and_then(|plan| execute_stream(plan, task))
+                    }
+                    (Ok(first), None) => execute_stoppable(first, &stop).await,
+                    (Err(e), _) => Err(e),
                 };
                 let first = first.map_err(|e| {
                     let status = datafusion_status(&e);
@@ -517,6 +526,16 @@ async fn execute_stoppable(
     df: DataFrame,
     stop: &Arc<QueryStop>,
 ) -> datafusion::error::Result<SendableRecordBatchStream> {
+    let (plan, task) = plan_stoppable(df, stop).await?;
+    execute_stream(stoppable(plan, stop)?, task)
+}
+
+/// The physical plan of `df`, its functions planned under `stop`, and the
+/// task context to run it in.
+async fn plan_stoppable(
+    df: DataFrame,
+    stop: &Arc<QueryStop>,
+) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
     // The functions planned now see the stop (see crate::guarded_functions).
     let (mut state, plan) = df.into_parts();
     state
@@ -530,8 +549,7 @@ async fn execute_stoppable(
     state.execution_props_mut().config_options = Some(options);
     let df = DataFrame::new(state, plan);
     let task = Arc::new(df.task_ctx());
-    let plan = stoppable(df.create_physical_plan().await?, stop)?;
-    execute_stream(plan, task)
+    Ok((df.create_physical_plan().await?, task))
 }
 
 /// The snapshot token of what the runs of `template` have read so far.
@@ -579,6 +597,10 @@ fn parameter_stream_status(err: FlightError) -> Status {
     }
 }
 
+/// A run's physical plan and task context, and the stop it was planned
+/// under.
+type FirstPlanned = ((Arc<dyn ExecutionPlan>, Arc<TaskContext>), Arc<QueryStop>);
+
 /// The setting that replays a snapshot token.
 const SNAPSHOT_SETTING: &str = "kappa.snapshot";
 
@@ -600,6 +622,9 @@ fn plan_key(ticket: &[u8], settings: &Settings) -> PlanKey {
 #[derive(Debug)]
 pub(crate) struct Runs {
     template: DataFrame,
+    /// The first run's physical plan and stop, when GetFlightInfo planned
+    /// it to name its snapshot.
+    first_planned: Option<FirstPlanned>,
     /// Each run's values; `None` runs the statement as planned.
     rows: std::vec::IntoIter<Option<Vec<datafusion::scalar::ScalarValue>>>,
 }
@@ -609,6 +634,7 @@ impl Runs {
     fn once(template: DataFrame) -> Self {
         Self {
             template,
+            first_planned: None,
             rows: vec![None].into_iter(),
         }
     }
@@ -628,6 +654,7 @@ impl Runs {
         let rows: Vec<_> = rows.into_iter().map(Some).collect();
         Self {
             template,
+            first_planned: None,
             rows: rows.into_iter(),
         }
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BinaryArray, BinaryBuilder, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, BinaryBuilder, StringArray};
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
 use super::columns::{Column, append_message};
@@ -18,7 +18,7 @@ use super::plan::{Slot, check_message, message_plan};
 use super::{ProtobufFormat, Unknown, index_path, message_at};
 use crate::error::Result;
 use crate::format::framing;
-use crate::format::{DecodedValues, ValueDecoder};
+use crate::format::{DecodedValues, ValueDecoder, kept_values};
 /// A writer's message and how it fills the table's columns.
 #[derive(Debug)]
 struct WriterMessage {
@@ -173,11 +173,10 @@ impl ValueDecoder for ProtobufDecoder {
                 }
             }
         }
-        let undecoded: BinaryArray = (0..raw.len())
-            .map(|row| (errors[row].is_some()).then(|| raw.value(row)))
-            .collect();
+        let columns: Vec<ArrayRef> = self.columns.iter_mut().map(Column::finish).collect();
+        let undecoded = kept_values(&raw, &columns, |row| errors[row].is_some());
         Ok(DecodedValues {
-            columns: self.columns.iter_mut().map(Column::finish).collect(),
+            columns,
             errors: Arc::new(StringArray::from(errors)),
             undecoded: Arc::new(undecoded),
         })
