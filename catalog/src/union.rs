@@ -229,13 +229,7 @@ impl LakeKafkaTable {
         let lake = self
             .bounded_lake_scan(tier, &floors, state, projection, filters, &bounds)
             .await?;
-        if kafka
-            .downcast_ref::<KafkaScanExec>()
-            .is_some_and(|scan| scan.spec().ranges.is_empty())
-        {
-            return Ok(lake);
-        }
-        UnionExec::try_new(vec![lake, kafka])
+        lake_and_kafka(lake, kafka)
     }
 
     /// Refuses a replay of a token that knows only some partitions (its
@@ -371,6 +365,21 @@ fn union_snapshot(
     }
 }
 
+/// The union of the two sides, or the lake alone when Kafka has nothing
+/// above the watermarks to add.
+fn lake_and_kafka(
+    lake: Arc<dyn ExecutionPlan>,
+    kafka: Arc<dyn ExecutionPlan>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if kafka
+        .downcast_ref::<KafkaScanExec>()
+        .is_some_and(|scan| scan.spec().ranges.is_empty())
+    {
+        return Ok(lake);
+    }
+    UnionExec::try_new(vec![lake, kafka])
+}
+
 /// The partitions `predicate` restricts a query to, when it names few
 /// enough of them to list.
 fn named_partitions(predicate: &RangePredicate) -> Option<Vec<i32>> {
@@ -489,13 +498,6 @@ impl TableProvider for LakeKafkaTable {
         let lake = self
             .lake_scan(tier, &floors, state, projection, filters, limit)
             .await?;
-        // Nothing above the watermarks: Kafka has nothing to add.
-        if kafka
-            .downcast_ref::<KafkaScanExec>()
-            .is_some_and(|scan| scan.spec().ranges.is_empty())
-        {
-            return Ok(lake);
-        }
-        UnionExec::try_new(vec![lake, kafka])
+        lake_and_kafka(lake, kafka)
     }
 }
