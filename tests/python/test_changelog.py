@@ -584,6 +584,9 @@ def test_a_table_defined_by_sql_as_an_upsert_changelog_reads_as_its_latest_rows(
         check_upsert_table(gateway, name, log, f"seed {seed}: defined by SQL, Kafka only")
         shown = rows(gateway, f'SHOW CREATE TABLE "{name}"')[0]["definition"]
         assert "'changelog' 'upsert'" in shown and "'value.format' 'json'" in shown, shown
+        # A table like any other, as information_schema lists it (GetTables says TABLE too).
+        listed = rows(gateway, f"SELECT table_type FROM information_schema.tables WHERE table_name = '{name}'")
+        assert listed == [{"table_type": "BASE TABLE"}], listed
         # The statement shown makes the same table.
         copy = "copy_" + name
         rows(gateway, shown.replace(f'"{name}"', f'"{copy}"', 1).replace(f"EXTERNAL TABLE {name} ",

@@ -204,8 +204,14 @@ impl TableProvider for LatestTable {
         Arc::clone(&self.schema)
     }
 
+    /// A declared changelog table is a table like any other (listed as
+    /// one by `information_schema` and GetTables alike); `latest(…)`'s is
+    /// the function's.
     fn table_type(&self) -> TableType {
-        TableType::View
+        match self.base {
+            Some(_) => TableType::Base,
+            None => TableType::Temporary,
+        }
     }
 
     fn get_table_definition(&self) -> Option<&str> {
