@@ -58,11 +58,6 @@ pub struct SnapshotTable {
 }
 
 impl SnapshotTable {
-    /// The tables whose snapshot it takes.
-    pub fn tables(&self) -> &[String] {
-        &self.tables
-    }
-
     fn output_schema() -> SchemaRef {
         Arc::new(Schema::new(vec![Field::new(
             "token",

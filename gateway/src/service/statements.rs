@@ -642,11 +642,19 @@ impl Runs {
     /// The first run, bound, without taking it.
     fn first(&self) -> Option<datafusion::error::Result<DataFrame>> {
         let values = self.rows.as_slice().first()?;
+        Some(self.run(values.clone()))
+    }
+
+    /// The statement bound to `values` (`None`: as planned).
+    fn run(
+        &self,
+        values: Option<Vec<datafusion::scalar::ScalarValue>>,
+    ) -> datafusion::error::Result<DataFrame> {
         let run = self.template.clone();
-        Some(match values {
+        match values {
             None => Ok(run),
-            Some(values) => run.with_param_values(values.clone()),
-        })
+            Some(values) => run.with_param_values(values),
+        }
     }
 
     /// One run per parameter row.
@@ -665,11 +673,7 @@ impl Iterator for Runs {
 
     fn next(&mut self) -> Option<Self::Item> {
         let values = self.rows.next()?;
-        let run = self.template.clone();
-        Some(match values {
-            None => Ok(run),
-            Some(values) => run.with_param_values(values),
-        })
+        Some(self.run(values))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
