@@ -26,9 +26,10 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use tokio::sync::OnceCell;
 
+use crate::changelog::CompactedLatest;
 use crate::columns::{OFFSET, PARTITION};
 use crate::error::CatalogError;
-use crate::lake::{Lake, LakeSnapshot, LakeTierExec, lake_plan};
+use crate::lake::{self, Lake, LakeSnapshot, LakeTierExec, lake_plan};
 use crate::offsets::PartitionRange;
 use crate::options::KappaOptions;
 use crate::plan::{IntervalSet, RangePredicate, TimestampOrder};
@@ -104,6 +105,61 @@ impl LakeKafkaTable {
             }
         }
         options.admit_gaps(&self.name, &gaps)
+    }
+
+    /// The latest rows the compactor keeps for this table, when this query
+    /// may read them instead of the history below their watermarks: the
+    /// query replays no token, and they were derived from this table's
+    /// history (not one deleted since) no further than the history version
+    /// this query reads, so they stand for records this query's snapshot
+    /// holds, and nothing newer.
+    pub(crate) async fn compacted_latest(
+        &self,
+        state: &dyn Session,
+    ) -> Result<Option<CompactedLatest>, CatalogError> {
+        if snapshot::pinned(state, &self.name)?.is_some() {
+            return Ok(None);
+        }
+        let Some(latest) = self.lake.latest(&self.name).await? else {
+            return Ok(None);
+        };
+        let Some(history) = self.tier().await? else {
+            return Ok(None);
+        };
+        let history_id = history.table_id()?;
+        if latest
+            .transaction(&lake::latest_source_id(&history_id))
+            .await?
+            .is_none()
+        {
+            tracing::debug!(table = %self.name, "its latest rows are of another history table (or none yet): reading the history");
+            return Ok(None);
+        }
+        let partitions: Vec<i32> = self
+            .kafka
+            .snapshot()
+            .await?
+            .iter()
+            .map(|r| r.partition)
+            .collect();
+        let covered = latest
+            .watermarks_named(&partitions, |p| lake::latest_app_id(&history_id, p))
+            .await?;
+        let floors = history.watermarks(&partitions).await?;
+        let ahead = covered
+            .iter()
+            .any(|(p, &w)| floors.get(p).is_none_or(|&floor| w > floor));
+        if ahead || covered.is_empty() {
+            // Compacted past the history version this query read (a pass
+            // landed in between): read the history.
+            return Ok(None);
+        }
+        Ok(Some(CompactedLatest::new(
+            self.name.clone(),
+            self.schema(),
+            latest,
+            covered,
+        )))
     }
 
     /// The lake's rows for this query, in the table's (projected) schema.

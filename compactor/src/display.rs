@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use kappa_compactor::{ProgressSnapshot, TierMetrics, TierProgress};
+use kappa_compactor::{LatestMetrics, ProgressSnapshot, TierMetrics, TierProgress};
 use tokio::task::JoinHandle;
 
 /// Shows a run's progress until dropped.
@@ -102,6 +102,25 @@ pub fn table_line(name: &str, metrics: &TierMetrics) -> String {
         } else {
             ""
         }
+    )
+}
+
+/// What a run did to a changelog table's latest rows.
+pub fn latest_line(name: &str, metrics: &LatestMetrics) -> String {
+    format!(
+        "{name}: latest rows: {} offsets read, {} rows merged in {} commits ({} new, {} updated), version {}, covering {}",
+        metrics.offsets,
+        metrics.merged,
+        metrics.commits,
+        metrics.inserted,
+        metrics.updated,
+        metrics.version.map_or("none".into(), |v| v.to_string()),
+        metrics
+            .watermarks
+            .iter()
+            .map(|(p, w)| format!("{p}:{w}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 

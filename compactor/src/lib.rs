@@ -7,6 +7,7 @@
 //! Kafka.
 
 pub mod error;
+pub mod latest;
 pub mod lease;
 pub mod maintain;
 pub mod metrics;
@@ -16,6 +17,7 @@ mod source;
 pub mod tier;
 
 pub use error::{CompactorError, Result};
+pub use latest::{CompactLatest, LatestMetrics};
 pub use lease::Lease;
 pub use maintain::{OptimizeMetrics, OptimizeTable, TableLocation, VacuumMetrics, VacuumTable};
 pub use metrics::CompactorMetrics;

@@ -7,6 +7,7 @@
 
 mod display;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,11 +25,11 @@ use kappa_catalog::{
 };
 use kappa_compactor::tier::DEFAULT_CHECKPOINT_EVERY;
 use kappa_compactor::{
-    CompactorMetrics, OptimizeMetrics, OptimizeTable, Shard, TableLocation, TierMetrics,
-    TierProgress, TierTable, VacuumMetrics, VacuumTable,
+    CompactLatest, CompactorMetrics, OptimizeMetrics, OptimizeTable, Shard, TableLocation,
+    TierMetrics, TierProgress, TierTable, VacuumMetrics, VacuumTable,
 };
 
-use display::{PassSummary, ProgressDisplay, schema_lines, table_line, watermarks};
+use display::{PassSummary, ProgressDisplay, latest_line, schema_lines, table_line, watermarks};
 
 /// kappa's compactor: tiers Kafka topics into a Delta Lake.
 #[derive(Debug, Parser)]
@@ -372,8 +373,10 @@ async fn pass(
         progress.start_table(&name);
         let outcome = async {
             let location = lake::table_url(&args.lake.lake, &table.name, true)?;
-            TierTable::new(Arc::clone(client), table.clone(), location)
-                .with_storage_options(args.lake.lake_option.iter().cloned().collect())
+            let storage_options: HashMap<String, String> =
+                args.lake.lake_option.iter().cloned().collect();
+            let tiered = TierTable::new(Arc::clone(client), table.clone(), location.clone())
+                .with_storage_options(storage_options.clone())
                 .with_shard(args.shard)
                 .with_tier_after(args.tier_after)
                 .with_allow_data_loss(args.allow_data_loss)
@@ -383,15 +386,36 @@ async fn pass(
                 .with_progress(Arc::clone(&progress))
                 .with_stop(Arc::clone(stop))
                 .run()
-                .await
+                .await?;
+            // A changelog table's latest rows follow its history.
+            let latest = match table.changelog {
+                Some(_) if !tiered.watermarks.is_empty() => Some(
+                    CompactLatest::new(
+                        &table.name,
+                        location,
+                        lake::latest_url(&args.lake.lake, &table.name, true)?,
+                    )
+                    .with_storage_options(storage_options)
+                    .with_partitions(tiered.watermarks.keys().copied())
+                    .with_max_records_per_commit(args.max_records_per_commit)
+                    .with_stop(Arc::clone(stop))
+                    .run()
+                    .await?,
+                ),
+                _ => None,
+            };
+            Ok::<_, anyhow::Error>((tiered, latest))
         }
         .await;
         match outcome {
-            Ok(tiered) => {
+            Ok((tiered, latest)) => {
                 metrics.tiered(&tiered);
                 log_tiered(&name, &tiered, table_started.elapsed());
                 summary.add(&tiered);
                 lines.push(table_line(&name, &tiered));
+                if let Some(latest) = latest {
+                    lines.push(latest_line(&name, &latest));
+                }
             }
             Err(e) => {
                 metrics.failed();

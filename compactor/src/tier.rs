@@ -35,7 +35,7 @@ const MAX_ATTEMPTS: u32 = 200;
 
 /// Whether a Delta error means another writer committed first (the commit
 /// did not land; the log has what the other wrote).
-fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
+pub(crate) fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
     use deltalake::kernel::transaction::TransactionError;
     matches!(
         error,

@@ -16,6 +16,7 @@ while the compactor runs, after Kafka deleted tiered records, and under snapshot
 import json
 import os
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -201,10 +202,11 @@ def check_log(gateway, name, log, what):
             record["key"], record["timestamp"], value["name"], value["score"], None), (what, at, row, record)
 
 
-def full_rows_are_rows_of_the_table(gateway, name, what):
+def full_rows_are_rows_of_the_table(gateway, name, what, log_name=None):
     """`SELECT * FROM latest(t)` has t's columns (names and types), and each of its rows is t's row at
-    that offset, every column equal."""
-    table = query(gateway, f"SELECT * FROM {name}")
+    that offset, every column equal (t's records read from `log_name`, a table over the same topic, when
+    t is a changelog table)."""
+    table = query(gateway, f"SELECT * FROM {log_name or name}")
     latest = query(gateway, f"SELECT * FROM latest('{name}') ORDER BY _key")
     assert latest.schema.names == table.schema.names, (what, latest.schema.names, table.schema.names)
     assert [f.type for f in latest.schema] == [f.type for f in table.schema], (what, latest.schema, table.schema)
@@ -247,21 +249,25 @@ def users(brokers, tmp_path):
 # 1. A randomized workload against the model, from Kafka and the lake
 
 
-def test_latest_matches_the_model_from_kafka_the_lake_and_after_kafka_deletes(brokers, users):
+@pytest.mark.parametrize("declared", ["users", "changelog_users"])
+def test_latest_matches_the_model_from_kafka_the_lake_and_after_kafka_deletes(brokers, declared, request):
+    """With `changelog_users`, the compactor also keeps the latest rows, which latest() reads."""
+    users = request.getfixturevalue(declared)
     seed, rng = seeded()
     topic, name = users["topic"], users["name"]
+    log_name = users.get("log", name)
     work, log, now = Workload(rng), Log(), now_ms()
     log.add(produce_acked(brokers, topic, work.records(220, now - 2 * HOUR_MS, skew=0.05)))
     log.add(produce_acked(brokers, topic, work.records(100, now - 20 * MINUTE_MS, skew=0.05)))
     gateway = lake_gateway(brokers, users)
     try:
-        check_log(gateway, name, log, f"seed {seed}")
+        check_log(gateway, log_name, log, f"seed {seed}")
         split = {k for k, (p, _, _) in log.winners().items() if any(
             r["key"] == k and q != p for (q, _), r in log.records.items())}
         assert split, f"seed {seed}: the workload writes some keys to two partitions"
         want = check_latest(gateway, name, log, f"seed {seed}: Kafka only")
         assert len(want) > 20, f"seed {seed}: {len(want)} keys live"
-        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: Kafka only")
+        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: Kafka only", log_name)
 
         # The records older than an hour (the first 220) go to the lake; the rest stay in Kafka only.
         run = compactor(brokers, users["lake"], users["config"], "--tier-after", "1h", "--max-records-per-commit", "45")
@@ -270,7 +276,7 @@ def test_latest_matches_the_model_from_kafka_the_lake_and_after_kafka_deletes(br
         ends = {p: high for p, (_, high) in offsets_of(brokers, topic).items()}
         assert 0 < sum(marks.values()) == 220 < sum(ends.values()), (marks, ends)
         check_latest(gateway, name, log, f"seed {seed}: lake below {marks}, Kafka to {ends}")
-        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: lake and Kafka")
+        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: lake and Kafka", log_name)
 
         log.add(produce_acked(brokers, topic, work.records(100, now - 5 * MINUTE_MS, skew=0.05)))
         check_latest(gateway, name, log, f"seed {seed}: lake below {marks}, 200 records above in Kafka")
@@ -287,7 +293,7 @@ def test_latest_matches_the_model_from_kafka_the_lake_and_after_kafka_deletes(br
         starts = {p: low for p, (low, _) in offsets_of(brokers, topic).items()}
         assert starts == {0: marks[0], 1: marks[1], 2: marks[2] // 2}, starts
         check_latest(gateway, name, log, f"seed {seed}: Kafka's log starts at {starts}, the lake has the rest")
-        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: after DeleteRecords")
+        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: after DeleteRecords", log_name)
 
         log.add(produce_acked(brokers, topic, work.records(80, now - MINUTE_MS)))
         check_latest(gateway, name, log, f"seed {seed}: log starts {starts}, 80 more records in Kafka")
@@ -297,9 +303,13 @@ def test_latest_matches_the_model_from_kafka_the_lake_and_after_kafka_deletes(br
         gateway.stop()
 
 
-def test_latest_is_right_at_every_moment_while_the_compactor_tiers(brokers, users):
+@pytest.mark.parametrize("declared", ["users", "changelog_users"])
+def test_latest_is_right_at_every_moment_while_the_compactor_tiers(brokers, declared, request):
+    """With `changelog_users`, the compactor also keeps the latest rows, which latest() reads."""
+    users = request.getfixturevalue(declared)
     seed, rng = seeded()
     topic, name = users["topic"], users["name"]
+    log_name = users.get("log", name)
     work, log, now = Workload(rng), Log(), now_ms()
     log.add(produce_acked(brokers, topic, work.records(400, now - HOUR_MS, skew=0.05)))
     gateway = lake_gateway(brokers, users)
@@ -845,3 +855,122 @@ def test_keys_moved_to_a_partition_added_later(brokers, tmp_path):
         check_latest(gateway, name, log, f"seed {seed}: 60 more records")
     finally:
         gateway.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The latest rows the compactor keeps for a changelog table (issue 24, item 6)
+
+
+@pytest.fixture()
+def changelog_users(brokers, tmp_path):
+    """`users`, declared with changelog = "upsert": the compactor keeps its latest rows at
+    <lake>/latest/<name>/ beside its history at <lake>/tables/<name>/."""
+    topic = unique("chl")
+    create_topic(brokers, topic, partitions=PARTITIONS)
+    name = "users_" + topic.split("-")[-1]
+    config = tmp_path / "kappa.toml"
+    # `<name>_log`: the same topic read as its records (FROM a changelog table reads its latest rows).
+    config.write_text(toml_table(name, topic, changelog="upsert") + toml_table(name + "_log", topic))
+    lake = tmp_path / "lake"
+    return {"topic": topic, "name": name, "config": config, "lake": lake, "path": lake / "tables" / name,
+            "latest": lake / "latest" / name, "log": name + "_log"}
+
+
+def kept_rows(table):
+    """The latest rows the compactor keeps, read with the deltalake package: {(key, partition): offset}."""
+    dt = DeltaTable(str(table["latest"]))
+    kept = dt.to_pyarrow_table(columns=["_key", "_partition", "_offset"]).to_pylist()
+    out = {(r["_key"], r["_partition"]): r["_offset"] for r in kept}
+    assert len(out) == len(kept), f"one row per key and partition: {len(kept)} rows, {len(out)} pairs"
+    return out
+
+
+def newest_per_key_and_partition(log, below):
+    """The model of the kept rows: each key's newest record per partition among offsets below `below`."""
+    out = {}
+    for (p, o), r in log.records.items():
+        if r["key"] is not None and o < below.get(p, 0) and o > out.get((r["key"], p), -1):
+            out[(r["key"], p)] = o
+    return out
+
+
+def covered(table):
+    """The offsets the kept rows cover, per partition, from their `txn` actions (named after the history's
+    Delta table id)."""
+    history_id = DeltaTable(str(table["path"])).metadata().id
+    dt = DeltaTable(str(table["latest"]))
+    return {p: dt.transaction_version(f"kappa-latest/{history_id}/{p}") for p in range(PARTITIONS)}
+
+
+def test_the_compactor_keeps_each_keys_latest_rows_and_latest_reads_them(brokers, changelog_users):
+    table, (seed, rng) = changelog_users, seeded()
+    topic, name = table["topic"], table["name"]
+    work, log, now = Workload(rng, keys=30), Log(), now_ms()
+    log.add(produce_acked(brokers, topic, work.records(600, now - 2 * HOUR_MS, skew=0.05)))
+    gateway = lake_gateway(brokers, table)
+    try:
+        check_latest(gateway, name, log, f"seed {seed}: Kafka only")
+        run = tier(brokers, table, "--max-records-per-commit", "250")
+        assert "latest rows:" in run.stdout, run.stdout
+        marks = lake_marks(table)
+        assert sum(marks.values()) == 600, marks
+        assert covered(table) == marks, (covered(table), marks)
+        kept = kept_rows(table)
+        assert kept == newest_per_key_and_partition(log, marks), f"seed {seed}: the kept rows"
+        assert len(kept) < 60 < 600, f"about one row per key and partition: {len(kept)}"
+
+        # latest() reads the kept rows (and the history above what they cover, here nothing).
+        explain = "\n".join(r["plan"] for r in rows(gateway, f"EXPLAIN SELECT * FROM latest('{name}')"))
+        assert f"latest({name})" in explain, explain
+        want = check_latest(gateway, name, log, f"seed {seed}: kept rows at {marks}")
+        assert rows(gateway, f"SELECT _key, _partition, _offset, name, score FROM {name} ORDER BY _key") == want
+        full_rows_are_rows_of_the_table(gateway, name, f"seed {seed}: kept rows")
+
+        # Updates, tombstones and new values above what they cover: read from Kafka beside them.
+        log.add(produce_acked(brokers, topic, work.records(150, now - HOUR_MS, skew=0.05)))
+        check_latest(gateway, name, log, f"seed {seed}: kept rows at {marks}, 150 records in Kafka")
+        token = token_of(flight(gateway, latest_sql(name))[0])
+
+        # Tiered part way (history above what the rows cover is read from the history), then merged.
+        run = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s",
+                        "--max-records-per-commit", "60")
+        assert run.returncode == 0, run.stderr
+        marks = lake_marks(table)
+        assert sum(marks.values()) == 750 and covered(table) == marks, (marks, covered(table))
+        assert kept_rows(table) == newest_per_key_and_partition(log, marks), f"seed {seed}: merged"
+        check_latest(gateway, name, log, f"seed {seed}: merged up to {marks}")
+        log.add(produce_acked(brokers, topic, work.records(40, now - MINUTE_MS)))
+        check_latest(gateway, name, log, f"seed {seed}: merged up to {marks}, 40 records in Kafka")
+
+        # As of a time and under a token, the history answers, as before.
+        as_of = now - HOUR_MS + 75 * 10
+        check_latest(gateway, name, log, f"seed {seed}: as of {as_of}", as_of_ms=as_of)
+        replayed = rows(gateway, latest_sql(name), token=token)
+        before = Log()
+        before.records = {k: r for k, r in log.records.items() if r["timestamp"] < now - MINUTE_MS}
+        compare(replayed, project(before.latest()), f"seed {seed}: the token taken before the merge")
+    finally:
+        gateway.stop()
+
+
+def test_kept_rows_of_a_history_created_again_are_not_read(brokers, changelog_users):
+    table, (seed, rng) = changelog_users, seeded()
+    topic, name = table["topic"], table["name"]
+    work, log = Workload(rng, keys=20), Log()
+    log.add(produce_acked(brokers, topic, work.records(200, now_ms() - HOUR_MS)))
+    gateway = lake_gateway(brokers, table)
+    try:
+        tier(brokers, table)
+        first = covered(table)
+        # The history is deleted, a new topic of the same name is not needed: the compactor tiers the
+        # same records into a new history table (another Delta id) from Kafka's log start.
+        shutil.rmtree(table["path"])
+        delete_records(brokers, topic, 0, first[0] // 2)
+        log.records = {(p, o): r for (p, o), r in log.records.items() if not (p == 0 and o < first[0] // 2)}
+        tier(brokers, table)
+        assert covered(table) == lake_marks(table), (covered(table), lake_marks(table))
+        assert kept_rows(table) == newest_per_key_and_partition(log, lake_marks(table)), f"seed {seed}"
+        check_latest(gateway, name, log, f"seed {seed}: a history created again")
+    finally:
+        gateway.stop()
+

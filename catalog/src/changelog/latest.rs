@@ -34,12 +34,14 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::changelog::CompactedLatest;
 use crate::columns::{ERROR, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE, table_schema};
 use crate::context::CatalogContext;
 use crate::error::CatalogError;
 use crate::format::keyed::KEY_COLUMN;
 use crate::provider::session_table;
 use crate::tail::{StartPosition, constant, start_position};
+use crate::union::LakeKafkaTable;
 
 /// Name of the table function.
 pub const LATEST: &str = "latest";
@@ -154,10 +156,29 @@ impl LatestTable {
             .unwrap_or_else(|| col(VALUE).is_null())
     }
 
-    /// The plan of the newest record per key, over `base`.
+    /// The latest rows the compactor keeps for the table, when this query
+    /// may read them (see [`LakeKafkaTable::compacted_latest`]); never for
+    /// a state as of a time, which needs the history.
+    async fn compacted(
+        &self,
+        base: &Arc<dyn TableProvider>,
+        state: &dyn Session,
+    ) -> DfResult<Option<CompactedLatest>> {
+        if self.as_of.is_some() {
+            return Ok(None);
+        }
+        match (base.as_ref() as &dyn Any).downcast_ref::<LakeKafkaTable>() {
+            Some(union) => Ok(union.compacted_latest(state).await?),
+            None => Ok(None),
+        }
+    }
+
+    /// The plan of the newest record per key, over `base` (with `compacted`,
+    /// over those rows and `base`'s records above their watermarks).
     fn plan(
         &self,
         base: Arc<dyn TableProvider>,
+        compacted: Option<CompactedLatest>,
         projection: Option<&Vec<usize>>,
     ) -> DfResult<LogicalPlan> {
         let mut keyed = col(KEY).is_not_null();
@@ -187,7 +208,15 @@ impl LatestTable {
                 .collect(),
             None => self.schema.fields().iter().map(|f| col(f.name())).collect(),
         };
-        LogicalPlanBuilder::scan(&self.name, provider_as_source(base), None)?
+        let mut records = LogicalPlanBuilder::scan(&self.name, provider_as_source(base), None)?;
+        if let Some(compacted) = compacted {
+            let (label, uncovered) = (compacted.label(), compacted.uncovered());
+            let kept =
+                LogicalPlanBuilder::scan(label, provider_as_source(Arc::new(compacted)), None)?
+                    .build()?;
+            records = records.filter(uncovered)?.union(kept)?;
+        }
+        records
             .filter(keyed)?
             .window(vec![in_partition])?
             .filter(col(IN_PARTITION).eq(lit(1u64)))?
@@ -238,7 +267,8 @@ impl TableProvider for LatestTable {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let base = self.base(state).await?;
-        let plan = self.plan(base, projection)?;
+        let compacted = self.compacted(&base, state).await?;
+        let plan = self.plan(base, compacted, projection)?;
         state.create_physical_plan(&plan).await
     }
 }

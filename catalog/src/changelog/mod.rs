@@ -4,12 +4,17 @@
 //! * [`latest`] is `latest('t' [, as_of])` and the table a declared
 //!   `'changelog' 'upsert'` table reads as: one row per key, its newest
 //!   record, where a tombstone deletes the key.
+//! * [`compacted`] is the latest rows the compactor keeps for a changelog
+//!   table, which `latest` reads instead of the history below their
+//!   watermarks.
 
+pub mod compacted;
 pub mod latest;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use compacted::CompactedLatest;
 pub use latest::{LATEST, LatestFunction, LatestTable};
 
 use crate::error::CatalogError;

@@ -23,6 +23,29 @@ pub fn table_url(lake: &str, table: &str, create: bool) -> Result<Url> {
     lake_url(lake, &["tables", table], create)
 }
 
+/// Where the compactor keeps the latest row of each key of changelog table
+/// `table` (derived from its history at [`table_url`]):
+/// `<lake>/latest/<table>/`. With `create`, a local folder is made if missing.
+pub fn latest_url(lake: &str, table: &str, create: bool) -> Result<Url> {
+    lake_url(lake, &["latest", table], create)
+}
+
+/// The Delta `txn` app id, in a table of latest rows, that marks them as
+/// derived from the history table whose Delta table id is `history_id`
+/// (its version: the history version last read). A history table deleted
+/// and created again has another id, so rows of the old one are never
+/// taken for the new one's.
+pub fn latest_source_id(history_id: &str) -> String {
+    format!("kappa-latest/{history_id}")
+}
+
+/// The Delta `txn` app id, in a table of latest rows, of `partition`'s
+/// watermark: the latest rows hold every record of the history table
+/// `history_id` below it.
+pub fn latest_app_id(history_id: &str, partition: i32) -> String {
+    format!("kappa-latest/{history_id}/{partition}")
+}
+
 /// Where kappa keeps what is not a table under the lake `lake`:
 /// `<lake>/_kappa/` (the definitions made by SQL). A local folder is made if
 /// missing, as it is written to.

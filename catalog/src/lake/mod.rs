@@ -17,8 +17,8 @@ use url::Url;
 
 pub use commit::CommitSummary;
 pub use exec::LakeTierExec;
-pub use location::{app_id, table_url};
-pub use plan::{lake_plan, lake_provider};
+pub use location::{app_id, latest_app_id, latest_source_id, latest_url, table_url};
+pub use plan::{delta_provider, lake_plan, lake_provider};
 pub use snapshot::LakeSnapshot;
 pub use survey::{LakeContents, LakeSurvey};
 
@@ -35,7 +35,16 @@ pub struct Lake {
     pub location: String,
     /// Object-store options (endpoint, region, credentials…).
     pub storage_options: HashMap<String, String>,
-    opened: Arc<Mutex<HashMap<String, LakeSnapshot>>>,
+    opened: Arc<Mutex<HashMap<(Kind, String), LakeSnapshot>>>,
+}
+
+/// The two Delta tables the compactor keeps for a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// Its records (the lake tier): `<lake>/tables/<table>/`.
+    History,
+    /// A changelog table's latest row per key: `<lake>/latest/<table>/`.
+    Latest,
 }
 
 impl Lake {
@@ -57,11 +66,22 @@ impl Lake {
     /// `table`'s lake tier at its latest version, or `None` when the
     /// compactor has not created it.
     pub async fn snapshot(&self, table: &str) -> Result<Option<LakeSnapshot>> {
+        self.load(Kind::History, table).await
+    }
+
+    /// The latest rows of changelog table `table` the compactor keeps, at
+    /// their latest version, or `None` when it has not created them.
+    pub async fn latest(&self, table: &str) -> Result<Option<LakeSnapshot>> {
+        self.load(Kind::Latest, table).await
+    }
+
+    async fn load(&self, kind: Kind, table: &str) -> Result<Option<LakeSnapshot>> {
+        let key = (kind, table.to_string());
         let cached = self
             .opened
             .lock()
             .expect("lake cache poisoned")
-            .get(table)
+            .get(&key)
             .cloned();
         let latest = match cached {
             // The same table, brought up to date by its new commits.
@@ -77,13 +97,13 @@ impl Lake {
                 LakeSnapshot::new(table, delta).await?
             }
             // Not cached, or deleted (and maybe created again) since.
-            _ => match self.open_latest(table).await? {
+            _ => match self.open_latest(kind, table).await? {
                 Some(delta) => LakeSnapshot::new(table, delta).await?,
                 None => {
                     self.opened
                         .lock()
                         .expect("lake cache poisoned")
-                        .remove(table);
+                        .remove(&key);
                     return Ok(None);
                 }
             },
@@ -91,12 +111,15 @@ impl Lake {
         self.opened
             .lock()
             .expect("lake cache poisoned")
-            .insert(table.to_string(), latest.clone());
+            .insert(key, latest.clone());
         Ok(Some(latest))
     }
 
-    async fn open_latest(&self, table: &str) -> Result<Option<DeltaTable>> {
-        let url = table_url(&self.location, table, false)?;
+    async fn open_latest(&self, kind: Kind, table: &str) -> Result<Option<DeltaTable>> {
+        let url = match kind {
+            Kind::History => table_url(&self.location, table, false)?,
+            Kind::Latest => latest_url(&self.location, table, false)?,
+        };
         if url.scheme() == "file"
             && url
                 .to_file_path()

@@ -15,6 +15,7 @@ use datafusion::physical_expr::expressions::{Literal, cast, col};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::prelude::SessionConfig;
+use deltalake::DeltaTable;
 
 use super::LakeSnapshot;
 use crate::error::CatalogError;
@@ -39,8 +40,16 @@ pub async fn lake_provider(
     tier: &LakeSnapshot,
     state: &dyn Session,
 ) -> DfResult<Arc<dyn TableProvider>> {
+    delta_provider(tier.delta(), state).await
+}
+
+/// deltalake's DataFusion provider of `delta` at its loaded version, reading
+/// the table's own types, its object store registered on `state`.
+pub async fn delta_provider(
+    delta: &DeltaTable,
+    state: &dyn Session,
+) -> DfResult<Arc<dyn TableProvider>> {
     let lake_error = |e: &dyn std::fmt::Display| CatalogError::Lake(e.to_string());
-    let delta = tier.delta();
     delta
         .update_datafusion_session(state)
         .map_err(|e| lake_error(&e))?;

@@ -22,7 +22,8 @@ pub struct LakeSnapshot {
     /// table deleted and created again has an entry of that version too,
     /// but not this one.
     commit: Option<ObjectMeta>,
-    watermarks: Arc<Mutex<HashMap<i32, Option<i64>>>>,
+    /// The `txn` versions read so far, by app id.
+    transactions: Arc<Mutex<HashMap<String, Option<i64>>>>,
 }
 
 impl LakeSnapshot {
@@ -32,7 +33,7 @@ impl LakeSnapshot {
             table: table.into(),
             delta,
             commit,
-            watermarks: Arc::default(),
+            transactions: Arc::default(),
         })
     }
 
@@ -56,40 +57,60 @@ impl LakeSnapshot {
     /// tier of each partition the compactor has committed, absent for the
     /// others (the lake holds none of their records).
     pub async fn watermarks(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>> {
-        let lake = |e: deltalake::DeltaTableError| CatalogError::Lake(e.to_string());
+        self.watermarks_named(partitions, |partition| app_id(&self.table, partition))
+            .await
+    }
+
+    /// The versions of the `txn` app ids `app_id` names for `partitions`,
+    /// for those that have one.
+    pub async fn watermarks_named(
+        &self,
+        partitions: &[i32],
+        app_id: impl Fn(i32) -> String,
+    ) -> Result<HashMap<i32, i64>> {
         let mut out = HashMap::new();
         for &partition in partitions {
-            let known = self
-                .watermarks
-                .lock()
-                .expect("watermark cache poisoned")
-                .get(&partition)
-                .copied();
-            let watermark = match known {
-                Some(watermark) => watermark,
-                None => {
-                    let watermark = self
-                        .delta
-                        .snapshot()
-                        .map_err(lake)?
-                        .transaction_version(
-                            self.delta.log_store().as_ref(),
-                            app_id(&self.table, partition),
-                        )
-                        .await
-                        .map_err(lake)?;
-                    self.watermarks
-                        .lock()
-                        .expect("watermark cache poisoned")
-                        .insert(partition, watermark);
-                    watermark
-                }
-            };
-            if let Some(watermark) = watermark {
+            if let Some(watermark) = self.transaction(&app_id(partition)).await? {
                 out.insert(partition, watermark);
             }
         }
         Ok(out)
+    }
+
+    /// The version of the Delta `txn` app id `app_id` in this version.
+    pub async fn transaction(&self, app_id: &str) -> Result<Option<i64>> {
+        let known = self
+            .transactions
+            .lock()
+            .expect("transaction cache poisoned")
+            .get(app_id)
+            .copied();
+        if let Some(version) = known {
+            return Ok(version);
+        }
+        let lake = |e: deltalake::DeltaTableError| CatalogError::Lake(e.to_string());
+        let version = self
+            .delta
+            .snapshot()
+            .map_err(lake)?
+            .transaction_version(self.delta.log_store().as_ref(), app_id)
+            .await
+            .map_err(lake)?;
+        self.transactions
+            .lock()
+            .expect("transaction cache poisoned")
+            .insert(app_id.to_string(), version);
+        Ok(version)
+    }
+
+    /// The Delta table id (a UUID fixed when the table was created: a table
+    /// deleted and created again has another).
+    pub fn table_id(&self) -> Result<String> {
+        let snapshot = self
+            .delta
+            .snapshot()
+            .map_err(|e| CatalogError::Lake(e.to_string()))?;
+        Ok(snapshot.metadata().id().to_string())
     }
 }
 
