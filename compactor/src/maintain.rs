@@ -71,18 +71,7 @@ impl TableLocation {
             table: self.name.clone(),
             location: self.url.to_string(),
         };
-        // A local folder that is not there (deltalake refuses to open it
-        // with a less helpful message), or a location with no Delta log.
-        let missing_folder =
-            self.url.scheme() == "file" && self.url.to_file_path().is_ok_and(|path| !path.exists());
-        if missing_folder
-            || !DeltaTableBuilder::from_url(self.url.clone())?
-                .with_storage_options(self.storage_options.clone())
-                .build()?
-                .log_store()
-                .is_delta_table_location()
-                .await?
-        {
+        if !self.exists().await? {
             return Err(not_tiered());
         }
         let table = DeltaTable::try_from_url_with_storage_options(
@@ -94,6 +83,21 @@ impl TableLocation {
             return Err(not_tiered());
         }
         Ok(table)
+    }
+
+    /// Whether a Delta table is there: not a local folder that is missing
+    /// (deltalake refuses to open it with a less helpful message), nor a
+    /// location with no Delta log.
+    pub async fn exists(&self) -> Result<bool> {
+        let missing_folder =
+            self.url.scheme() == "file" && self.url.to_file_path().is_ok_and(|path| !path.exists());
+        Ok(!missing_folder
+            && DeltaTableBuilder::from_url(self.url.clone())?
+                .with_storage_options(self.storage_options.clone())
+                .build()?
+                .log_store()
+                .is_delta_table_location()
+                .await?)
     }
 
     async fn lease(&self, table: &DeltaTable, job: &str, ttl: Duration) -> Result<Lease> {

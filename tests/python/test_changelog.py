@@ -942,6 +942,16 @@ def test_the_compactor_keeps_each_keys_latest_rows_and_latest_reads_them(brokers
         log.add(produce_acked(brokers, topic, work.records(40, now - MINUTE_MS)))
         check_latest(gateway, name, log, f"seed {seed}: merged up to {marks}, 40 records in Kafka")
 
+        # OPTIMIZE and VACUUM handle the latest rows too (each MERGE rewrote files); the answer stays.
+        from test_maintenance import maintain
+        for job in ("optimize", "vacuum"):
+            run = maintain(job, table, *(["--retention", "0s"] if job == "vacuum" else []))
+            assert run.returncode == 0 and f"{name} (latest rows):" in run.stdout, (job, run.stdout, run.stderr)
+        live = {os.path.basename(f) for f in DeltaTable(str(table["latest"])).file_uris()}
+        stored = {f for f in os.listdir(table["latest"]) if f.endswith(".parquet")}
+        assert stored == live, f"VACUUM left only the files of the latest version: {stored - live}"
+        check_latest(gateway, name, log, f"seed {seed}: after OPTIMIZE and VACUUM of the kept rows")
+
         # As of a time and under a token, the history answers, as before.
         as_of = now - HOUR_MS + 75 * 10
         check_latest(gateway, name, log, f"seed {seed}: as of {as_of}", as_of_ms=as_of)

@@ -64,15 +64,36 @@ impl CompactedLatest {
     /// The table's records the rows do not stand for: each covered
     /// partition's from its watermark on, every other partition's all.
     pub fn uncovered(&self) -> Expr {
-        let mut partitions: Vec<(i32, i64)> = self.covered.iter().map(|(&p, &w)| (p, w)).collect();
-        partitions.sort_unstable();
-        let others =
-            col(PARTITION).in_list(partitions.iter().map(|&(p, _)| lit(p)).collect(), true);
-        partitions
-            .iter()
-            .map(|&(p, w)| col(PARTITION).eq(lit(p)).and(col(OFFSET).gt_eq(lit(w))))
-            .fold(others, Expr::or)
+        uncovered(&self.covered)
     }
+}
+
+/// The records `covered` (`partition → watermark`) does not stand for, as
+/// a balanced tree of ORs (a topic of thousands of partitions would make a
+/// chain too deep for the planner's recursion).
+fn uncovered(covered: &HashMap<i32, i64>) -> Expr {
+    let mut partitions: Vec<(i32, i64)> = covered.iter().map(|(&p, &w)| (p, w)).collect();
+    partitions.sort_unstable();
+    let others = col(PARTITION).in_list(partitions.iter().map(|&(p, _)| lit(p)).collect(), true);
+    let mut terms: Vec<Expr> = std::iter::once(others)
+        .chain(
+            partitions
+                .iter()
+                .map(|&(p, w)| col(PARTITION).eq(lit(p)).and(col(OFFSET).gt_eq(lit(w)))),
+        )
+        .collect();
+    while terms.len() > 1 {
+        let mut pairs = Vec::with_capacity(terms.len().div_ceil(2));
+        let mut rest = terms.into_iter();
+        while let Some(left) = rest.next() {
+            pairs.push(match rest.next() {
+                Some(right) => left.or(right),
+                None => left,
+            });
+        }
+        terms = pairs;
+    }
+    terms.pop().expect("one term at least")
 }
 
 #[async_trait]
@@ -107,5 +128,21 @@ impl TableProvider for CompactedLatest {
             self.covered.iter().map(|(&p, &w)| (p, w)).collect(),
             rows,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_records_not_covered_are_each_partitions_from_its_watermark_and_all_of_the_others() {
+        let covered = HashMap::from([(2, 40), (0, 10)]);
+        assert_eq!(
+            uncovered(&covered).to_string(),
+            "_partition NOT IN ([Int32(0), Int32(2)]) \
+             OR _partition = Int32(0) AND _offset >= Int64(10) \
+             OR _partition = Int32(2) AND _offset >= Int64(40)"
+        );
     }
 }
