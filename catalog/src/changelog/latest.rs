@@ -16,8 +16,9 @@
 //! * With a time, only records with `_timestamp` at or before it count.
 //!
 //! It is a plan over the table itself (lake and Kafka alike, under one
-//! snapshot), built when the query is planned: a filter, then two
-//! `row_number()` windows.
+//! snapshot), built when the query is planned: a filter, a hash
+//! repartition on `_key`, then [`NewestPerKeyExec`] applies the rule in one
+//! pass, and a filter drops tombstones.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -25,16 +26,21 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::common::{ScalarValue, plan_err};
 use datafusion::datasource::{TableType, provider_as_source};
 use datafusion::error::Result as DfResult;
-use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{
-    Expr, ExprFunctionExt, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit,
+    Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit,
 };
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_expr::expressions::col as physical_col;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::changelog::CompactedLatest;
+use crate::changelog::exec::NewestPerKeyExec;
 use crate::columns::{ERROR, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE, table_schema};
 use crate::context::CatalogContext;
 use crate::error::CatalogError;
@@ -47,11 +53,6 @@ use crate::union::LakeKafkaTable;
 pub const LATEST: &str = "latest";
 
 const USAGE: &str = "latest('table' [, as_of]): the table is a name in quotes, as_of a timestamp";
-
-/// The rank of a record among its key's records in its partition.
-const IN_PARTITION: &str = "__kappa_newest_in_partition";
-/// The rank of a partition's newest record among its key's.
-const ACROSS: &str = "__kappa_newest";
 
 /// The `latest` table function over the tables of a [`CatalogContext`].
 #[derive(Debug)]
@@ -173,41 +174,19 @@ impl LatestTable {
         }
     }
 
-    /// The plan of the newest record per key, over `base` (with `compacted`,
-    /// over those rows and `base`'s records above their watermarks).
-    fn plan(
+    /// The records the newest per key is chosen from: `base`'s with a key
+    /// (and, with a time, at or before it); with `compacted`, those rows
+    /// and `base`'s records above their watermarks.
+    fn records(
         &self,
         base: Arc<dyn TableProvider>,
         compacted: Option<CompactedLatest>,
-        projection: Option<&Vec<usize>>,
     ) -> DfResult<LogicalPlan> {
         let mut keyed = col(KEY).is_not_null();
         if let Some(as_of) = self.as_of {
             let bound = ScalarValue::TimestampMicrosecond(Some(as_of), Some("UTC".into()));
             keyed = keyed.and(col(TIMESTAMP).lt_eq(lit(bound)));
         }
-        // The log's order within a partition.
-        let in_partition = row_number()
-            .partition_by(vec![col(KEY), col(PARTITION)])
-            .order_by(vec![col(OFFSET).sort(false, true)])
-            .build()?
-            .alias(IN_PARTITION);
-        // Across partitions, the later timestamp, then the higher partition.
-        let across = row_number()
-            .partition_by(vec![col(KEY)])
-            .order_by(vec![
-                col(TIMESTAMP).sort(false, false),
-                col(PARTITION).sort(false, true),
-            ])
-            .build()?
-            .alias(ACROSS);
-        let columns: Vec<Expr> = match projection {
-            Some(indices) => indices
-                .iter()
-                .map(|&i| col(self.schema.field(i).name()))
-                .collect(),
-            None => self.schema.fields().iter().map(|f| col(f.name())).collect(),
-        };
         let mut records = LogicalPlanBuilder::scan(&self.name, provider_as_source(base), None)?;
         if let Some(compacted) = compacted {
             let (label, uncovered) = (compacted.label(), compacted.uncovered());
@@ -216,14 +195,42 @@ impl LatestTable {
                     .build()?;
             records = records.filter(uncovered)?.union(kept)?;
         }
-        records
-            .filter(keyed)?
-            .window(vec![in_partition])?
-            .filter(col(IN_PARTITION).eq(lit(1u64)))?
-            .window(vec![across])?
-            .filter(col(ACROSS).eq(lit(1u64)).and(!self.tombstone()))?
-            .project(columns)?
-            .build()
+        records.filter(keyed)?.build()
+    }
+
+    /// The physical plan: `records`, hash-partitioned on `_key`, each key's
+    /// newest record ([`NewestPerKeyExec`]), tombstones dropped, the
+    /// `projection`'s columns.
+    async fn plan(
+        &self,
+        state: &dyn Session,
+        records: LogicalPlan,
+        projection: Option<&Vec<usize>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = state.create_physical_plan(&records).await?;
+        let schema = input.schema();
+        let partitions = state.config_options().execution.target_partitions.max(1);
+        let by_key = Partitioning::Hash(vec![physical_col(KEY, &schema)?], partitions);
+        let newest = Arc::new(NewestPerKeyExec::try_new(Arc::new(
+            RepartitionExec::try_new(input, by_key)?,
+        ))?);
+        let live = state.create_physical_expr(
+            !self.tombstone(),
+            &DFSchema::try_from(schema.as_ref().clone())?,
+        )?;
+        let live: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(live, newest)?);
+        let columns = match projection {
+            Some(indices) => indices.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let exprs = columns
+            .iter()
+            .map(|&i| {
+                let name = self.schema.field(i).name();
+                Ok((physical_col(name, &schema)?, name.clone()))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, live)?))
     }
 }
 
@@ -268,8 +275,8 @@ impl TableProvider for LatestTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let base = self.base(state).await?;
         let compacted = self.compacted(&base, state).await?;
-        let plan = self.plan(base, compacted, projection)?;
-        state.create_physical_plan(&plan).await
+        let records = self.records(base, compacted)?;
+        self.plan(state, records, projection).await
     }
 }
 

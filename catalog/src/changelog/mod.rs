@@ -9,12 +9,14 @@
 //!   watermarks.
 
 pub mod compacted;
+pub mod exec;
 pub mod latest;
 
 use std::fmt;
 use std::str::FromStr;
 
 pub use compacted::CompactedLatest;
+pub use exec::NewestPerKeyExec;
 pub use latest::{LATEST, LatestFunction, LatestTable};
 
 use crate::error::CatalogError;
