@@ -8,6 +8,8 @@ key are produced, which stay in Kafka. Then times through ADBC, alternating:
 
 * `SELECT * FROM latest('t')`: one row per key, from the latest rows the compactor keeps and the
   records above what they cover;
+* `SELECT _key, name, score FROM latest('t')`: the same, only the columns the last-values baseline
+  returns;
 * `SELECT * FROM latest('t_log')`: the same answer from the whole history (no latest rows kept);
 * two baselines, each a full scan of `t_log` and a GROUP BY _key: `last_value(name ORDER BY
   _offset)` and `last_value(score …)` (each key's latest values, as a user writes it without
@@ -156,6 +158,7 @@ def bench(cur, args, name):
     baselines = ["scan + GROUP BY, last values", "scan + GROUP BY, max(_offset)"]
     queries = [
         ("latest(t), rows kept", f"SELECT * FROM latest('{name}')"),
+        ("latest(t), key and values", f"SELECT _key, name, score FROM latest('{name}')"),
         ("latest(t_log), history", f"SELECT * FROM latest('{name}_log')"),
         (baselines[0], f"SELECT _key, last_value(name ORDER BY _offset) AS name, "
                        f"last_value(score ORDER BY _offset) AS score FROM \"{name}_log\" GROUP BY _key"),
@@ -177,7 +180,7 @@ def bench(cur, args, name):
         lake, kafka = tier_rows(cur, sql, args.explain)
         print(f"{label:30s} {statistics.median(times[label]) * 1e3:10.1f} {min(times[label]) * 1e3:8.1f} "
               f"{counts[label]:8,d} {lake:15,d} {kafka:14,d}")
-    for label, _ in queries[:2]:
+    for label, _ in queries[:3]:
         for baseline in baselines:
             ratio = statistics.median(times[label]) / statistics.median(times[baseline])
             print(f"{label} / ({baseline}): {ratio:.3f} (median of {args.runs} runs after one warm-up; "

@@ -181,6 +181,7 @@ impl LatestTable {
         &self,
         base: Arc<dyn TableProvider>,
         compacted: Option<CompactedLatest>,
+        projection: Option<&Vec<usize>>,
     ) -> DfResult<LogicalPlan> {
         let mut keyed = col(KEY).is_not_null();
         if let Some(as_of) = self.as_of {
@@ -195,7 +196,27 @@ impl LatestTable {
                     .build()?;
             records = records.filter(uncovered)?.union(kept)?;
         }
-        records.filter(keyed)?.build()
+        // Only the columns the answer or the rule needs are read (never
+        // `_headers` unless selected: decoding it is most of a row's cost).
+        let rule = self
+            .tombstone()
+            .column_refs()
+            .into_iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>();
+        let needed: Vec<Expr> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, field)| {
+                projection.is_none_or(|p| p.contains(i))
+                    || [KEY, PARTITION, OFFSET, TIMESTAMP].contains(&field.name().as_str())
+                    || rule.contains(field.name())
+            })
+            .map(|(_, field)| col(field.name()))
+            .collect();
+        records.filter(keyed)?.project(needed)?.build()
     }
 
     /// The physical plan: `records`, hash-partitioned on `_key`, each key's
@@ -275,7 +296,7 @@ impl TableProvider for LatestTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let base = self.base(state).await?;
         let compacted = self.compacted(&base, state).await?;
-        let records = self.records(base, compacted)?;
+        let records = self.records(base, compacted, projection)?;
         self.plan(state, records, projection).await
     }
 }
