@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::Column;
@@ -36,7 +35,7 @@ use kappa_catalog::lake::{app_id, delta_provider, latest_app_id, latest_source_i
 use url::Url;
 
 use crate::error::{CompactorError, Result};
-use crate::tier::is_conflict;
+use crate::tier::{after_conflict, is_conflict};
 
 /// Passes tried when other writers keep committing first.
 const MAX_ATTEMPTS: u32 = 50;
@@ -129,12 +128,8 @@ impl CompactLatest {
         loop {
             match self.pass(&mut metrics).await {
                 Err(CompactorError::Delta(e)) if is_conflict(&e) && attempt < MAX_ATTEMPTS => {
-                    tracing::info!(table = %self.table, attempt, error = %e, "another writer changed the latest rows first; reloading");
+                    after_conflict(&self.table, attempt, &e).await;
                     attempt += 1;
-                    let jitter = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos() % 50);
-                    tokio::time::sleep(Duration::from_millis(10 + u64::from(jitter))).await;
                 }
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(metrics),

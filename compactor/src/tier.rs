@@ -48,6 +48,17 @@ pub(crate) fn is_conflict(error: &deltalake::DeltaTableError) -> bool {
     )
 }
 
+/// Logs that another writer committed first, then waits a little, with
+/// jitter, so writers racing for the same partitions stop colliding: every
+/// loss is some other writer's progress, so retrying ends.
+pub(crate) async fn after_conflict(table: &str, attempt: u32, error: &deltalake::DeltaTableError) {
+    tracing::info!(table, attempt, %error, "another writer committed first; reloading");
+    let jitter = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() % 50);
+    tokio::time::sleep(Duration::from_millis(10 + u64::from(jitter))).await;
+}
+
 /// The session deltalake plans a commit's write in: one partition, so the
 /// rows reach the writer in the order they were read.
 /// (deltalake's own session, for its write planner.)
@@ -197,15 +208,8 @@ impl TierTable {
         loop {
             match self.pass(&mut metrics).await {
                 Err(CompactorError::Delta(e)) if is_conflict(&e) && attempt < MAX_ATTEMPTS => {
-                    tracing::info!(table = %self.table.name, attempt, error = %e, "another writer committed first; reloading");
+                    after_conflict(&self.table.name, attempt, &e).await;
                     attempt += 1;
-                    // A little jitter, so writers racing for the same
-                    // partitions stop colliding: every loss is some other
-                    // writer's progress, so this ends.
-                    let jitter = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.subsec_nanos() % 50);
-                    tokio::time::sleep(Duration::from_millis(10 + u64::from(jitter))).await;
                 }
                 Err(e) => return Err(e),
                 Ok(()) => return Ok(metrics),
