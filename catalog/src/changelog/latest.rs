@@ -197,7 +197,7 @@ impl LatestTable {
             records = records.filter(uncovered)?.union(kept)?;
         }
         // Only the columns the answer or the rule needs are read (never
-        // `_headers` unless selected: decoding it is most of a row's cost).
+        // `_headers` unless selected: a list of structs is dear to decode).
         let rule = self
             .tombstone()
             .column_refs()
