@@ -2,6 +2,7 @@
 //! stderr is a terminal, a log line every `--progress-every` otherwise (a
 //! CronJob's log), and a summary at the end.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,19 +116,18 @@ pub fn latest_line(name: &str, metrics: &LatestMetrics) -> String {
         metrics.inserted,
         metrics.updated,
         metrics.version.map_or("none".into(), |v| v.to_string()),
-        metrics
-            .watermarks
-            .iter()
-            .map(|(p, w)| format!("{p}:{w}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        pairs(&metrics.watermarks)
     )
 }
 
 /// `partition:watermark` pairs, space-separated.
 pub fn watermarks(metrics: &TierMetrics) -> String {
-    metrics
-        .watermarks
+    pairs(&metrics.watermarks)
+}
+
+/// `partition:offset` pairs, space-separated.
+fn pairs(offsets: &BTreeMap<i32, i64>) -> String {
+    offsets
         .iter()
         .map(|(p, w)| format!("{p}:{w}"))
         .collect::<Vec<_>>()
