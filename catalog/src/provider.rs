@@ -133,7 +133,8 @@ impl SchemaProvider for KafkaSchema {
             return Ok(match (def.changelog, table) {
                 // One row per key: its latest value.
                 (Some(Changelog::Upsert), Some(table)) => {
-                    Some(Arc::new(LatestTable::over(name, table)) as Arc<dyn TableProvider>)
+                    Some(Arc::new(LatestTable::over(name, table, &def.format))
+                        as Arc<dyn TableProvider>)
                 }
                 (_, table) => table,
             });

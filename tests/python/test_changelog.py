@@ -1,6 +1,7 @@
 """Changelog tables (issue 24, item 5): a topic of changes to keys read as each key's latest value.
 
-`latest('t')` has the columns of table `t` and one row per key (the raw `_key` bytes): the newest
+`latest('t')` has the columns of table `t` and one row per key (the raw `_key` bytes, or the decoded
+`key` where the table has a key format): the newest
 record of that key. A tombstone (a null value) deletes its key; a key written again after one is back;
 records with a null key are not part of it. `latest('t', <timestamp>)` is the state as of that time
 (only records with `_timestamp <= t` count). A key seen in several partitions: within one partition
@@ -25,9 +26,12 @@ from datetime import datetime, timedelta, timezone
 import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 from confluent_kafka.admin import AdminClient, NewPartitions
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 from deltalake import DeltaTable
 
-from conftest import DEADLINE_S, TLS_ROOT, Gateway, create_topic, delete_records, unique
+from conftest import DEADLINE_S, TLS_ROOT, Gateway, create_topic, delete_records, produce, unique
 from test_compactor import PARTITIONS, compactor, offsets_of
 from test_snapshots import assert_same_rows, flight, lake_gateway, query, refused, rows, take, tier, token_of
 from test_tail import produce_acked
@@ -984,3 +988,64 @@ def test_kept_rows_of_a_history_created_again_are_not_read(brokers, changelog_us
     finally:
         gateway.stop()
 
+
+
+def test_a_decoded_key_is_one_key_under_two_key_schema_versions(brokers, registry, tmp_path):
+    """Where the table has a key format, the decoded `key` says which key a record is of, not the raw bytes:
+    registry-framed keys carry their schema id, so one key written under two versions of the key schema is
+    two `_key` values but one key. A key that does not decode is its bytes. From Kafka, for `latest()` of a
+    registry topic and for a declared upsert table, and from the compactor's kept rows (kept per raw key)."""
+    topic = unique("chl-keyed")
+    create_topic(brokers, topic, partitions=2)
+    client = SchemaRegistryClient({"url": registry})
+    key_v1 = {"type": "record", "name": "UserKey", "fields": [{"name": "id", "type": "long"}]}
+    key_v2 = dict(key_v1, fields=key_v1["fields"] + [{"name": "region", "type": "string", "default": "eu"}])
+    user = {"type": "record", "name": "User", "fields": [{"name": "name", "type": "string"}]}
+    keys = {1: AvroSerializer(client, json.dumps(key_v1)), 2: AvroSerializer(client, json.dumps(key_v2))}
+    values = AvroSerializer(client, json.dumps(user))
+    key_context = SerializationContext(topic, MessageField.KEY)
+    value_context = SerializationContext(topic, MessageField.VALUE)
+    model = {}  # id (None: the undecodable key) → its newest name, None once deleted
+
+    def put(version, i, name, partition=None):
+        key = b"\x07bad" if i is None else keys[version]({"id": i, "region": "eu"} if version == 2 else {"id": i},
+                                                          key_context)
+        value = None if name is None else values({"name": name}, value_context)
+        model[i] = name
+        return {"partition": (i or 0) % 2 if partition is None else partition, "key": key, "value": value}
+
+    produce(brokers, topic, [put(1, i, f"a{i}") for i in range(10)] + [put(1, None, "x1")])
+    produce(brokers, topic, [put(2, i, f"b{i}") for i in range(5)] + [put(2, 5, None), put(2, None, "x2")])
+    assert len(client.get_versions(f"{topic}-key")) == 2
+
+    def want():
+        return sorted(((i, name) for i, name in model.items() if name is not None), key=str)
+
+    def got(gateway, source):
+        answer = rows(gateway, f"SELECT key, name, _error FROM {source}")
+        assert all((r["_error"] is None) == (r["key"] is not None) for r in answer), answer
+        return sorted(((r["key"]["id"] if r["key"] else None, r["name"]) for r in answer), key=str)
+
+    lake = tmp_path / "lake"
+    gateway = Gateway(brokers, extra_args=["--schema-registry", registry, "--lake", str(lake)])
+    try:
+        assert got(gateway, f"latest('{topic}')") == want(), "latest() of the registry topic"
+        name = "keyed_" + topic.split("-")[-1]
+        rows(gateway, f"CREATE EXTERNAL TABLE {name} STORED AS KAFKA LOCATION '{topic}' OPTIONS "
+                      "('value.format' 'avro-confluent', 'key.format' 'avro-confluent', 'changelog' 'upsert')")
+        assert got(gateway, name) == want(), "the declared upsert table, from Kafka"
+
+        config = tmp_path / "empty.toml"
+        config.write_text("")
+        run = compactor(brokers, lake, config, "--tier-after", "0s", "--schema-registry", registry)
+        assert run.returncode == 0 and "latest rows:" in run.stdout, (run.stdout, run.stderr)
+        kept = DeltaTable(str(lake / "latest" / name)).to_pyarrow_table(columns=["_key"]).num_rows
+        assert kept == 17, f"kept per raw key (10 ids, 6 again under v2, a tombstone among them, a bad key): {kept}"
+        explain = "\n".join(r["plan"] for r in rows(gateway, f"EXPLAIN SELECT * FROM {name}"))
+        assert f"latest({name})" in explain, explain
+        assert got(gateway, name) == want(), "the kept rows"
+        # An update under the first version again, above what the kept rows cover.
+        produce(brokers, topic, [put(1, 3, "c3"), put(1, 7, "c7")])
+        assert got(gateway, name) == want(), "the kept rows and Kafka"
+    finally:
+        gateway.stop()

@@ -43,20 +43,30 @@ use crate::columns::{KEY, OFFSET, PARTITION, TIMESTAMP};
 /// Rows kept beyond the winners' before the winners are copied out.
 const SLACK_ROWS: usize = 64 * 1024;
 
-/// Each `_key`'s newest record of its input.
+/// Each key's newest record of its input.
 #[derive(Debug)]
 pub struct NewestPerKeyExec {
     input: Arc<dyn ExecutionPlan>,
+    /// The BINARY column naming each record's key (`_key`, or the identity
+    /// of a decoded key, see [`super::identity`]); a null is no key's.
+    key: String,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
 
 impl NewestPerKeyExec {
-    /// The newest record per key of `input` (which has `_key`, `_partition`,
-    /// `_offset` and `_timestamp`, and is hash-partitioned on `_key`).
+    /// The newest record per `_key` of `input` (which has `_key`,
+    /// `_partition`, `_offset` and `_timestamp`, and is hash-partitioned on
+    /// `_key`).
     pub fn try_new(input: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
+        Self::keyed_by(input, KEY)
+    }
+
+    /// The newest record per value of column `key` (BINARY) of `input`,
+    /// which is hash-partitioned on it.
+    pub fn keyed_by(input: Arc<dyn ExecutionPlan>, key: &str) -> DfResult<Self> {
         let schema = input.schema();
-        for column in [KEY, PARTITION, OFFSET, TIMESTAMP] {
+        for column in [key, PARTITION, OFFSET, TIMESTAMP] {
             schema.index_of(column)?;
         }
         let properties = PlanProperties::new(
@@ -67,6 +77,7 @@ impl NewestPerKeyExec {
         );
         Ok(Self {
             input,
+            key: key.to_string(),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         })
@@ -77,7 +88,8 @@ impl DisplayAs for NewestPerKeyExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "NewestPerKeyExec: key={KEY}, in a partition by {OFFSET}, across by {TIMESTAMP} then {PARTITION}"
+            "NewestPerKeyExec: key={}, in a partition by {OFFSET}, across by {TIMESTAMP} then {PARTITION}",
+            self.key
         )
     }
 }
@@ -96,7 +108,7 @@ impl ExecutionPlan for NewestPerKeyExec {
     }
 
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        let key = col(KEY, &self.input.schema()).expect("checked when built");
+        let key = col(&self.key, &self.input.schema()).expect("checked when built");
         vec![Distribution::KeyPartitioned(vec![key])]
     }
 
@@ -118,7 +130,7 @@ impl ExecutionPlan for NewestPerKeyExec {
                 children.len()
             )));
         }
-        Ok(Arc::new(Self::try_new(children.remove(0))?))
+        Ok(Arc::new(Self::keyed_by(children.remove(0), &self.key)?))
     }
 
     fn with_new_children(
@@ -148,7 +160,8 @@ impl ExecutionPlan for NewestPerKeyExec {
         let reservation = MemoryConsumer::new(format!("NewestPerKeyExec[{partition}]"))
             .register(context.memory_pool());
         let batch_size = context.session_config().batch_size().max(1);
-        let mut newest = Newest::new(Arc::clone(&schema), reservation, copies);
+        let key = schema.index_of(&self.key)?;
+        let mut newest = Newest::new(Arc::clone(&schema), key, reservation, copies);
         let output = futures::stream::once(async move {
             while let Some(batch) = input.next().await {
                 let _timer = baseline.elapsed_compute().timer();
@@ -193,6 +206,8 @@ impl Winner {
 /// The state of one output partition.
 struct Newest {
     schema: SchemaRef,
+    /// Index of the key column.
+    key: usize,
     /// Per key, one winner per partition it was seen in (almost always one).
     winners: HashMap<Box<[u8]>, Vec<Winner>>,
     winner_count: usize,
@@ -203,9 +218,10 @@ struct Newest {
 }
 
 impl Newest {
-    fn new(schema: SchemaRef, reservation: MemoryReservation, copies: Count) -> Self {
+    fn new(schema: SchemaRef, key: usize, reservation: MemoryReservation, copies: Count) -> Self {
         Self {
             schema,
+            key,
             winners: HashMap::new(),
             winner_count: 0,
             batches: Vec::new(),
@@ -222,9 +238,15 @@ impl Newest {
         let column = |name: &str| -> DfResult<&Arc<dyn Array>> {
             Ok(batch.column(batch.schema().index_of(name)?))
         };
-        let keys = column(KEY)?.as_binary_opt::<i32>().ok_or_else(|| {
-            DataFusionError::Internal(format!("{KEY} is not Binary in NewestPerKeyExec"))
-        })?;
+        let keys = batch
+            .column(self.key)
+            .as_binary_opt::<i32>()
+            .ok_or_else(|| {
+                DataFusionError::Internal(format!(
+                    "{} is not Binary in NewestPerKeyExec",
+                    self.schema.field(self.key).name()
+                ))
+            })?;
         let partitions = column(PARTITION)?.as_primitive::<Int32Type>();
         let offsets = column(OFFSET)?.as_primitive::<Int64Type>();
         let timestamps = column(TIMESTAMP)?.as_primitive::<TimestampMicrosecondType>();
@@ -388,6 +410,7 @@ mod tests {
         let copies = Count::new();
         let mut state = Newest::new(
             schema(),
+            3,
             MemoryConsumer::new("test").register(&pool),
             copies.clone(),
         );

@@ -1,7 +1,10 @@
 //! `latest('users' [, TIMESTAMP '…'])`: one row per key, its newest record.
 //!
 //! The rule, in both tiers alike:
-//! * Keys are the raw `_key` bytes; records without a key are no key's.
+//! * Keys are the raw `_key` bytes, or, where the table has a key format,
+//!   the decoded `key` (one key written under two schema versions is one
+//!   key; a key that does not decode is its bytes, see [`super::identity`]).
+//!   Records without a key are no key's.
 //! * Within a partition the log decides: the record at the higher offset
 //!   is newer, whatever its timestamp.
 //! * A key seen in several partitions (partitions were added, or a
@@ -41,9 +44,11 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::changelog::CompactedLatest;
 use crate::changelog::exec::NewestPerKeyExec;
+use crate::changelog::identity::{IDENTITY, key_identity};
 use crate::columns::{ERROR, HEADERS, KEY, OFFSET, PARTITION, TIMESTAMP, VALUE, table_schema};
 use crate::context::CatalogContext;
 use crate::error::CatalogError;
+use crate::format::ValueFormat;
 use crate::format::keyed::KEY_COLUMN;
 use crate::provider::session_table;
 use crate::tail::{StartPosition, constant, start_position};
@@ -91,6 +96,7 @@ impl TableFunctionImpl for LatestFunction {
             name,
             base: None,
             as_of,
+            decoded_key: decodes_keys(&format),
         }))
     }
 }
@@ -105,18 +111,36 @@ pub struct LatestTable {
     base: Option<Arc<dyn TableProvider>>,
     /// Microseconds since the epoch: only records at or before count.
     as_of: Option<i64>,
+    /// Whether the table decodes its keys into `key`, which then says
+    /// which key a record is of.
+    decoded_key: bool,
+}
+
+/// Whether tables of `format` decode their keys.
+fn decodes_keys(format: &ValueFormat) -> bool {
+    matches!(format, ValueFormat::Keyed(_))
 }
 
 impl LatestTable {
-    /// Table `name` (a `'changelog' 'upsert'` table over `base`) read as
-    /// each key's latest value.
-    pub fn over(name: impl Into<String>, base: Arc<dyn TableProvider>) -> Self {
+    /// Table `name` (a `'changelog' 'upsert'` table of `format` over
+    /// `base`) read as each key's latest value.
+    pub fn over(
+        name: impl Into<String>,
+        base: Arc<dyn TableProvider>,
+        format: &ValueFormat,
+    ) -> Self {
         Self {
             name: name.into(),
             schema: base.schema(),
             base: Some(base),
             as_of: None,
+            decoded_key: decodes_keys(format),
         }
+    }
+
+    /// The column that says which key a record is of.
+    fn key(&self) -> &'static str {
+        if self.decoded_key { IDENTITY } else { KEY }
     }
 
     /// The table whose keys it reads.
@@ -204,7 +228,7 @@ impl LatestTable {
             .into_iter()
             .map(|c| c.name.clone())
             .collect::<Vec<_>>();
-        let needed: Vec<Expr> = self
+        let mut needed: Vec<Expr> = self
             .schema
             .fields()
             .iter()
@@ -216,6 +240,9 @@ impl LatestTable {
             })
             .map(|(_, field)| col(field.name()))
             .collect();
+        if self.decoded_key {
+            needed.push(key_identity(col(KEY_COLUMN), col(KEY)).alias(IDENTITY));
+        }
         records.filter(keyed)?.project(needed)?.build()
     }
 
@@ -231,10 +258,11 @@ impl LatestTable {
         let input = state.create_physical_plan(&records).await?;
         let schema = input.schema();
         let partitions = state.config_options().execution.target_partitions.max(1);
-        let by_key = Partitioning::Hash(vec![physical_col(KEY, &schema)?], partitions);
-        let newest = Arc::new(NewestPerKeyExec::try_new(Arc::new(
-            RepartitionExec::try_new(input, by_key)?,
-        ))?);
+        let by_key = Partitioning::Hash(vec![physical_col(self.key(), &schema)?], partitions);
+        let newest = Arc::new(NewestPerKeyExec::keyed_by(
+            Arc::new(RepartitionExec::try_new(input, by_key)?),
+            self.key(),
+        )?);
         let live = state.create_physical_expr(
             !self.tombstone(),
             &DFSchema::try_from(schema.as_ref().clone())?,
@@ -351,7 +379,7 @@ mod tests {
 
     async fn latest(records: &[Record], as_of_ms: Option<i64>) -> Vec<(String, i32, i64, String)> {
         let ctx = SessionContext::new();
-        let mut table = LatestTable::over("users", raw_table(records));
+        let mut table = LatestTable::over("users", raw_table(records), &ValueFormat::Raw);
         table.as_of = as_of_ms.map(|ms| ms * 1000);
         ctx.register_table("latest_users", Arc::new(table)).unwrap();
         let batches = ctx
@@ -454,6 +482,7 @@ mod tests {
             schema: table_schema(&ValueFormat::Json(None), &value),
             base: None,
             as_of: None,
+            decoded_key: false,
         };
         assert_eq!(
             table.tombstone().to_string(),

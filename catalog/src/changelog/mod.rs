@@ -7,9 +7,12 @@
 //! * [`compacted`] is the latest rows the compactor keeps for a changelog
 //!   table, which `latest` reads instead of the history below their
 //!   watermarks.
+//! * [`identity`] says which key a record is of where the table decodes
+//!   its keys.
 
 pub mod compacted;
 pub mod exec;
+pub mod identity;
 pub mod latest;
 
 use std::fmt;
