@@ -174,12 +174,15 @@ impl LakeKafkaTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let target = project_schema(&self.kafka.schema(), projection)?;
         let lake = lake_plan(tier, &self.name, state, &target, filters, limit).await?;
-        Ok(Arc::new(LakeTierExec::new(
-            self.name.clone(),
-            tier.version(),
-            floors.iter().map(|(&p, &w)| (p, w)).collect(),
-            lake,
-        )))
+        Ok(Arc::new(
+            LakeTierExec::new(
+                self.name.clone(),
+                tier.version(),
+                floors.iter().map(|(&p, &w)| (p, w)).collect(),
+                lake,
+            )
+            .reading_all_of(tier.clone()),
+        ))
     }
 
     /// The snapshot of this table the query `state` plans reads: the one

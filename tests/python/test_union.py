@@ -3,6 +3,7 @@ partition's watermark) and Kafka (from it on), exact at the seam, and keeps serv
 Kafka has deleted."""
 
 import datetime
+import os
 
 import adbc_driver_flightsql.dbapi as flightsql
 from deltalake import DeltaTable
@@ -244,7 +245,11 @@ def test_system_tables_and_explain_show_both_tiers(brokers, table):
 
 def test_limit_and_last_records_across_the_seam(brokers, table):
     produce(brokers, table["topic"], orders(90))
-    assert compactor(brokers, table["lake"], table["config"], "--tier-after", "0s").returncode == 0
+    # Three files per partition in the lake, ten records each.
+    run = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s", "--max-records-per-commit", "10")
+    assert run.returncode == 0, run.stderr
+    files = DeltaTable(str(table["path"])).file_uris()
+    assert len(files) == 3 * PARTITIONS, files
     produce(brokers, table["topic"], orders(6, start=90))  # 2 per partition above the watermarks
     name = table["name"]
     w0 = DeltaTable(str(table["path"])).transaction_version(f"kappa/{name}/0")
@@ -263,6 +268,21 @@ def test_limit_and_last_records_across_the_seam(brokers, table):
             gateway, f"EXPLAIN ANALYZE SELECT _offset FROM {name} WHERE _partition = 0 ORDER BY _offset DESC LIMIT 5"
         ).column("plan").to_pylist())
         assert "last=5 per partition" in analyzed and "records_fetched=2," in analyzed, analyzed
+        # The lake side reads only the file holding partition 0's newest records (its 3 newest in the lake).
+        assert "last=5 per partition, files=1 of 3" in analyzed and "files_opened=1," in analyzed, analyzed
+        # With no filter, the newest file of each partition.
+        analyzed = "\n".join(query(
+            gateway, f"EXPLAIN ANALYZE SELECT _offset FROM {name} ORDER BY _offset DESC LIMIT 5"
+        ).column("plan").to_pylist())
+        assert f"files={PARTITIONS} of {3 * PARTITIONS}" in analyzed, analyzed
+        assert f"files_opened={PARTITIONS}," in analyzed, analyzed
+        # More than the Kafka tail and the newest file hold: older files too, and the answer is exact.
+        deep = query(gateway, f"SELECT _offset FROM {name} WHERE _partition = 0 ORDER BY _offset DESC LIMIT 25")
+        assert deep.column("_offset").to_pylist() == list(range(w0 + 1, w0 - 24, -1))
+        analyzed = "\n".join(query(
+            gateway, f"EXPLAIN ANALYZE SELECT _offset FROM {name} WHERE _partition = 0 ORDER BY _offset DESC LIMIT 25"
+        ).column("plan").to_pylist())
+        assert "files=3 of 3" in analyzed and "files_opened=3," in analyzed, analyzed
         # Any other filter may drop the newest records: the whole range is read.
         other = "\n".join(query(
             gateway, f"EXPLAIN SELECT _offset FROM {name} WHERE _partition = 0 AND id > 1 ORDER BY _offset DESC LIMIT 5"
@@ -276,6 +296,47 @@ def test_limit_and_last_records_across_the_seam(brokers, table):
         some = query(gateway, f"SELECT _partition, _offset FROM {name} LIMIT 7").to_pylist()
         assert len(some) == 7 and len({(r["_partition"], r["_offset"]) for r in some}) == 7
         assert all(r in everything for r in some)
+    finally:
+        gateway.stop()
+
+
+def test_the_newest_records_are_exact_for_any_count_filter_and_file_layout(brokers, table):
+    """`ORDER BY _offset DESC LIMIT n` reads each partition's Kafka tail and only the lake files that can hold
+    its newest `n` (by the files' statistics): checked against a full read for random counts and partition
+    filters, with a log start above 0, files of random sizes, and after OPTIMIZE rewrote them."""
+    import random
+
+    from test_maintenance import maintain
+
+    seed = int(os.environ.get("KAPPA_UNION_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    produce(brokers, table["topic"], orders(240))
+    delete_records(brokers, table["topic"], 1, 9)
+    for _ in range(3):  # files of random sizes
+        run = compactor(brokers, table["lake"], table["config"], "--tier-after", "0s",
+                        "--max-records-per-commit", str(rng.randint(3, 40)))
+        assert run.returncode == 0, run.stderr
+        produce(brokers, table["topic"], orders(rng.randint(0, 30), start=1000))
+    name = table["name"]
+    gateway = Gateway(brokers, table["config"].read_text(), ["--lake", str(table["lake"])])
+    filters = {"": {0, 1, 2}, "WHERE _partition = 0": {0}, "WHERE _partition = 1": {1},
+               "WHERE _partition IN (0, 2)": {0, 2}}
+    try:
+        def check(what):
+            everything = query(gateway, f"SELECT _partition, _offset FROM {name}").to_pylist()
+            for _ in range(12):
+                n, where = rng.randint(1, 120), rng.choice(sorted(filters))
+                keep = [r for r in everything if r["_partition"] in filters[where]]
+                want = sorted(keep, key=lambda r: (-r["_offset"], -r["_partition"]))[:n]
+                sql = f"SELECT _partition, _offset FROM {name} {where} ORDER BY _offset DESC, _partition DESC LIMIT {n}"
+                assert query(gateway, sql).to_pylist() == want, f"seed {seed}, {what}: {sql}"
+            plan = "\n".join(query(gateway, f"EXPLAIN SELECT _offset FROM {name} ORDER BY _offset DESC LIMIT 3")
+                             .column("plan").to_pylist())
+            assert "last=3 per partition, files=" in plan, plan
+
+        check("as tiered")
+        assert maintain("optimize", table).returncode == 0
+        check("after OPTIMIZE")
     finally:
         gateway.stop()
 

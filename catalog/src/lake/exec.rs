@@ -1,11 +1,18 @@
 //! `LakeTierExec`: the lake side of a union, named in `EXPLAIN` with the
 //! Delta version and the watermarks that bound it, so a plan shows where the
 //! seam is. It passes its input's batches through unchanged.
+//!
+//! It can also narrow its scan to the files that hold each partition's
+//! newest records ([`LakeTierExec::with_last`]), for `ORDER BY _offset DESC
+//! LIMIT n`.
 
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
+
+use crate::lake::LakeSnapshot;
+use crate::lake::last::{file_stats, files_holding_last, keep_files};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -26,6 +33,11 @@ pub struct LakeTierExec {
     /// `(partition, watermark)`, by partition.
     watermarks: Vec<(i32, i64)>,
     input: Arc<dyn ExecutionPlan>,
+    /// The snapshot whose every file `input` reads, when it reads them
+    /// whole (no bound on offsets): then it may read fewer.
+    files: Option<LakeSnapshot>,
+    /// With [`Self::with_last`]: `(n, files kept, files planned)`.
+    last: Option<(usize, usize, usize)>,
 }
 
 impl LakeTierExec {
@@ -42,7 +54,38 @@ impl LakeTierExec {
             version,
             watermarks,
             input,
+            files: None,
+            last: None,
         }
+    }
+
+    /// Says that `input` reads every row of `snapshot`'s files (nothing
+    /// between them drops rows), so [`Self::with_last`] may leave files out.
+    pub fn reading_all_of(mut self, snapshot: LakeSnapshot) -> Self {
+        self.files = Some(snapshot);
+        self
+    }
+
+    /// This tier reading only the files that hold each partition's newest
+    /// `n` records (by the files' statistics in the Delta log), a superset
+    /// of them; `None` where it cannot tell which (see [`crate::lake::last`]).
+    pub fn with_last(&self, n: usize) -> DfResult<Option<Self>> {
+        let Some(snapshot) = &self.files else {
+            return Ok(None);
+        };
+        let stats = file_stats(&self.table, snapshot)?;
+        let keep = files_holding_last(&stats, n);
+        let Some(narrowed) = keep_files(&self.input, &keep)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            table: self.table.clone(),
+            version: self.version,
+            watermarks: self.watermarks.clone(),
+            input: narrowed.plan,
+            files: None,
+            last: Some((n, narrowed.kept, narrowed.planned)),
+        }))
     }
 
     /// The Delta version read.
@@ -79,7 +122,11 @@ impl DisplayAs for LakeTierExec {
         if shown < self.watermarks.len() {
             write!(f, ", … {} more", self.watermarks.len() - shown)?;
         }
-        write!(f, "]")
+        write!(f, "]")?;
+        if let Some((n, kept, planned)) = self.last {
+            write!(f, ", last={n} per partition, files={kept} of {planned}")?;
+        }
+        Ok(())
     }
 }
 
@@ -123,6 +170,8 @@ impl ExecutionPlan for LakeTierExec {
             version: self.version,
             watermarks: self.watermarks.clone(),
             input: children.remove(0),
+            files: self.files.clone(),
+            last: self.last,
         }))
     }
 

@@ -3,6 +3,7 @@
 
 pub mod commit;
 pub mod exec;
+pub mod last;
 pub mod layout;
 pub mod location;
 pub mod plan;

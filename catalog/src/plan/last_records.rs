@@ -30,6 +30,7 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 
 use crate::columns::{OFFSET, PARTITION};
+use crate::lake::LakeTierExec;
 use crate::scan::KafkaScanExec;
 
 /// The physical optimizer rule (register it on the session state).
@@ -114,9 +115,17 @@ fn with_last(
         // the tail is still what ORDER BY wants.
         return Ok(is_offset.then(|| Arc::new(scan.with_last(n)) as Arc<dyn ExecutionPlan>));
     }
+    if let Some(lake) = plan.downcast_ref::<LakeTierExec>() {
+        if plan.schema().field(index).name() != OFFSET {
+            return Ok(None);
+        }
+        return Ok(lake
+            .with_last(n)?
+            .map(|lake| Arc::new(lake) as Arc<dyn ExecutionPlan>));
+    }
     // A union (the lake and Kafka tiers of one table): its Kafka side reads
-    // its tail; the others are left as they are and the TopK above picks
-    // among all of them.
+    // its tail, its lake side the files holding each partition's newest;
+    // the TopK above picks among all of them.
     if plan.downcast_ref::<UnionExec>().is_some() {
         let mut changed = false;
         let mut children = Vec::new();
