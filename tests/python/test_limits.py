@@ -41,6 +41,36 @@ def test_a_query_over_the_memory_limit_fails_alone(brokers, wide):
         gateway.stop()
 
 
+# Operators that hold what they read (sorts, aggregates, a function's accumulated state), each past 16 MiB.
+HOLDERS = {
+    "sort": 'SELECT * FROM "{t}" ORDER BY _value, _key',
+    "hash aggregate": 'SELECT _value, count(*) FROM "{t}" GROUP BY _value, _key ORDER BY 2',
+    "array_agg": 'SELECT array_agg(_value) FROM "{t}"',
+    "string_agg": "SELECT string_agg(CAST(_value AS VARCHAR), ',') FROM \"{t}\"",
+}
+
+
+@pytest.mark.parametrize("what", sorted(HOLDERS))
+def test_every_memory_refusal_is_resource_exhausted_in_one_line(brokers, wide, what):
+    """Whichever operator the pool refuses, and however it wraps the refusal, the client gets
+    ResourceExhausted naming the limit and how to raise it, never Internal or the pool's consumer list.
+    (ADBC prints its own status for that gRPC code as "INTERNAL"; the gRPC code is in parentheses.)"""
+    gateway = Gateway(brokers, None, ["--memory-limit", "16MiB"])
+    try:
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            with pytest.raises(flightsql.Error) as failed:
+                cur.execute(HOLDERS[what].format(t=wide))
+                cur.fetchall()
+            message = str(failed.value)
+            assert "(ResourceExhausted;" in message, message
+            assert "raise --memory-limit (KAPPA_MEMORY_LIMIT)" in message, message
+            assert "top memory consumers" not in message and "\n" not in message.strip(), message
+            cur.execute("SELECT 1 AS one")
+            assert cur.fetchall() == [(1,)]
+    finally:
+        gateway.stop()
+
+
 # A cross join of the 60,000 records with themselves: 3.6 billion rows to count, minutes of work.
 ENDLESS = 'SELECT count(*) FROM "{t}" a CROSS JOIN "{t}" b'
 
