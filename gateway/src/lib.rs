@@ -14,6 +14,7 @@ pub mod client_types;
 pub mod config;
 pub mod drain;
 pub mod error;
+pub mod executor;
 pub mod flight;
 pub mod guarded_functions;
 pub mod health;
@@ -117,6 +118,8 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`, if anywhere.
     pub metrics_listener: Option<TcpListener>,
+    /// Where queries execute (a runtime apart from the one serving calls).
+    pub executor: executor::QueryExecutor,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -136,6 +139,7 @@ pub async fn serve(
         limits: Limits::default(),
         shutdown_grace: drain::DEFAULT_GRACE,
         metrics_listener: None,
+        executor: executor::QueryExecutor::on_caller(),
     };
     serve_with(listener, schema, options, shutdown).await
 }
@@ -163,6 +167,7 @@ pub async fn serve_with(
     let sql = KappaFlightSqlService::new(schema, options.memory_limit)
         .with_auth(Arc::clone(&options.auth))
         .with_limits(options.limits)
+        .with_executor(options.executor)
         .with_metrics(metrics, Arc::clone(&drain));
     // The server stops taking connections only once the queries in flight
     // have finished or been stopped.

@@ -16,6 +16,7 @@ use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
 use kappa_gateway::config::{
     Cli, Command, HealthcheckArgs, ImportTrinoArgs, SecurityArgs, ServeArgs,
 };
+use kappa_gateway::executor::QueryExecutor;
 use kappa_gateway::health::{CheckedStatus, probe};
 use kappa_gateway::limits::Limits;
 use tokio::net::TcpListener;
@@ -25,27 +26,37 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 /// line (never with a backtrace, whatever `RUST_BACKTRACE` says) and the
 /// exit code is 1.
 ///
-/// The runtime has two workers more than the machine has cores: queries run
-/// as many partitions as there are cores, so a CPU-bound query that never
-/// yields still leaves workers to serve calls, cancels and disconnects.
+/// Two runtimes: one serves calls (accepts, plans, encodes and sends
+/// answers), the other executes queries, one worker per core, so queries
+/// that hold every query worker never keep the gateway from answering (see
+/// `kappa_gateway::executor`).
 fn main() -> ExitCode {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores + 2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
+    let runtime = |name: &str, workers: usize| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let (serving, queries) = match (
+        runtime("kappa-serve", cores.max(2)),
+        runtime("kappa-query", cores),
+    ) {
+        (Ok(serving), Ok(queries)) => (serving, queries),
+        (Err(err), _) | (_, Err(err)) => {
             eprintln!("error: cannot start the runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve_cli())
+    let executor = QueryExecutor::on(queries.handle().clone());
+    let code = serving.block_on(serve_cli(executor));
+    queries.shutdown_background();
+    code
 }
 
-async fn serve_cli() -> ExitCode {
-    match run(Cli::parse()).await {
+async fn serve_cli(executor: QueryExecutor) -> ExitCode {
+    match run(Cli::parse(), executor).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -54,9 +65,9 @@ async fn serve_cli() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, executor: QueryExecutor) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(*args).await,
+        Command::Serve(args) => serve(*args, executor).await,
         Command::ImportTrino(args) => import_trino(args).await,
         Command::Healthcheck(args) => healthcheck(args).await,
         Command::HashPassword => {
@@ -192,7 +203,7 @@ fn tls(args: &SecurityArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(config))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, executor: QueryExecutor) -> anyhow::Result<()> {
     args.log.init();
     let auth = Arc::new(authenticator(&args.security)?);
     let tls = tls(&args.security)?;
@@ -259,6 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         shutdown_grace: args.shutdown_grace,
         metrics_listener,
+        executor,
     };
     kappa_gateway::serve_with(
         listener,

@@ -116,6 +116,50 @@ def test_adbc_cancel_stops_a_cpu_bound_query(brokers):
         gateway.stop()
 
 
+def test_cpu_bound_queries_never_keep_the_gateway_from_answering(brokers):
+    """Queries execute on a runtime apart from the one serving calls: with more CPU-bound queries running
+    than the gateway has threads, a new client still connects, gets answers that need no execution, and can
+    cancel a running query, each within a second or two. (On one runtime, three such queries on two cores
+    left a new connection without its HTTP/2 preface until they ended.)"""
+    import threading
+
+    gateway = Gateway(brokers, extra_args=["--query-timeout", "60s"])
+    busy = (os.cpu_count() or 2) + 2
+    ended = []
+
+    def run():
+        try:
+            with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+                cur.execute(CPU_BOUND)
+                cur.fetchall()
+        except Exception as e:  # noqa: BLE001 (stopped with the gateway, or cancelled)
+            ended.append(str(e))
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(busy)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(3)  # every one planned and running
+        assert not ended, ended
+        started = time.monotonic()
+        with flightsql.connect(gateway.uri, autocommit=True) as conn:
+            assert "table" in conn.adbc_get_table_types()
+            assert conn.adbc_get_info()["vendor_name"]
+        assert time.monotonic() - started < 2, f"answered in {time.monotonic() - started:.1f} s"
+        # And a query started now can be cancelled at once, whatever the others hold.
+        with flightsql.connect(gateway.uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(CPU_BOUND)
+            reader = cur.fetch_record_batch()
+            threading.Timer(1.0, cur.adbc_cancel).start()
+            cancelled = time.monotonic()
+            with pytest.raises(OSError, match="canceled"):
+                reader.read_next_batch()
+            assert time.monotonic() - cancelled < 3
+    finally:
+        gateway.process.kill()  # not a clean shutdown: it would wait for the busy queries
+        gateway.stop()
+
+
 def test_a_function_cannot_build_a_value_past_the_memory_limit(brokers):
     gateway = Gateway(brokers, extra_args=["--memory-limit", "256MiB"])
     try:

@@ -41,6 +41,7 @@ use crate::bindings::{BindingOwner, Bindings};
 use crate::cancel::{QueryTicket, RunningQueries};
 use crate::drain::Drain;
 use crate::error::{internal, invalid_request, param_status};
+use crate::executor::QueryExecutor;
 use crate::flight::{empty_result, encode_schema, metadata_info};
 use crate::keys::{foreign_keys_schema, primary_keys_schema};
 use crate::limits::Limits;
@@ -87,6 +88,8 @@ pub struct KappaFlightSqlService {
     metrics: Arc<GatewayMetrics>,
     /// Queries and streams in flight, and whether new ones are taken.
     drain: Arc<Drain>,
+    /// Where queries execute.
+    executor: QueryExecutor,
 }
 
 impl KappaFlightSqlService {
@@ -113,6 +116,7 @@ impl KappaFlightSqlService {
             bindings: Arc::default(),
             sql_info: Arc::default(),
             limits: Limits::default(),
+            executor: QueryExecutor::on_caller(),
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -132,6 +136,12 @@ impl KappaFlightSqlService {
     pub fn with_metrics(mut self, metrics: Arc<GatewayMetrics>, drain: Arc<Drain>) -> Self {
         self.metrics = metrics;
         self.drain = drain;
+        self
+    }
+
+    /// The same service executing queries on `executor`.
+    pub fn with_executor(mut self, executor: QueryExecutor) -> Self {
+        self.executor = executor;
         self
     }
 

@@ -22,7 +22,7 @@ use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{EmptyRecordBatchStream, ExecutionPlan, execute_stream};
+use datafusion::physical_plan::{EmptyRecordBatchStream, ExecutionPlan};
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use futures::{StreamExt, TryStreamExt};
 use kappa_catalog::changelog::{LATEST, LatestFunction};
@@ -43,6 +43,7 @@ use crate::client_types::client_schema;
 use crate::error::{
     catalog_status, datafusion_status, invalid_request, limit_status, param_status, unquoted_name,
 };
+use crate::executor::QueryExecutor;
 use crate::flight::{QueryLog, encode_stream, statement_flight_info};
 use crate::guarded_functions::{StopOption, guard_functions};
 use crate::plan_cache::PlanKey;
@@ -401,9 +402,9 @@ impl KappaFlightSqlService {
             Some(first) => {
                 let first = match (first, first_planned) {
                     (Ok(_), Some(((plan, task), _))) => {
-                        stoppable(plan, &stop).and_then(|plan| execute_stream(plan, task))
+                        stoppable(plan, &stop).and_then(|plan| self.executor.execute(plan, task))
                     }
-                    (Ok(first), None) => execute_stoppable(first, &stop).await,
+                    (Ok(first), None) => execute_stoppable(first, &stop, &self.executor).await,
                     (Err(e), _) => Err(e),
                 };
                 let first = first.map_err(|e| {
@@ -418,10 +419,12 @@ impl KappaFlightSqlService {
                     // A later run is bound and starts when the one before
                     // has ended.
                     let each = Arc::clone(&stop);
+                    let executor = self.executor.clone();
                     let rest = futures::stream::iter(runs)
                         .then(move |run| {
                             let stop = Arc::clone(&each);
-                            async move { execute_stoppable(run?, &stop).await }
+                            let executor = executor.clone();
+                            async move { execute_stoppable(run?, &stop, &executor).await }
                         })
                         .try_flatten();
                     Box::pin(RecordBatchStreamAdapter::new(
@@ -521,13 +524,15 @@ pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
     Placeholders::new(types).map_err(|e| param_status(&e))
 }
 
-/// Executes `df` with each operator under `stop` (see [`crate::stop`]).
+/// Executes `df` on `executor` with each operator under `stop` (see
+/// [`crate::stop`]).
 async fn execute_stoppable(
     df: DataFrame,
     stop: &Arc<QueryStop>,
+    executor: &QueryExecutor,
 ) -> datafusion::error::Result<SendableRecordBatchStream> {
     let (plan, task) = plan_stoppable(df, stop).await?;
-    execute_stream(stoppable(plan, stop)?, task)
+    executor.execute(stoppable(plan, stop)?, task)
 }
 
 /// The physical plan of `df`, its functions planned under `stop`, and the
