@@ -1,10 +1,16 @@
-"""The lake tier read through kappa against DuckDB reading the same Delta table in-process.
+"""The lake tier read through kappa against DuckDB reading the same Delta table in-process, and
+against a bare pyarrow.flight server streaming the same Parquet files (the transfer floor).
 
 Produces N JSON records, tiers all of them into a Delta table with `kappa-compactor run --once
 --tier-after 0s`, starts the gateway with `--lake` on it, and times three queries through ADBC
 (Flight SQL, results fetched into Arrow) and through DuckDB: a full scan, a filtered aggregate,
 and a one-partition offset range. kappa and DuckDB runs alternate, so drift hits both alike; the
 row counts (and the aggregate's values) must agree.
+
+The full scan is also read with pyarrow.flight's client, from kappa (the Flight SQL command, spelled
+out) and from scripts/flight_floor.py, a bare pyarrow.flight server (its own process) that streams
+the same columns of the same files: what a Flight answer over loopback costs here with no engine
+behind it.
 
 DuckDB reads the table with `delta_scan` when its delta extension loads (it is downloaded on
 first use, which machines without internet access cannot do), else with `read_parquet` over the
@@ -24,6 +30,7 @@ import tempfile
 import time
 
 import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow.flight as pa_flight
 import duckdb
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -60,6 +67,39 @@ def end_offsets(brokers, topic, partitions):
         return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)}
     finally:
         consumer.close()
+
+
+def flight_sql_command(sql):
+    """A Flight SQL CommandStatementQuery for `sql`, packed in a protobuf Any, as bytes."""
+    def field(number, payload):  # a length-delimited protobuf field
+        out, n = bytearray([number << 3 | 2]), len(payload)
+        while True:
+            byte, n = n & 0x7F, n >> 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out) + payload
+    query = field(1, sql.encode())
+    return field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(2, query)
+
+
+class FlightFloor:
+    """scripts/flight_floor.py in a process of its own, streaming `columns` of `files`."""
+
+    def __init__(self, columns, files):
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flight_floor.py")
+        self.process = subprocess.Popen([sys.executable, script, ",".join(columns), *files],
+                                        stdout=subprocess.PIPE, text=True)
+        port = int(self.process.stdout.readline())
+        self.client = pa_flight.FlightClient(f"grpc://127.0.0.1:{port}")
+
+    def run(self, _sql):
+        started = time.perf_counter()
+        table = self.client.do_get(pa_flight.Ticket(b"all")).read_all()
+        return table, time.perf_counter() - started
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
 
 
 class DuckLake:
@@ -148,7 +188,7 @@ def main():
             stdout=subprocess.PIPE, text=True)
         address = gateway.stdout.readline().strip().removeprefix("listening on ")
         with flightsql.connect(f"grpc://{address}", autocommit=True) as conn, conn.cursor() as cur:
-            bench(cur, args, name, path, ends)
+            bench(cur, args, name, path, ends, address)
     finally:
         if gateway is not None:
             gateway.terminate()
@@ -161,11 +201,21 @@ def main():
     print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
-def bench(cur, args, name, path, ends):
+def bench(cur, args, name, path, ends, address):
     def kappa(sql):
         started = time.perf_counter()
         cur.execute(sql.replace("{t}", name))
         table = cur.fetch_arrow_table()
+        return table, time.perf_counter() - started
+
+    flight_client = pa_flight.FlightClient(f"grpc://{address}")
+
+    def kappa_flight(sql):
+        """kappa read with pyarrow.flight's client, as the floor is."""
+        started = time.perf_counter()
+        command = pa_flight.FlightDescriptor.for_command(flight_sql_command(sql.replace("{t}", name)))
+        info = flight_client.get_flight_info(command)
+        table = flight_client.do_get(info.endpoints[0].ticket).read_all()
         return table, time.perf_counter() - started
 
     cur.execute(f"SELECT * FROM {name} LIMIT 0")
@@ -184,16 +234,33 @@ def bench(cur, args, name, path, ends):
         (f"p0 offsets {lo}..{hi}", f"SELECT * FROM {{t}} WHERE _partition = 0 AND _offset BETWEEN {lo} AND {hi}",
          min(hi, p0 - 1) - lo + 1),
     ]
+    floor = FlightFloor(columns, DeltaTable(path).file_uris())
+    try:
+        rows = measure(args, queries, kappa, kappa_flight, duck, floor)
+    finally:
+        floor.stop()
+    report(args, rows, duck)
+
+
+def measure(args, queries, kappa, kappa_flight, duck, floor):
+    """Per query: (label, {engine: [seconds]}, rows). The full scan runs on all four readers."""
     rows = []
     for label, sql, expected in queries:
-        times = {"kappa": [], "duckdb": []}
+        engines = [("kappa", kappa), ("duckdb", duck.run)]
+        if label.startswith("full scan"):
+            engines += [("kappa, pyarrow.flight", kappa_flight), ("pyarrow.flight floor", floor.run)]
+        times = {engine: [] for engine, _ in engines}
         results = {}
         for i in range(1 + args.runs):
-            for engine, run in (("kappa", kappa), ("duckdb", duck.run)):
+            for engine, run in engines:
                 table, elapsed = run(sql)
                 if i > 0:
                     times[engine].append(elapsed)
                 results[engine] = table
+        for engine in ("kappa, pyarrow.flight", "pyarrow.flight floor"):
+            if engine in results:
+                assert results[engine].num_rows == expected, (engine, results[engine].num_rows, expected)
+                assert results[engine].schema.names == results["kappa"].schema.names, engine
         k, d = results["kappa"], results["duckdb"]
         assert k.num_rows == d.num_rows == expected, (label, k.num_rows, d.num_rows, expected)
         assert k.schema.names == d.schema.names, (label, k.schema.names, d.schema.names)
@@ -204,7 +271,10 @@ def bench(cur, args, name, path, ends):
         elif label.startswith("p0"):
             assert sorted(k.column("_offset").to_pylist()) == sorted(d.column("_offset").to_pylist())
         rows.append((label, times, k.num_rows))
+    return rows
 
+
+def report(args, rows, duck):
     print(f"\n{'query':28s} {'kappa ms':>9s} {'(best)':>8s} {'duckdb ms':>10s} {'(best)':>8s} "
           f"{'kappa/duckdb':>13s} {'rows':>10s}")
     for label, times, count in rows:
@@ -213,6 +283,15 @@ def bench(cur, args, name, path, ends):
         print(f"{label:28s} {km:9.1f} {kb:8.1f} {dm:10.1f} {db:8.1f} {km / dm:13.2f} {count:10,d}")
     print(f"ms: median of {args.runs} runs after one warm-up (best in parentheses); ratio of the medians. "
           "Both fetch the whole result into Arrow; kappa's includes Flight SQL over loopback.")
+    for label, times, count in rows:
+        if "pyarrow.flight floor" not in times:
+            continue
+        floor_ms = statistics.median(times["pyarrow.flight floor"]) * 1e3
+        print(f"\n{label}: the bare pyarrow.flight server streaming the same files {floor_ms:.1f} ms "
+              f"(best {min(times['pyarrow.flight floor']) * 1e3:.1f}); kappa/floor "
+              f"{statistics.median(times['kappa']) * 1e3 / floor_ms:.2f} through ADBC, "
+              f"{statistics.median(times['kappa, pyarrow.flight']) * 1e3 / floor_ms:.2f} through pyarrow.flight "
+              f"({statistics.median(times['kappa, pyarrow.flight']) * 1e3:.1f} ms)")
     if duck.listing:
         print(f"DuckDB's times include listing the files with deltalake: median "
               f"{statistics.median(duck.listing) * 1e3:.1f} ms per run.")
