@@ -4,6 +4,9 @@
    writes R records/s for S seconds, each stamped (CreateTime) with the wall clock when it is
    produced; a record's latency is the time this client received its batch minus that stamp
    (same machine, same clock; Kafka timestamps have millisecond resolution). Prints p50/p99/max.
+   The baseline, in the same run over the same records: a plain confluent-kafka consumer
+   (`fetch.wait.max.ms=10`, as kappa's scans use) assigned to the topic's ends, its latency measured
+   the same way; the ratios of kappa's p50 and p99 to the consumer's are printed.
 2. Throughput: N records pre-produced, then read from the beginning by a plain confluent-kafka
    consumer and by `SELECT * FROM tail('thr', 'earliest') LIMIT N` through ADBC (JSON table,
    decoded) and the same over the raw topic; prints records/s and kappa's ratio to the consumer.
@@ -139,7 +142,7 @@ def bench_latency(args, config):
             def producer_thread():
                 try:
                     wait_for_stream(gateway.uri)
-                    producer = Producer({"bootstrap.servers": args.brokers, "linger.ms": 0})
+                    producer = Producer({"bootstrap.servers": args.brokers, "linger.ms": 5})
                     started = time.time()
                     for i in range(total):
                         delay = started + i / args.rate - time.time()
@@ -158,21 +161,49 @@ def bench_latency(args, config):
                 latencies.extend((received - us) / 1000 for us in stamps)
                 batches.append(batch.num_rows)
 
+            baseline = []
+            consumer = threading.Thread(target=consumer_latency,
+                                        args=(args.brokers, topic, args.partitions, total, baseline, errors),
+                                        daemon=True)
+            consumer.start()
             thread = threading.Thread(target=producer_thread, daemon=True)
             thread.start()
             rows, _ = read_stream(cur, f"SELECT _timestamp, id FROM tail('lat') LIMIT {total}",
                                   args.seconds + 120, on_batch)
             thread.join(60)
+            consumer.join(60)
         assert not errors, errors
         assert rows == total, f"{rows} of {total} records arrived"
+        assert len(baseline) == total, f"the consumer received {len(baseline)} of {total}"
     finally:
         gateway.stop()
-    print(f"\nlatency, produce -> ADBC client: {total:,} records at {args.rate:,.0f}/s for {args.seconds:g} s, "
+    print(f"\nlatency, produce -> client: {total:,} records at {args.rate:,.0f}/s for {args.seconds:g} s, "
           f"{args.partitions} partitions, gateway --stream-linger default")
-    print(f"  p50 {pct(latencies, 50):7.1f} ms   p99 {pct(latencies, 99):7.1f} ms   max {max(latencies):7.1f} ms   "
-          f"mean {statistics.fmean(latencies):6.1f} ms")
-    print(f"  {len(batches):,} batches, {statistics.fmean(batches):.1f} rows per batch on average")
+    for who, values in (("kappa, ADBC", latencies), ("plain consumer", baseline)):
+        print(f"  {who:15s} p50 {pct(values, 50):7.1f} ms   p99 {pct(values, 99):7.1f} ms   "
+              f"max {max(values):7.1f} ms   mean {statistics.fmean(values):6.1f} ms")
+    print(f"  kappa/consumer: p50 {pct(latencies, 50) / pct(baseline, 50):.2f}, "
+          f"p99 {pct(latencies, 99) / pct(baseline, 99):.2f}")
+    print(f"  kappa: {len(batches):,} batches, {statistics.fmean(batches):.1f} rows per batch on average")
     return pct(latencies, 50), pct(latencies, 99)
+
+
+def consumer_latency(brokers, topic, partitions, count, out, errors):
+    """The baseline: a plain consumer from the topic's ends, each record's receipt time minus its stamp."""
+    try:
+        consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-lat-{time.time()}",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 10})
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        deadline = time.monotonic() + 600
+        while len(out) < count and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.1):
+                if message.error():
+                    continue
+                received = time.time() * 1000
+                out.append(received - message.timestamp()[1])
+        consumer.close()
+    except Exception as e:
+        errors.append(e)
 
 
 def raw_consumer(brokers, topic, partitions, count):
