@@ -137,6 +137,11 @@ impl BatchAssembler {
         self.bytes
     }
 
+    /// Whether the projection reads `_headers` (so a reader gathers them).
+    pub fn needs_headers(&self) -> bool {
+        self.needs.headers
+    }
+
     /// Whether no record was appended since the last [`Self::finish`].
     pub fn is_empty(&self) -> bool {
         self.rows == 0

@@ -468,13 +468,19 @@ pub(crate) fn append_message(
         key: message.key(),
         value: message.payload(),
     };
-    let headers = read_headers(message).ok_or_else(|| {
-        CatalogError::InvalidRecord(format!(
-            "topic '{topic}' partition {} offset {}: a header name is not UTF-8",
-            message.partition(),
-            message.offset()
-        ))
-    })?;
+    // Headers are parsed (by librdkafka) and gathered only for a query that
+    // reads `_headers`: most do not, and it is a list per record.
+    let headers = if assembler.needs_headers() {
+        read_headers(message).ok_or_else(|| {
+            CatalogError::InvalidRecord(format!(
+                "topic '{topic}' partition {} offset {}: a header name is not UTF-8",
+                message.partition(),
+                message.offset()
+            ))
+        })?
+    } else {
+        Vec::new()
+    };
     let header_bytes: usize = headers
         .iter()
         .map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len))
