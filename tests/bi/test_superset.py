@@ -91,8 +91,8 @@ class Superset:
                 try:
                     if requests.get(address["url"] + "/health", timeout=5).text == "OK":
                         return address["url"]
-                except requests.ConnectionError:
-                    pass
+                except (requests.ConnectionError, requests.Timeout):
+                    pass  # not listening yet, or still loading (a /health that takes over 5 s)
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"Superset did not come up:\n{self.log.read_text()[-3000:]}")
