@@ -78,25 +78,27 @@ fn stats_of(files: &RecordBatch) -> Vec<FileStats> {
 
 /// The paths of the files that hold every partition's newest `n` records.
 pub fn files_holding_last(files: &[FileStats], n: usize) -> HashSet<String> {
-    // Per partition, the files that are wholly its, newest first.
-    let mut own: HashMap<i32, Vec<&FileStats>> = HashMap::new();
+    // Per partition, the files that are wholly its and can be counted:
+    // `(max offset, min offset, rows)`.
+    let mut own: HashMap<i32, Vec<(i64, i64, i64)>> = HashMap::new();
     for file in files {
-        if let (Some((low, high)), Some(_), Some(_)) = (file.partitions, file.offsets, file.rows)
+        if let (Some((low, high)), Some((min, max)), Some(rows)) =
+            (file.partitions, file.offsets, file.rows)
             && low == high
         {
-            own.entry(low).or_default().push(file);
+            own.entry(low).or_default().push((max, min, rows));
         }
     }
     // Per partition, the least offset its newest `n` records can have
     // (absent: any, the counted files hold fewer than `n` rows).
     let mut floors: HashMap<i32, i64> = HashMap::new();
-    for (partition, mut files) in own {
-        files.sort_by_key(|f| std::cmp::Reverse(f.offsets.map(|(_, max)| max)));
+    for (partition, mut counted) in own {
+        counted.sort_unstable_by(|a, b| b.cmp(a)); // newest first
         let mut rows = 0usize;
         let mut floor = i64::MAX;
-        for file in files {
-            rows += usize::try_from(file.rows.unwrap_or(0)).unwrap_or(0);
-            floor = floor.min(file.offsets.map_or(i64::MIN, |(min, _)| min));
+        for (_, min, file_rows) in counted {
+            rows += usize::try_from(file_rows).unwrap_or(0);
+            floor = floor.min(min);
             if rows >= n {
                 floors.insert(partition, floor);
                 break;

@@ -101,22 +101,24 @@ fn reads_only_partition(filter: &FilterExec) -> bool {
     only_partition
 }
 
-/// `plan` with its Kafka scan reading the last `n` records per partition, if
-/// column `index` of `plan` is that scan's `_offset` and every node on the
-/// way keeps each partition's rows.
+/// `plan` with its Kafka scan reading the last `n` records per partition
+/// (and its lake tier only the files holding them), if column `index` of
+/// `plan` is that scan's `_offset` and every node on the way keeps each
+/// partition's rows.
 fn with_last(
     plan: &Arc<dyn ExecutionPlan>,
     index: usize,
     n: usize,
 ) -> DfResult<Option<Arc<dyn ExecutionPlan>>> {
+    // The leaves: a scan whose column `index` is `_offset`.
+    let is_offset = || plan.schema().field(index).name() == OFFSET;
     if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
-        let is_offset = plan.schema().field(index).name() == OFFSET;
         // A scan with a LIMIT of its own has no filter above it either way;
         // the tail is still what ORDER BY wants.
-        return Ok(is_offset.then(|| Arc::new(scan.with_last(n)) as Arc<dyn ExecutionPlan>));
+        return Ok(is_offset().then(|| Arc::new(scan.with_last(n)) as Arc<dyn ExecutionPlan>));
     }
     if let Some(lake) = plan.downcast_ref::<LakeTierExec>() {
-        if plan.schema().field(index).name() != OFFSET {
+        if !is_offset() {
             return Ok(None);
         }
         return Ok(lake
