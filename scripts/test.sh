@@ -32,7 +32,7 @@ cargo test --workspace --locked
 log "python client tests"
 KAPPA_BROKERS="$brokers" KAPPA_GATEWAY_BIN="$CARGO_TARGET_DIR/debug/kappa-gateway" \
   KAPPA_COMPACTOR_BIN="$CARGO_TARGET_DIR/debug/kappa-compactor" \
-  "$KAPPA_VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python
+  "$KAPPA_VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 tests/python
 
 KAPPA_BROKERS="$brokers" KAPPA_GATEWAY_BIN="$CARGO_TARGET_DIR/debug/kappa-gateway" bash scripts/test-bi.sh
 

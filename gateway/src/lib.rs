@@ -26,6 +26,7 @@ pub mod plan_cache;
 pub mod prepared;
 pub mod service;
 pub mod settings;
+pub mod spill;
 pub mod stop;
 pub mod type_info;
 

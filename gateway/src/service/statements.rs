@@ -66,6 +66,7 @@ impl KappaFlightSqlService {
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
+        crate::spill::seal_each_spilled_batch(options);
         for (name, value) in &settings.values {
             options
                 .set(name, value)
