@@ -152,6 +152,10 @@ pub struct ServeArgs {
     #[arg(long, env = "KAPPA_SHUTDOWN_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Running large queries across several gateways.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// TLS and sign-in.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -163,6 +167,31 @@ pub struct ServeArgs {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// One query across several gateways (docs/scale-out.md).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The gateways a large query may run across, as the others reach them
+    /// (`http://10.0.0.2:50051,http://10.0.0.3:50051`; this one may be
+    /// listed too). The gateway a query arrives at coordinates it.
+    #[arg(long, env = "KAPPA_WORKERS", value_delimiter = ',')]
+    pub workers: Vec<url::Url>,
+
+    /// Run parts of other gateways' queries here, without coordinating any
+    /// (implied by --workers).
+    #[arg(long, env = "KAPPA_WORKER")]
+    pub worker: bool,
+
+    /// This gateway's address as the others reach it (`http://` and the
+    /// address it listens on by default).
+    #[arg(long, env = "KAPPA_ADVERTISE_URL")]
+    pub advertise_url: Option<url::Url>,
+
+    /// Kafka offsets each task of a query reads at least: a query reading
+    /// fewer than two tasks' worth runs on the gateway it arrived at.
+    #[arg(long, env = "KAPPA_OFFSETS_PER_TASK", default_value_t = crate::distributed::OFFSETS_PER_TASK, value_parser = clap::value_parser!(i64).range(1..))]
+    pub offsets_per_task: i64,
 }
 
 /// TLS and who may connect.

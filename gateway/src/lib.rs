@@ -12,6 +12,7 @@ pub mod bindings;
 pub mod cancel;
 pub mod client_types;
 pub mod config;
+pub mod distributed;
 pub mod drain;
 pub mod error;
 pub mod executor;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use datafusion_distributed::{Worker, WorkerQueryContext};
 use kappa_catalog::KafkaSchema;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -121,6 +123,19 @@ pub struct ServeOptions {
     pub metrics_listener: Option<TcpListener>,
     /// Where queries execute (a runtime apart from the one serving calls).
     pub executor: executor::QueryExecutor,
+    /// The gateways a query may run across, if this one is in a cluster.
+    pub cluster: Option<ClusterOptions>,
+}
+
+/// This gateway's part in a cluster (see [`distributed`]).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The other gateways (this one may be listed too).
+    pub workers: Vec<url::Url>,
+    /// This gateway's address as the others reach it.
+    pub self_url: url::Url,
+    /// Kafka offsets each task of a query reads at least.
+    pub offsets_per_task: i64,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -141,6 +156,7 @@ pub async fn serve(
         shutdown_grace: drain::DEFAULT_GRACE,
         metrics_listener: None,
         executor: executor::QueryExecutor::on_caller(),
+        cluster: None,
     };
     serve_with(listener, schema, options, shutdown).await
 }
@@ -165,11 +181,31 @@ pub async fn serve_with(
         };
         kappa_ops::spawn(listener, Arc::new(exposition))
     });
-    let sql = KappaFlightSqlService::new(schema, options.memory_limit)
+    let client = Arc::clone(schema.context().client());
+    let mut sql = KappaFlightSqlService::new(schema, options.memory_limit)
         .with_auth(Arc::clone(&options.auth))
         .with_limits(options.limits)
         .with_executor(options.executor)
         .with_metrics(metrics, Arc::clone(&drain));
+    let cluster = match options.cluster {
+        Some(cluster) => {
+            let codec = distributed::KappaCodec::new(client);
+            let worker_codec = codec.clone();
+            let max_bytes = options.memory_limit;
+            let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+                distributed::worker_session(ctx, worker_codec.clone(), max_bytes)
+            })
+            .with_runtime_env(Arc::clone(sql.runtime()));
+            let cluster = Arc::new(
+                distributed::Cluster::new(cluster.self_url, cluster.workers, worker, codec)
+                    .with_offsets_per_task(cluster.offsets_per_task),
+            );
+            tracing::info!(members = ?cluster.members(), "in a cluster: large queries run across these gateways");
+            sql = sql.with_cluster(Arc::clone(&cluster));
+            Some(cluster)
+        }
+        None => None,
+    };
     // The server stops taking connections only once the queries in flight
     // have finished or been stopped.
     let (drained, closing) = tokio::sync::oneshot::channel::<()>();
@@ -200,6 +236,8 @@ pub async fn serve_with(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
+        // The other gateways' calls: the tasks of the queries they coordinate.
+        .add_optional_service(cluster.map(|c| c.worker().clone().into_worker_server()))
         // Outside the authentication interceptor: probes carry no
         // credentials.
         .add_service(health)

@@ -1,4 +1,5 @@
 use std::io::Write;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,7 +12,6 @@ use kappa_catalog::{
     CatalogConfig, CatalogContext, DefinitionStore, FileDefinitions, KafkaClient, KafkaSchema,
     LakeDefinitions, LakeTables,
 };
-use kappa_gateway::ServeOptions;
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
 use kappa_gateway::config::{
     Cli, Command, HealthcheckArgs, ImportTrinoArgs, SecurityArgs, ServeArgs,
@@ -19,6 +19,7 @@ use kappa_gateway::config::{
 use kappa_gateway::executor::QueryExecutor;
 use kappa_gateway::health::{CheckedStatus, probe};
 use kappa_gateway::limits::Limits;
+use kappa_gateway::{ClusterOptions, ServeOptions};
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -203,8 +204,48 @@ fn tls(args: &SecurityArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
     Ok(Some(config))
 }
 
+/// This gateway's part in a cluster, from --workers, --worker and
+/// --advertise-url (listening on `addr`).
+fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<ClusterOptions>> {
+    let cluster = &args.cluster;
+    if cluster.workers.is_empty() && !cluster.worker {
+        return Ok(None);
+    }
+    check_cluster_args(args)?;
+    let self_url = match &cluster.advertise_url {
+        Some(url) => url.clone(),
+        None => url::Url::parse(&format!("http://{addr}"))?,
+    };
+    Ok(Some(ClusterOptions {
+        workers: cluster.workers.clone(),
+        self_url,
+        offsets_per_task: cluster.offsets_per_task,
+    }))
+}
+
+/// Refuses what a cluster cannot do yet, before the gateway starts.
+fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
+    let cluster = &args.cluster;
+    if cluster.workers.is_empty() && !cluster.worker {
+        return Ok(());
+    }
+    if args.security.users.is_some() || args.security.tls_cert.is_some() {
+        anyhow::bail!(
+            "--workers and --worker cannot be combined with --users or TLS yet: the calls between \
+             gateways are neither signed in nor encrypted (docs/scale-out.md)"
+        );
+    }
+    for url in cluster.workers.iter().chain(&cluster.advertise_url) {
+        if url.scheme() != "http" || url.host().is_none() || url.port().is_none() {
+            anyhow::bail!("{url}: a gateway in a cluster is named http://host:port");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs, executor: QueryExecutor) -> anyhow::Result<()> {
     args.log.init();
+    check_cluster_args(&args)?;
     let auth = Arc::new(authenticator(&args.security)?);
     let tls = tls(&args.security)?;
     let config = match &args.config {
@@ -258,6 +299,7 @@ async fn serve(args: ServeArgs, executor: QueryExecutor) -> anyhow::Result<()> {
         writeln!(stdout, "metrics on {}", metrics.local_addr()?)?;
     }
     stdout.flush()?;
+    let cluster = cluster_options(&args, addr)?;
     let options = ServeOptions {
         memory_limit: args.memory_limit,
         auth,
@@ -271,6 +313,7 @@ async fn serve(args: ServeArgs, executor: QueryExecutor) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         metrics_listener,
         executor,
+        cluster,
     };
     kappa_gateway::serve_with(
         listener,

@@ -35,6 +35,7 @@ use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
     ReplaceChildrenOptions,
 };
+use datafusion_distributed::DistributedExec;
 use futures::Stream;
 
 use crate::limits::LimitError;
@@ -143,11 +144,20 @@ fn watch_deadlines(deadlines: mpsc::Receiver<Deadline>) {
     }
 }
 
-/// `plan` with every operator wrapped in [`Stoppable`] under `stop`.
+/// `plan` with every operator wrapped in [`Stoppable`] under `stop`. A
+/// distributed plan is wrapped at its root only: its stages are sent to the
+/// gateways that run them (where a wrapper could not travel), and ending its
+/// stream ends their tasks.
 pub fn stoppable(
     plan: Arc<dyn ExecutionPlan>,
     stop: &Arc<QueryStop>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if plan.is::<DistributedExec>() {
+        return Ok(Arc::new(Stoppable {
+            inner: plan,
+            stop: Arc::clone(stop),
+        }));
+    }
     let children = plan
         .children()
         .into_iter()

@@ -105,6 +105,71 @@ impl KafkaScanExec {
         }
     }
 
+    /// A scan of `spec` whose output partitions read `groups` (an empty
+    /// group is an empty partition): a scan rebuilt where its plan was sent,
+    /// or one task's share of a scan split over several (see [`Self::split`]).
+    pub fn from_groups(
+        spec: ScanSpec,
+        schema: SchemaRef,
+        groups: Vec<Vec<PartitionRange>>,
+        client: Arc<KafkaClient>,
+    ) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(groups.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            spec,
+            groups,
+            client,
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+
+    /// This scan's offsets shared among `tasks` scans of `partitions` output
+    /// partitions each, for tasks that run apart (on other gateways). A range
+    /// longer than an even share is cut at offsets, so one busy Kafka
+    /// partition spreads too; each task's scan has the same number of output
+    /// partitions (some empty), as the tasks of a stage must.
+    pub fn split(&self, tasks: usize, partitions: usize) -> Vec<Self> {
+        let tasks = tasks.max(1);
+        let partitions = partitions.max(1);
+        let offsets: i64 = self.spec.ranges.iter().map(PartitionRange::span).sum();
+        let pieces = i64::try_from(tasks * partitions).unwrap_or(i64::MAX);
+        let share = (offsets / pieces.max(1)).max(MIN_OFFSETS_PER_READER);
+        let cut: Vec<PartitionRange> = self
+            .spec
+            .ranges
+            .iter()
+            .flat_map(|range| {
+                (range.start..range.end)
+                    .step_by(usize::try_from(share).unwrap_or(usize::MAX))
+                    .map(move |start| {
+                        PartitionRange::new(range.partition, start, (start + share).min(range.end))
+                    })
+            })
+            .collect();
+        let mut per_task = group_ranges(&cut, tasks);
+        per_task.resize(tasks, Vec::new());
+        per_task
+            .into_iter()
+            .map(|mut ranges| {
+                let mut groups = group_ranges(&ranges, partitions);
+                groups.resize(partitions, Vec::new());
+                // `EXPLAIN` shows what this task reads.
+                ranges.sort_by_key(|r| (r.partition, r.start));
+                let spec = ScanSpec {
+                    ranges,
+                    ..self.spec.clone()
+                };
+                Self::from_groups(spec, self.schema(), groups, Arc::clone(&self.client))
+            })
+            .collect()
+    }
+
     /// The ranges each output partition reads.
     pub fn groups(&self) -> &[Vec<PartitionRange>] {
         &self.groups
@@ -215,7 +280,12 @@ impl ExecutionPlan for KafkaScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let schema = self.schema();
-        let Some(ranges) = self.groups.get(partition).cloned() else {
+        let Some(ranges) = self
+            .groups
+            .get(partition)
+            .filter(|g| !g.is_empty())
+            .cloned()
+        else {
             // A scan with no non-empty range still has one (empty) partition.
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema,
@@ -270,6 +340,47 @@ mod tests {
         // The client connects lazily: no broker is contacted here.
         let client = KafkaClient::new(KafkaOptions::new("127.0.0.1:1")).unwrap();
         KafkaScanExec::new(spec, crate::columns::raw_schema(), 4, client)
+    }
+
+    #[test]
+    fn a_split_reads_every_offset_once_in_tasks_of_equal_partition_counts() {
+        let mut scan = scan_of(3);
+        // One busy partition and two small ones.
+        scan.spec.ranges = vec![
+            PartitionRange::new(0, 5, 200_005),
+            PartitionRange::new(1, 0, 30),
+            PartitionRange::new(2, 7, 9),
+        ];
+        for (tasks, partitions) in [(1, 1), (3, 2), (4, 4), (10, 1)] {
+            let split = scan.split(tasks, partitions);
+            assert_eq!(split.len(), tasks);
+            let mut read: Vec<PartitionRange> = Vec::new();
+            for task in &split {
+                assert_eq!(task.properties().partitioning.partition_count(), partitions);
+                read.extend(task.groups().iter().flatten().copied());
+            }
+            read.sort_by_key(|r| (r.partition, r.start));
+            let mut expected = scan.spec.ranges.clone();
+            expected.sort_by_key(|r| (r.partition, r.start));
+            // Consecutive pieces of a range join up again, with nothing missing or read twice.
+            let mut joined: Vec<PartitionRange> = Vec::new();
+            for range in read {
+                match joined.last_mut() {
+                    Some(last) if last.partition == range.partition && last.end == range.start => {
+                        last.end = range.end;
+                    }
+                    _ => joined.push(range),
+                }
+            }
+            assert_eq!(joined, expected, "{tasks} tasks of {partitions}");
+        }
+        // The busy partition is spread: no task reads more than about its share.
+        let split = scan.split(4, 1);
+        let spans: Vec<i64> = split
+            .iter()
+            .map(|t| t.groups().iter().flatten().map(PartitionRange::span).sum())
+            .collect();
+        assert!(spans.iter().all(|&s| s <= 60_000), "{spans:?}");
     }
 
     #[test]

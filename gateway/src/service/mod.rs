@@ -39,6 +39,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Identity, TokenSigner};
 use crate::bindings::{BindingOwner, Bindings};
 use crate::cancel::{QueryTicket, RunningQueries};
+use crate::distributed::Cluster;
 use crate::drain::Drain;
 use crate::error::{internal, invalid_request, param_status};
 use crate::executor::QueryExecutor;
@@ -90,6 +91,8 @@ pub struct KappaFlightSqlService {
     drain: Arc<Drain>,
     /// Where queries execute.
     executor: QueryExecutor,
+    /// The gateways a large query runs across, if this one is in a cluster.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl KappaFlightSqlService {
@@ -117,6 +120,7 @@ impl KappaFlightSqlService {
             sql_info: Arc::default(),
             limits: Limits::default(),
             executor: QueryExecutor::on_caller(),
+            cluster: None,
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -137,6 +141,17 @@ impl KappaFlightSqlService {
         self.metrics = metrics;
         self.drain = drain;
         self
+    }
+
+    /// The same service, running large queries across `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<Cluster>) -> Self {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// The runtime queries run in: its memory pool and disk manager.
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
     }
 
     /// The same service executing queries on `executor`.

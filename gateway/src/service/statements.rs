@@ -40,6 +40,7 @@ use super::{DoGetStream, KappaFlightSqlService};
 use crate::auth::{GrantedCatalog, GrantedTail};
 use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
+use crate::distributed::Cluster;
 use crate::error::{
     catalog_status, datafusion_status, invalid_request, limit_status, param_status, unquoted_name,
 };
@@ -234,7 +235,7 @@ impl KappaFlightSqlService {
         };
         let first = first.map_err(|e| datafusion_status(&e))?;
         let stop = QueryStop::new();
-        let planned = plan_stoppable(first, &stop)
+        let planned = plan_stoppable(first, &stop, self.cluster.as_deref())
             .await
             .map_err(|e| datafusion_status(&e))?;
         runs.first_planned = Some((planned, stop));
@@ -405,7 +406,10 @@ impl KappaFlightSqlService {
                     (Ok(_), Some(((plan, task), _))) => {
                         stoppable(plan, &stop).and_then(|plan| self.executor.execute(plan, task))
                     }
-                    (Ok(first), None) => execute_stoppable(first, &stop, &self.executor).await,
+                    (Ok(first), None) => {
+                        execute_stoppable(first, &stop, &self.executor, self.cluster.as_deref())
+                            .await
+                    }
                     (Err(e), _) => Err(e),
                 };
                 let first = first.map_err(|e| {
@@ -421,11 +425,15 @@ impl KappaFlightSqlService {
                     // has ended.
                     let each = Arc::clone(&stop);
                     let executor = self.executor.clone();
+                    let cluster = self.cluster.clone();
                     let rest = futures::stream::iter(runs)
                         .then(move |run| {
                             let stop = Arc::clone(&each);
                             let executor = executor.clone();
-                            async move { execute_stoppable(run?, &stop, &executor).await }
+                            let cluster = cluster.clone();
+                            async move {
+                                execute_stoppable(run?, &stop, &executor, cluster.as_deref()).await
+                            }
                         })
                         .try_flatten();
                     Box::pin(RecordBatchStreamAdapter::new(
@@ -525,22 +533,25 @@ pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
     Placeholders::new(types).map_err(|e| param_status(&e))
 }
 
-/// Executes `df` on `executor` with each operator under `stop` (see
-/// [`crate::stop`]).
+/// Executes `df` on `executor` (across `cluster` when it is worth it) with
+/// each operator under `stop` (see [`crate::stop`]).
 async fn execute_stoppable(
     df: DataFrame,
     stop: &Arc<QueryStop>,
     executor: &QueryExecutor,
+    cluster: Option<&Cluster>,
 ) -> datafusion::error::Result<SendableRecordBatchStream> {
-    let (plan, task) = plan_stoppable(df, stop).await?;
+    let (plan, task) = plan_stoppable(df, stop, cluster).await?;
     executor.execute(stoppable(plan, stop)?, task)
 }
 
 /// The physical plan of `df`, its functions planned under `stop`, and the
-/// task context to run it in.
+/// task context to run it in: planned again across `cluster` when the plan
+/// is large enough and can travel ([`Cluster::distributable`]).
 async fn plan_stoppable(
     df: DataFrame,
     stop: &Arc<QueryStop>,
+    cluster: Option<&Cluster>,
 ) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
     // The functions planned now see the stop (see crate::guarded_functions).
     let (mut state, plan) = df.into_parts();
@@ -553,7 +564,15 @@ async fn plan_stoppable(
     // stamped when the statement was planned: stamp them again.
     let options = Arc::clone(state.config().options());
     state.execution_props_mut().config_options = Some(options);
-    let df = DataFrame::new(state, plan);
+    let df = DataFrame::new(state.clone(), plan.clone());
+    let task = Arc::new(df.task_ctx());
+    let local = df.create_physical_plan().await?;
+    let Some(cluster) = cluster.filter(|c| c.distributable(&local)) else {
+        return Ok((local, task));
+    };
+    // The table providers keep the snapshot they pinned for `local`: the
+    // distributed plan reads the same offsets and lake version.
+    let df = DataFrame::new(cluster.distribute(state)?, plan);
     let task = Arc::new(df.task_ctx());
     Ok((df.create_physical_plan().await?, task))
 }

@@ -1,0 +1,207 @@
+//! One query over many gateways, on datafusion-distributed.
+//!
+//! Every gateway serves datafusion-distributed's worker service on its Flight
+//! port; the gateway a query arrives at plans it and coordinates it. A plan
+//! large enough to be worth it is planned a second time by the distributed
+//! planner, which cuts it into stages at its repartitions and sends each
+//! stage's tasks to the gateways in `--workers` (itself among them: its own
+//! tasks run in-process). Kafka scans are split by offsets
+//! ([`KafkaScanExec::split`]), so each task reads its share of the pinned
+//! ranges: the answer is the one snapshot the coordinator planned.
+//!
+//! What stays on the coordinator: small queries (below two tasks' offsets),
+//! and plans holding a node that cannot travel yet (the lake tier, registry
+//! formats, `latest()`, system tables, streams). Those run as before.
+
+pub mod codec;
+
+use std::sync::Arc;
+
+use datafusion::error::Result;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::analyze::AnalyzeExec;
+use datafusion_distributed::{
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
+    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker,
+    WorkerQueryContext, WorkerResolver,
+};
+use datafusion_proto::physical_plan::AsExecutionPlan;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use kappa_catalog::offsets::PartitionRange;
+use kappa_catalog::scan::KafkaScanExec;
+use url::Url;
+
+pub use codec::KappaCodec;
+
+/// Offsets one task reads at least, by default (`--offsets-per-task`): a
+/// scan of fewer runs on one gateway, where a second would cost more in
+/// planning and transfer than it saves.
+pub const OFFSETS_PER_TASK: i64 = 200_000;
+
+/// The gateways a query may run on, and this one's part in it.
+#[derive(Clone)]
+pub struct Cluster {
+    /// This gateway's address as the others reach it.
+    self_url: Url,
+    /// Every gateway, this one included.
+    members: Vec<Url>,
+    /// This gateway's worker: the service it serves, and where its own
+    /// tasks run.
+    worker: Worker,
+    codec: KappaCodec,
+    /// Offsets one task reads at least.
+    offsets_per_task: i64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("self_url", &self.self_url.as_str())
+            .field(
+                "members",
+                &self.members.iter().map(Url::as_str).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The members, as datafusion-distributed asks for them.
+struct Members(Vec<Url>);
+
+impl WorkerResolver for Members {
+    fn get_urls(&self) -> Result<Vec<Url>> {
+        Ok(self.0.clone())
+    }
+}
+
+impl Cluster {
+    /// A cluster of `self_url` and `others`, whose worker runs tasks in
+    /// sessions made by `prepare` (kappa's functions and settings) with
+    /// `codec`.
+    pub fn new(self_url: Url, others: Vec<Url>, worker: Worker, codec: KappaCodec) -> Self {
+        let mut members = vec![self_url.clone()];
+        members.extend(others.into_iter().filter(|url| *url != self_url));
+        Self {
+            self_url,
+            members,
+            worker,
+            codec,
+            offsets_per_task: OFFSETS_PER_TASK,
+        }
+    }
+
+    /// The same cluster, splitting Kafka scans into tasks of at least
+    /// `offsets` offsets.
+    pub fn with_offsets_per_task(mut self, offsets: i64) -> Self {
+        self.offsets_per_task = offsets.max(1);
+        self
+    }
+
+    /// The worker this gateway serves.
+    pub fn worker(&self) -> &Worker {
+        &self.worker
+    }
+
+    /// Every gateway in the cluster, this one first.
+    pub fn members(&self) -> &[Url] {
+        &self.members
+    }
+
+    /// Whether `plan`, planned on this gateway, is worth running across the
+    /// cluster and can be: it reads offsets for at least two tasks from
+    /// Kafka, and every node in it can be sent to another gateway.
+    pub fn distributable(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
+        if self.members.len() < 2 {
+            return false;
+        }
+        let plan = match plan.downcast_ref::<AnalyzeExec>() {
+            Some(analyze) => analyze.input(),
+            None => plan,
+        };
+        if offsets_read(plan) < 2 * self.offsets_per_task {
+            return false;
+        }
+        PhysicalPlanNode::try_from_physical_plan(Arc::clone(plan), &self.codec).is_ok()
+    }
+
+    /// `state` planning across the cluster: the distributed planner, kappa's
+    /// codec, the members, and how Kafka scans are split.
+    pub fn distribute(&self, state: SessionState) -> Result<SessionState> {
+        Ok(SessionStateBuilder::new_from_existing(state)
+            .with_distributed_worker_resolver(Members(self.members.clone()))
+            .with_distributed_local_worker_context(
+                self.worker.to_local_worker_context(self.self_url.clone()),
+            )
+            .with_distributed_user_codec(self.codec.clone())
+            .with_distributed_desired_task_count_handler(kafka_scan_tasks(self.offsets_per_task))
+            .with_distributed_scale_up_leaf_node_handler(split_kafka_scan)
+            .with_distributed_planner()
+            .build())
+    }
+}
+
+/// The offsets the Kafka scans in `plan` read.
+fn offsets_read(plan: &Arc<dyn ExecutionPlan>) -> i64 {
+    let own = plan.downcast_ref::<KafkaScanExec>().map_or(0, |scan| {
+        scan.spec().ranges.iter().map(PartitionRange::span).sum()
+    });
+    own + plan.children().into_iter().map(offsets_read).sum::<i64>()
+}
+
+/// How many tasks a Kafka scan wants: one per `offsets_per_task` offsets.
+/// A scan that reads only the newest records or stops at a limit reads too
+/// little to split.
+fn kafka_scan_tasks(
+    offsets_per_task: i64,
+) -> impl for<'a> Fn(DesiredTaskCountEvent<'a>) -> Option<Result<DesiredTaskCountEventResponse>>
++ Send
++ Sync
++ 'static {
+    move |ev| {
+        let scan = ev.plan.downcast_ref::<KafkaScanExec>()?;
+        let spec = scan.spec();
+        if spec.last.is_some() || spec.limit.is_some() {
+            return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
+        }
+        let offsets: i64 = spec.ranges.iter().map(PartitionRange::span).sum();
+        let tasks = usize::try_from(offsets / offsets_per_task).unwrap_or(usize::MAX);
+        Some(Ok(if tasks <= 1 {
+            DesiredTaskCountEventResponse::maximum(1)
+        } else {
+            DesiredTaskCountEventResponse::desired(tasks)
+        }))
+    }
+}
+
+/// A Kafka scan run as `task_count` tasks: each reads its share of the
+/// offsets, in as many output partitions as the scan had.
+fn split_kafka_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    let scan = ev.plan.downcast_ref::<KafkaScanExec>()?;
+    if ev.task_count <= 1 {
+        return None;
+    }
+    let partitions = ev.plan.properties().partitioning.partition_count();
+    let variants = scan
+        .split(ev.task_count, partitions)
+        .into_iter()
+        .map(|variant| Arc::new(variant) as Arc<dyn ExecutionPlan>);
+    Some(
+        DistributedLeafExec::try_new(Arc::clone(ev.plan), variants)
+            .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),
+    )
+}
+
+/// Makes the session a task runs in on this gateway's worker: kappa's
+/// functions, spill setting and codec, as a query planned here has.
+pub async fn worker_session(
+    ctx: WorkerQueryContext,
+    codec: KappaCodec,
+    max_bytes: usize,
+) -> Result<SessionState> {
+    let mut state = ctx.builder.with_distributed_user_codec(codec).build();
+    crate::spill::seal_each_spilled_batch(state.config_mut().options_mut());
+    crate::json::register(&mut state)?;
+    crate::guarded_functions::guard_functions(&mut state, max_bytes)?;
+    Ok(state)
+}

@@ -1,0 +1,84 @@
+"""One query over three gateways: the gateway a query arrives at plans it and runs its stages'
+tasks on itself and the two others (datafusion-distributed), each task reading its share of the
+pinned offsets. The answers are those of a gateway on its own, and the work is spread."""
+
+import json
+import re
+
+import pytest
+
+from conftest import Gateway, create_topic, produce, query, unique
+
+RECORDS = 24_000
+PARTITIONS = 3
+# Small enough that these few records make several tasks (the default is 200,000 per task).
+OFFSETS_PER_TASK = ["--offsets-per-task", "2000"]
+
+
+@pytest.fixture(scope="module")
+def topic(brokers):
+    name = unique("scale")
+    create_topic(brokers, name, partitions=PARTITIONS)
+    produce(brokers, name, [{"partition": i % PARTITIONS, "key": b"k%d" % (i % 101),
+                             "value": json.dumps({"id": i, "amount": i % 97, "note": "x" * (i % 13)}).encode()}
+                            for i in range(RECORDS)])
+    return name
+
+
+@pytest.fixture(scope="module")
+def cluster(brokers):
+    """Three gateways: two workers, and a coordinator that lists them."""
+    workers = [Gateway(brokers, None, ["--worker"]) for _ in range(2)]
+    coordinator = Gateway(brokers, None, ["--workers", ",".join(f"http://{w.address}" for w in workers),
+                                          *OFFSETS_PER_TASK])
+    alone = Gateway(brokers, None, [])
+    yield {"coordinator": coordinator, "workers": workers, "alone": alone}
+    for gateway in [coordinator, alone, *workers]:
+        gateway.stop()
+
+
+QUERIES = [
+    'SELECT count(*) AS n, sum(length(_value)) AS bytes, min(_offset) AS lo, max(_offset) AS hi FROM "{t}"',
+    'SELECT _partition, count(*) AS n, sum(_offset) AS offsets FROM "{t}" GROUP BY _partition ORDER BY 1',
+    'SELECT _key, count(*) AS n, max(_offset) AS last FROM "{t}" GROUP BY _key ORDER BY n DESC, _key LIMIT 7',
+    # A function of kappa's own (the JSON functions), run where each task runs.
+    'SELECT json_get_int(_value, \'amount\') % 7 AS k, count(*) AS n, sum(json_get_int(_value, \'id\')) AS ids '
+    'FROM "{t}" GROUP BY 1 ORDER BY 1',
+    # A join: both sides split, shuffled by key.
+    'SELECT a._partition, count(*) AS n FROM "{t}" a JOIN "{t}" b ON a._key = b._key AND a._offset = b._offset '
+    'GROUP BY 1 ORDER BY 1',
+]
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+def test_a_query_across_three_gateways_answers_what_one_gateway_does(cluster, topic, sql):
+    sql = sql.format(t=topic)
+    assert query(cluster["coordinator"], sql) == query(cluster["alone"], sql)
+
+
+def explain_analyze(gateway, sql, verbose=False):
+    plan = query(gateway, f"EXPLAIN ANALYZE {'VERBOSE ' if verbose else ''}{sql}").to_pydict()
+    return "\n".join(plan["plan"])
+
+
+def test_the_work_is_spread_over_the_gateways_and_small_queries_stay_local(cluster, topic):
+    sql = f'SELECT _partition, count(*) FROM "{topic}" GROUP BY _partition'
+    plan = explain_analyze(cluster["coordinator"], sql, verbose=True)
+    assert "DistributedExec" in plan, plan
+    # Each task read its own share of the records, and two of the three ran on the other gateways.
+    fetched = [int(float(n.rstrip(" K")) * (1000 if n.endswith("K") else 1))
+               for n in re.findall(r"records_fetched=\{\d+:([\d.]+(?: K)?)\}", plan)]
+    assert len(fetched) == 3 and all(fetched) and sum(fetched) == RECORDS, (fetched, plan)
+    assert re.search(r"remote_coordinator_channels=[1-9]", plan), plan
+    # Without the cluster, the same gateway plans it on its own.
+    assert "DistributedExec" not in explain_analyze(cluster["alone"], sql)
+    # A query reading less than two tasks' offsets is not distributed.
+    small = f'SELECT count(*) FROM "{topic}" WHERE _offset < 100'
+    assert "DistributedExec" not in explain_analyze(cluster["coordinator"], small)
+
+
+def test_a_gateway_with_sign_in_refuses_to_join_a_cluster(brokers, tmp_path):
+    users = tmp_path / "users.toml"
+    users.write_text("")
+    with pytest.raises(RuntimeError):
+        Gateway(brokers, None, ["--worker", "--users", str(users)])
