@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::parser::ParserError;
 use kappa_catalog::{CATALOG, CatalogError, SCHEMA};
 
 use crate::auth::AuthError;
+use crate::distributed::ClusterError;
 use crate::limits::LimitError;
 use crate::prepared::ParamError;
 use tonic::{Code, Status};
@@ -28,6 +29,9 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
             }
             if let Some(limit) = inner.downcast_ref::<LimitError>() {
                 return limit_status(limit);
+            }
+            if let Some(cluster) = inner.downcast_ref::<ClusterError>() {
+                return status(Code::Unavailable, cluster.to_string());
             }
             match inner.downcast_ref::<CatalogError>() {
                 Some(catalog) => return catalog_status(catalog),

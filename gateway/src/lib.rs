@@ -200,7 +200,8 @@ pub async fn serve_with(
                 distributed::Cluster::new(cluster.self_url, cluster.workers, worker, codec)
                     .with_offsets_per_task(cluster.offsets_per_task),
             );
-            tracing::info!(members = ?cluster.members(), "in a cluster: large queries run across these gateways");
+            tracing::info!(members = ?cluster.members().iter().map(url::Url::as_str).collect::<Vec<_>>(), "in a cluster: large queries run across these gateways");
+            cluster.spawn_checks();
             sql = sql.with_cluster(Arc::clone(&cluster));
             Some(cluster)
         }

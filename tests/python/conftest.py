@@ -107,9 +107,9 @@ def flight_sql_command(sql):
 
 
 class Gateway:
-    def __init__(self, brokers, config_text=None, extra_args=(), env=None):
+    def __init__(self, brokers, config_text=None, extra_args=(), env=None, listen="127.0.0.1:0"):
         binary = _required_env("KAPPA_GATEWAY_BIN")
-        args = [binary, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers, *extra_args]
+        args = [binary, "serve", "--listen", listen, "--brokers", brokers, *extra_args]
         self._config = None
         if config_text:
             self._config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)

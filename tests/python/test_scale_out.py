@@ -4,8 +4,12 @@ pinned offsets. The answers are those of a gateway on its own, and the work is s
 
 import json
 import re
+import threading
+import time
 
 import pytest
+
+import adbc_driver_flightsql.dbapi as flightsql
 
 from conftest import Gateway, create_topic, produce, query, unique
 
@@ -61,8 +65,24 @@ def explain_analyze(gateway, sql, verbose=False):
     return "\n".join(plan["plan"])
 
 
+def tasks_of(gateway, topic, verbose=False):
+    """The tasks a grouped count over `topic` runs as on `gateway`, and the plan that says so."""
+    plan = explain_analyze(gateway, f'SELECT _partition, count(*) FROM "{topic}" GROUP BY _partition', verbose)
+    counts = {int(n) for n in re.findall(r"Stage \d+ ── tasks=(\d+)", plan)}
+    return (max(counts) if counts else 1), plan
+
+
+def wait_for_tasks(gateway, topic, tasks):
+    """Waits (a few of the coordinator's health checks) until queries run as `tasks` tasks."""
+    deadline = time.monotonic() + 15
+    while (seen := tasks_of(gateway, topic)[0]) != tasks and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert seen == tasks
+
+
 def test_the_work_is_spread_over_the_gateways_and_small_queries_stay_local(cluster, topic):
     sql = f'SELECT _partition, count(*) FROM "{topic}" GROUP BY _partition'
+    wait_for_tasks(cluster["coordinator"], topic, 3)
     plan = explain_analyze(cluster["coordinator"], sql, verbose=True)
     assert "DistributedExec" in plan, plan
     # Each task read its own share of the records, and two of the three ran on the other gateways.
@@ -82,3 +102,39 @@ def test_a_gateway_with_sign_in_refuses_to_join_a_cluster(brokers, tmp_path):
     users.write_text("")
     with pytest.raises(RuntimeError):
         Gateway(brokers, None, ["--worker", "--users", str(users)])
+
+
+def test_a_gateway_lost_mid_query_fails_it_by_name_and_the_rest_go_on(brokers, topic):
+    """A worker killed while a query runs on it: the query fails (Unavailable, naming that
+    gateway), never a partial answer; the next queries run on the gateways that remain, and the
+    gateway, started again at its address, is given tasks again."""
+    workers = [Gateway(brokers, None, ["--worker"]) for _ in range(2)]
+    coordinator = Gateway(brokers, None, ["--workers", ",".join(f"http://{w.address}" for w in workers),
+                                          *OFFSETS_PER_TASK])
+    back = None
+    try:
+        wait_for_tasks(coordinator, topic, 3)
+        # About 5.7 million joined rows: a few seconds on each gateway.
+        slow = (f'SELECT a._partition, count(*) AS n, sum(a._offset * b._offset) AS s FROM "{topic}" a '
+                f'JOIN "{topic}" b ON a._key = b._key GROUP BY 1 ORDER BY 1')
+        lost = workers[0]
+        killer = threading.Timer(0.5, lost.process.kill)
+        killer.start()
+        with pytest.raises(flightsql.Error) as failed:
+            query(coordinator, slow)
+        killer.join()
+        message = str(failed.value)
+        assert "(Unavailable;" in message, message
+        assert f"the query lost a gateway it ran on (http://{lost.address}/)" in message, message
+
+        # Later queries run on the coordinator and the worker left, with every row.
+        assert query(coordinator, f'SELECT count(*) AS n FROM "{topic}"').to_pydict() == {"n": [RECORDS]}
+        wait_for_tasks(coordinator, topic, 2)
+
+        back = Gateway(brokers, None, ["--worker"], listen=lost.address)
+        wait_for_tasks(coordinator, topic, 3)
+        alone = query(workers[1], slow)
+        assert query(coordinator, slow) == alone
+    finally:
+        for gateway in [coordinator, *workers, *([back] if back else [])]:
+            gateway.stop()

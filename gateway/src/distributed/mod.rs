@@ -14,6 +14,8 @@
 //! formats, `latest()`, system tables, streams). Those run as before.
 
 pub mod codec;
+pub mod lost;
+pub mod members;
 
 use std::sync::Arc;
 
@@ -24,7 +26,7 @@ use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
     ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker,
-    WorkerQueryContext, WorkerResolver,
+    WorkerQueryContext,
 };
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
@@ -33,6 +35,8 @@ use kappa_catalog::scan::KafkaScanExec;
 use url::Url;
 
 pub use codec::KappaCodec;
+pub use lost::ClusterError;
+pub use members::Membership;
 
 /// Offsets one task reads at least, by default (`--offsets-per-task`): a
 /// scan of fewer runs on one gateway, where a second would cost more in
@@ -44,8 +48,8 @@ pub const OFFSETS_PER_TASK: i64 = 200_000;
 pub struct Cluster {
     /// This gateway's address as the others reach it.
     self_url: Url,
-    /// Every gateway, this one included.
-    members: Vec<Url>,
+    /// Every gateway, and those that answer.
+    membership: Membership,
     /// This gateway's worker: the service it serves, and where its own
     /// tasks run.
     worker: Worker,
@@ -58,33 +62,19 @@ impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("self_url", &self.self_url.as_str())
-            .field(
-                "members",
-                &self.members.iter().map(Url::as_str).collect::<Vec<_>>(),
-            )
+            .field("membership", &self.membership)
             .finish_non_exhaustive()
     }
 }
 
-/// The members, as datafusion-distributed asks for them.
-struct Members(Vec<Url>);
-
-impl WorkerResolver for Members {
-    fn get_urls(&self) -> Result<Vec<Url>> {
-        Ok(self.0.clone())
-    }
-}
-
 impl Cluster {
-    /// A cluster of `self_url` and `others`, whose worker runs tasks in
-    /// sessions made by `prepare` (kappa's functions and settings) with
-    /// `codec`.
+    /// A cluster of `self_url` and `others` whose worker (with `codec`)
+    /// runs this gateway's share. Call [`Self::spawn_checks`] to follow who
+    /// answers.
     pub fn new(self_url: Url, others: Vec<Url>, worker: Worker, codec: KappaCodec) -> Self {
-        let mut members = vec![self_url.clone()];
-        members.extend(others.into_iter().filter(|url| *url != self_url));
         Self {
+            membership: Membership::new(self_url.clone(), others),
             self_url,
-            members,
             worker,
             codec,
             offsets_per_task: OFFSETS_PER_TASK,
@@ -98,21 +88,27 @@ impl Cluster {
         self
     }
 
+    /// Asks the other gateways for their health in the background, so new
+    /// queries run only on those that answer.
+    pub fn spawn_checks(&self) -> tokio::task::JoinHandle<()> {
+        self.membership.spawn_checks()
+    }
+
     /// The worker this gateway serves.
     pub fn worker(&self) -> &Worker {
         &self.worker
     }
 
     /// Every gateway in the cluster, this one first.
-    pub fn members(&self) -> &[Url] {
-        &self.members
+    pub fn members(&self) -> Vec<Url> {
+        self.membership.configured()
     }
 
     /// Whether `plan`, planned on this gateway, is worth running across the
     /// cluster and can be: it reads offsets for at least two tasks from
     /// Kafka, and every node in it can be sent to another gateway.
     pub fn distributable(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
-        if self.members.len() < 2 {
+        if self.membership.live().len() < 2 {
             return false;
         }
         let plan = match plan.downcast_ref::<AnalyzeExec>() {
@@ -129,7 +125,7 @@ impl Cluster {
     /// codec, the members, and how Kafka scans are split.
     pub fn distribute(&self, state: SessionState) -> Result<SessionState> {
         Ok(SessionStateBuilder::new_from_existing(state)
-            .with_distributed_worker_resolver(Members(self.members.clone()))
+            .with_distributed_worker_resolver(self.membership.clone())
             .with_distributed_local_worker_context(
                 self.worker.to_local_worker_context(self.self_url.clone()),
             )
@@ -138,6 +134,14 @@ impl Cluster {
             .with_distributed_scale_up_leaf_node_handler(split_kafka_scan)
             .with_distributed_planner()
             .build())
+    }
+}
+
+impl Cluster {
+    /// `plan`, distributed, failing with the gateways it lost named (see
+    /// [`lost`]).
+    pub fn guard(&self, plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        lost::naming_lost_gateways(plan, self.membership.clone())
     }
 }
 

@@ -574,7 +574,7 @@ async fn plan_stoppable(
     // distributed plan reads the same offsets and lake version.
     let df = DataFrame::new(cluster.distribute(state)?, plan);
     let task = Arc::new(df.task_ctx());
-    Ok((df.create_physical_plan().await?, task))
+    Ok((cluster.guard(df.create_physical_plan().await?), task))
 }
 
 /// The snapshot token of what the runs of `template` have read so far.

@@ -1,0 +1,160 @@
+//! A query that loses a gateway it runs on fails, naming the gateway.
+//!
+//! datafusion-distributed passes on a broken call between gateways as the
+//! transport's own error ("h2 protocol error", "broken pipe"), which says
+//! neither that another gateway was involved nor which. The coordinator's
+//! plan is wrapped here: such an error asks the other gateways for their
+//! health at once and becomes [`ClusterError::LostGateways`] naming those that
+//! no longer answer (`Unavailable`). The query still fails as a whole: the
+//! rows already sent are never completed from elsewhere, and the client sees
+//! an error, never an answer that looks complete.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+    ReplaceChildrenOptions,
+};
+use futures::StreamExt;
+
+use super::members::Membership;
+
+/// Why a query over several gateways failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Gateways running part of the query stopped answering.
+    #[error(
+        "the query lost {} it ran on ({}), which no longer answers; it was stopped with no \
+         answer (retry: the next queries run on the gateways that remain): {cause}",
+        if .down.len() == 1 { "a gateway" } else { "gateways" },
+        .down.join(", ")
+    )]
+    LostGateways { down: Vec<String>, cause: String },
+    /// A call to another gateway failed, though each still answers.
+    #[error(
+        "a call between the gateways running the query failed; it was stopped with no answer: {0}"
+    )]
+    Call(String),
+}
+
+/// Whether `err` is a failed call between gateways.
+fn is_call_failure(err: &DataFusionError) -> bool {
+    matches!(err.find_root(), DataFusionError::External(inner) if inner.is::<tonic::Status>())
+}
+
+/// `plan`, its failed calls between gateways named (see the module).
+pub fn naming_lost_gateways(
+    plan: Arc<dyn ExecutionPlan>,
+    membership: Membership,
+) -> Arc<dyn ExecutionPlan> {
+    Arc::new(NameLostGateways {
+        inner: plan,
+        membership,
+    })
+}
+
+/// Wraps a distributed plan's root; shows and downcasts as it.
+#[derive(Debug)]
+struct NameLostGateways {
+    inner: Arc<dyn ExecutionPlan>,
+    membership: Membership,
+}
+
+impl DisplayAs for NameLostGateways {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        self.inner.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for NameLostGateways {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn downcast_delegate(&self) -> Option<&dyn ExecutionPlan> {
+        Some(self.inner.as_ref())
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.inner.children()
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.inner.apply_expressions(f)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self {
+            inner: Arc::clone(&self.inner).replace_children(children, options)?,
+            membership: self.membership.clone(),
+        }))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let inner = self.inner.execute(partition, context)?;
+        let schema = inner.schema();
+        let membership = self.membership.clone();
+        let named = inner.then(move |item| {
+            let membership = membership.clone();
+            async move {
+                match item {
+                    Err(err) if is_call_failure(&err) => Err(name_lost(&membership, &err).await),
+                    other => other,
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, named)))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        self.inner.metrics()
+    }
+}
+
+/// `err`, a failed call between gateways, with the gateways that no longer
+/// answer named.
+async fn name_lost(membership: &Membership, err: &DataFusionError) -> DataFusionError {
+    let cause = err.find_root().to_string();
+    let down = membership.check().await;
+    let error = if down.is_empty() {
+        ClusterError::Call(cause)
+    } else {
+        ClusterError::LostGateways {
+            down: down.iter().map(|url| url.to_string()).collect(),
+            cause,
+        }
+    };
+    DataFusionError::External(Box::new(error))
+}

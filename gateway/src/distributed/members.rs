@@ -1,0 +1,131 @@
+//! Which gateways of the cluster a query may run on now.
+//!
+//! The configured gateways are asked for their health every
+//! [`PROBE_EVERY`], in the background: a gateway that does not answer
+//! SERVING within [`PROBE_TIMEOUT`] (down, cut off, or shutting down and
+//! refusing new queries) gets no new tasks until it answers again. So a
+//! query planned after a gateway stopped runs on those that remain, and a
+//! gateway that comes back joins the next queries.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use datafusion::error::Result;
+use datafusion_distributed::WorkerResolver;
+use futures::future::join_all;
+use url::Url;
+
+use crate::health::{CheckedStatus, probe};
+
+/// How often the other gateways are asked for their health.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a gateway has to answer one.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The gateways of a cluster and those that answered their last health
+/// check. This gateway is always among them.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    self_url: Url,
+    others: Vec<Url>,
+    live: Arc<RwLock<Vec<Url>>>,
+}
+
+impl Membership {
+    /// `self_url` and `others`, all taken to be up until asked.
+    pub fn new(self_url: Url, others: Vec<Url>) -> Self {
+        let others: Vec<Url> = others.into_iter().filter(|url| *url != self_url).collect();
+        let live = std::iter::once(self_url.clone())
+            .chain(others.iter().cloned())
+            .collect();
+        Self {
+            self_url,
+            others,
+            live: Arc::new(RwLock::new(live)),
+        }
+    }
+
+    /// Every configured gateway, this one first.
+    pub fn configured(&self) -> Vec<Url> {
+        std::iter::once(self.self_url.clone())
+            .chain(self.others.iter().cloned())
+            .collect()
+    }
+
+    /// The gateways a new query may run on.
+    pub fn live(&self) -> Vec<Url> {
+        self.live.read().expect("not poisoned").clone()
+    }
+
+    /// Asks every other gateway for its health now, records who answered,
+    /// and returns those that did not.
+    pub async fn check(&self) -> Vec<Url> {
+        let answers = join_all(self.others.iter().map(|url| async move {
+            let up = matches!(
+                probe(url.as_str(), "", None, PROBE_TIMEOUT).await,
+                Ok(CheckedStatus::Serving)
+            );
+            (url.clone(), up)
+        }))
+        .await;
+        let mut live = vec![self.self_url.clone()];
+        let mut down = Vec::new();
+        for (url, up) in answers {
+            if up {
+                live.push(url);
+            } else {
+                down.push(url);
+            }
+        }
+        let mut current = self.live.write().expect("not poisoned");
+        if *current != live {
+            tracing::info!(
+                live = ?live.iter().map(Url::as_str).collect::<Vec<_>>(),
+                down = ?down.iter().map(Url::as_str).collect::<Vec<_>>(),
+                "cluster members changed"
+            );
+            *current = live;
+        }
+        down
+    }
+
+    /// Checks the other gateways every [`PROBE_EVERY`] until the returned
+    /// task is aborted.
+    pub fn spawn_checks(&self) -> tokio::task::JoinHandle<()> {
+        let membership = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(PROBE_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                membership.check().await;
+            }
+        })
+    }
+}
+
+impl WorkerResolver for Membership {
+    fn get_urls(&self) -> Result<Vec<Url>> {
+        Ok(self.live())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_gateway_that_does_not_answer_gets_no_new_tasks() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let me = Url::parse("http://127.0.0.1:1").unwrap();
+        let gone = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let members = Membership::new(me.clone(), vec![gone.clone(), me.clone()]);
+        assert_eq!(members.configured(), vec![me.clone(), gone.clone()]);
+        assert_eq!(members.get_urls().unwrap(), vec![me.clone(), gone.clone()]);
+        assert_eq!(members.check().await, vec![gone]);
+        assert_eq!(members.get_urls().unwrap(), vec![me]);
+    }
+}
