@@ -3,6 +3,7 @@ tasks on itself and the two others (datafusion-distributed), each task reading i
 pinned offsets. The answers are those of a gateway on its own, and the work is spread."""
 
 import json
+import random
 import re
 import threading
 import time
@@ -58,6 +59,31 @@ QUERIES = [
 def test_a_query_across_three_gateways_answers_what_one_gateway_does(cluster, topic, sql):
     sql = sql.format(t=topic)
     assert query(cluster["coordinator"], sql) == query(cluster["alone"], sql)
+
+
+def random_range_query(rng, topic):
+    """A grouped read of random offset, partition and key ranges, wide enough to be split."""
+    lo = rng.randrange(0, RECORDS // PARTITIONS // 4)
+    hi = rng.randrange(RECORDS // PARTITIONS // 2, RECORDS // PARTITIONS + 50)
+    parts = sorted(rng.sample(range(PARTITIONS), rng.randint(2, PARTITIONS)))
+    where = [f"_offset >= {lo}", f"_offset {rng.choice(['<', '<='])} {hi}",
+             f"_partition IN ({', '.join(map(str, parts))})"]
+    if rng.random() < 0.5:
+        where.append(f"_key <> 'k{rng.randrange(101)}'")
+    group = rng.choice(["_partition", "_key", "_offset % 7"])
+    return (f'SELECT {group} AS g, count(*) AS n, sum(_offset) AS s, min(_timestamp) AS t0, '
+            f'max(length(_value)) AS w FROM "{topic}" WHERE {" AND ".join(where)} GROUP BY 1 ORDER BY 1')
+
+
+def test_random_range_scans_across_the_cluster_answer_what_one_gateway_does(cluster, topic):
+    rng = random.Random(20261207)
+    distributed = 0
+    for _ in range(12):
+        sql = random_range_query(rng, topic)
+        assert query(cluster["coordinator"], sql) == query(cluster["alone"], sql), sql
+        distributed += "DistributedExec" in explain_analyze(cluster["coordinator"], sql)
+    # Most are wide enough to be split (a narrow one runs on the coordinator alone).
+    assert distributed >= 8, distributed
 
 
 def explain_analyze(gateway, sql, verbose=False):
