@@ -178,8 +178,14 @@ pub struct ClusterArgs {
     #[arg(long, env = "KAPPA_WORKERS", value_delimiter = ',')]
     pub workers: Vec<url::Url>,
 
+    /// A DNS name and port whose addresses are the cluster's gateways
+    /// (`kappa-gateway.kappa.svc.cluster.local:50051`, a headless Service),
+    /// looked up again every second; with or without --workers.
+    #[arg(long, env = "KAPPA_WORKERS_DNS")]
+    pub workers_dns: Option<String>,
+
     /// Run parts of other gateways' queries here, without coordinating any
-    /// (implied by --workers).
+    /// (implied by --workers and --workers-dns).
     #[arg(long, env = "KAPPA_WORKER")]
     pub worker: bool,
 

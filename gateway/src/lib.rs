@@ -136,6 +136,8 @@ pub struct ClusterOptions {
     pub self_url: url::Url,
     /// Kafka offsets each task of a query reads at least.
     pub offsets_per_task: i64,
+    /// A DNS name (`name:port`) whose addresses are gateways of the cluster.
+    pub workers_dns: Option<String>,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -196,10 +198,13 @@ pub async fn serve_with(
                 distributed::worker_session(ctx, worker_codec.clone(), max_bytes)
             })
             .with_runtime_env(Arc::clone(sql.runtime()));
-            let cluster = Arc::new(
+            let mut members =
                 distributed::Cluster::new(cluster.self_url, cluster.workers, worker, codec)
-                    .with_offsets_per_task(cluster.offsets_per_task),
-            );
+                    .with_offsets_per_task(cluster.offsets_per_task);
+            if let Some(name) = cluster.workers_dns {
+                members = members.with_dns(name);
+            }
+            let cluster = Arc::new(members);
             tracing::info!(members = ?cluster.members().iter().map(url::Url::as_str).collect::<Vec<_>>(), "in a cluster: large queries run across these gateways");
             cluster.spawn_checks();
             sql = sql.with_cluster(Arc::clone(&cluster));

@@ -208,7 +208,7 @@ fn tls(args: &SecurityArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
 /// --advertise-url (listening on `addr`).
 fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<ClusterOptions>> {
     let cluster = &args.cluster;
-    if cluster.workers.is_empty() && !cluster.worker {
+    if cluster.workers.is_empty() && cluster.workers_dns.is_none() && !cluster.worker {
         return Ok(None);
     }
     check_cluster_args(args)?;
@@ -220,13 +220,14 @@ fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<
         workers: cluster.workers.clone(),
         self_url,
         offsets_per_task: cluster.offsets_per_task,
+        workers_dns: cluster.workers_dns.clone(),
     }))
 }
 
 /// Refuses what a cluster cannot do yet, before the gateway starts.
 fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;
-    if cluster.workers.is_empty() && !cluster.worker {
+    if cluster.workers.is_empty() && cluster.workers_dns.is_none() && !cluster.worker {
         return Ok(());
     }
     if args.security.users.is_some() || args.security.tls_cert.is_some() {

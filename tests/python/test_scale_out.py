@@ -164,3 +164,17 @@ def test_a_gateway_lost_mid_query_fails_it_by_name_and_the_rest_go_on(brokers, t
     finally:
         for gateway in [coordinator, *workers, *([back] if back else [])]:
             gateway.stop()
+
+
+def test_gateways_found_by_dns_name_share_the_queries(brokers, topic, cluster):
+    """--workers-dns: the addresses a name resolves to (a headless Service's pods) are the cluster,
+    looked up again each second; here `localhost` and one worker's port."""
+    worker = cluster["workers"][0]
+    port = worker.address.rsplit(":", 1)[1]
+    coordinator = Gateway(brokers, None, ["--workers-dns", f"localhost:{port}", *OFFSETS_PER_TASK])
+    try:
+        wait_for_tasks(coordinator, topic, 2)
+        sql = QUERIES[1].format(t=topic)
+        assert query(coordinator, sql) == query(cluster["alone"], sql)
+    finally:
+        coordinator.stop()

@@ -44,9 +44,16 @@ pub enum ClusterError {
     Call(String),
 }
 
-/// Whether `err` is a failed call between gateways.
+/// Whether `err` is a failed call between gateways: the transport's status,
+/// or that status as another gateway's task saw it (datafusion-distributed
+/// forwards it as a generic error carrying the status's text).
 fn is_call_failure(err: &DataFusionError) -> bool {
-    matches!(err.find_root(), DataFusionError::External(inner) if inner.is::<tonic::Status>())
+    match err.find_root() {
+        DataFusionError::External(inner) => {
+            inner.is::<tonic::Status>() || inner.to_string().starts_with("code: '")
+        }
+        _ => false,
+    }
 }
 
 /// `plan`, its failed calls between gateways named (see the module).

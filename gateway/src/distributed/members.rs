@@ -1,6 +1,8 @@
 //! Which gateways of the cluster a query may run on now.
 //!
-//! The configured gateways are asked for their health every
+//! The configured gateways (listed, or the addresses of a DNS name such as
+//! a headless Service's, looked up again each time) are asked for their
+//! health every
 //! [`PROBE_EVERY`], in the background: a gateway that does not answer
 //! SERVING within [`PROBE_TIMEOUT`] (down, cut off, or shutting down and
 //! refusing new queries) gets no new tasks until it answers again. So a
@@ -28,29 +30,71 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 #[derive(Debug, Clone)]
 pub struct Membership {
     self_url: Url,
-    others: Vec<Url>,
+    /// The gateways listed (`--workers`).
+    listed: Vec<Url>,
+    /// A DNS name whose addresses are gateways (`--workers-dns`), with
+    /// their port: a headless Service's name, looked up at each check.
+    dns: Option<String>,
+    /// The other gateways: those listed and those the name had at the
+    /// last check.
+    others: Arc<RwLock<Vec<Url>>>,
     live: Arc<RwLock<Vec<Url>>>,
 }
 
 impl Membership {
     /// `self_url` and `others`, all taken to be up until asked.
     pub fn new(self_url: Url, others: Vec<Url>) -> Self {
-        let others: Vec<Url> = others.into_iter().filter(|url| *url != self_url).collect();
+        let listed: Vec<Url> = others.into_iter().filter(|url| *url != self_url).collect();
         let live = std::iter::once(self_url.clone())
-            .chain(others.iter().cloned())
+            .chain(listed.iter().cloned())
             .collect();
         Self {
             self_url,
-            others,
+            others: Arc::new(RwLock::new(listed.clone())),
+            listed,
+            dns: None,
             live: Arc::new(RwLock::new(live)),
         }
+    }
+
+    /// The same membership, also counting the gateways at the addresses
+    /// `name_and_port` (`kappa-gateway.ns.svc:50051`) resolves to, looked up
+    /// at each check.
+    pub fn with_dns(mut self, name_and_port: impl Into<String>) -> Self {
+        self.dns = Some(name_and_port.into());
+        self
     }
 
     /// Every configured gateway, this one first.
     pub fn configured(&self) -> Vec<Url> {
         std::iter::once(self.self_url.clone())
-            .chain(self.others.iter().cloned())
+            .chain(self.others.read().expect("not poisoned").iter().cloned())
             .collect()
+    }
+
+    /// Looks the DNS name up again: the gateways it now names, with those
+    /// listed. A failed lookup keeps the last answer.
+    async fn resolve(&self) -> Vec<Url> {
+        let Some(name) = &self.dns else {
+            return self.listed.clone();
+        };
+        match tokio::net::lookup_host(name.as_str()).await {
+            Ok(addrs) => {
+                let mut others = self.listed.clone();
+                for addr in addrs {
+                    let url = Url::parse(&format!("http://{addr}")).expect("an address is a URL");
+                    if url != self.self_url && !others.contains(&url) {
+                        others.push(url);
+                    }
+                }
+                *self.others.write().expect("not poisoned") = others.clone();
+                others
+            }
+            Err(e) => {
+                tracing::warn!(name = %name, error = %e, "cannot look the cluster's gateways up: keeping the last answer");
+                self.others.read().expect("not poisoned").clone()
+            }
+        }
     }
 
     /// The gateways a new query may run on.
@@ -61,7 +105,8 @@ impl Membership {
     /// Asks every other gateway for its health now, records who answered,
     /// and returns those that did not.
     pub async fn check(&self) -> Vec<Url> {
-        let answers = join_all(self.others.iter().map(|url| async move {
+        let others = self.resolve().await;
+        let answers = join_all(others.iter().map(|url| async move {
             let up = matches!(
                 probe(url.as_str(), "", None, PROBE_TIMEOUT).await,
                 Ok(CheckedStatus::Serving)
@@ -126,6 +171,21 @@ mod tests {
         assert_eq!(members.configured(), vec![me.clone(), gone.clone()]);
         assert_eq!(members.get_urls().unwrap(), vec![me.clone(), gone.clone()]);
         assert_eq!(members.check().await, vec![gone]);
+        assert_eq!(members.get_urls().unwrap(), vec![me]);
+    }
+
+    #[tokio::test]
+    async fn a_dns_name_adds_the_gateways_at_its_addresses_but_this_one() {
+        let me = Url::parse("http://127.0.0.1:1").unwrap();
+        let members = Membership::new(me.clone(), vec![]).with_dns("localhost:1");
+        // localhost's addresses on port 1: 127.0.0.1:1 is this gateway, nothing listens on the rest.
+        let down = members.check().await;
+        assert!(
+            down.iter().all(|url| url.port() == Some(1) && *url != me),
+            "{down:?}"
+        );
+        assert_eq!(members.configured()[0], me);
+        assert_eq!(members.configured().len(), 1 + down.len());
         assert_eq!(members.get_urls().unwrap(), vec![me]);
     }
 }

@@ -81,6 +81,13 @@ impl Cluster {
         }
     }
 
+    /// The same cluster, also counting the gateways at the addresses of
+    /// `name_and_port` (see [`Membership::with_dns`]).
+    pub fn with_dns(mut self, name_and_port: impl Into<String>) -> Self {
+        self.membership = self.membership.with_dns(name_and_port);
+        self
+    }
+
     /// The same cluster, splitting Kafka scans into tasks of at least
     /// `offsets` offsets.
     pub fn with_offsets_per_task(mut self, offsets: i64) -> Self {
