@@ -116,6 +116,9 @@ def test_the_work_is_spread_over_the_gateways_and_small_queries_stay_local(clust
                for n in re.findall(r"records_fetched=\{\d+:([\d.]+(?: K)?)\}", plan)]
     assert len(fetched) == 3 and all(fetched) and sum(fetched) == RECORDS, (fetched, plan)
     assert re.search(r"remote_coordinator_channels=[1-9]", plan), plan
+    # EXPLAIN shows the stages, their tasks and what each task's Kafka scan reads.
+    shown = "\n".join(query(cluster["coordinator"], "EXPLAIN " + sql).column("plan").to_pylist())
+    assert "Stage 1 ── tasks=3" in shown and "t2: KafkaScanExec" in shown, shown
     # Without the cluster, the same gateway plans it on its own.
     assert "DistributedExec" not in explain_analyze(cluster["alone"], sql)
     # A query reading less than two tasks' offsets is not distributed.

@@ -19,14 +19,17 @@ pub mod members;
 
 use std::sync::Arc;
 
+use datafusion::common::display::{PlanType, StringifiedPlan};
 use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::Explain;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
+use datafusion::physical_plan::explain::ExplainExec;
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
     ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker,
-    WorkerQueryContext,
+    WorkerQueryContext, display_plan_ascii,
 };
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
@@ -145,6 +148,47 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// What `EXPLAIN` shows of a statement this cluster runs across its
+    /// gateways: `local` (the single-gateway `EXPLAIN`) with its physical
+    /// plan replaced by the distributed one, its stages and their tasks.
+    /// `None` for a statement that would run on this gateway alone.
+    pub async fn explain(
+        &self,
+        state: &SessionState,
+        explain: &Explain,
+        local: &Arc<dyn ExecutionPlan>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(shown) = local.downcast_ref::<ExplainExec>() else {
+            return Ok(None);
+        };
+        let statement = explain.plan.as_ref().clone();
+        let planned = state.create_physical_plan(&statement).await?;
+        if !self.distributable(&planned) {
+            return Ok(None);
+        }
+        let distributed = self
+            .distribute(state.clone())?
+            .create_physical_plan(&statement)
+            .await?;
+        let text = Arc::new(display_plan_ascii(distributed.as_ref(), false));
+        let plans = shown
+            .stringified_plans()
+            .iter()
+            .map(|plan| match plan.plan_type {
+                PlanType::FinalPhysicalPlan => StringifiedPlan {
+                    plan_type: PlanType::FinalPhysicalPlan,
+                    plan: Arc::clone(&text),
+                },
+                _ => plan.clone(),
+            })
+            .collect();
+        Ok(Some(Arc::new(ExplainExec::new(
+            shown.schema(),
+            plans,
+            shown.verbose(),
+        ))))
+    }
+
     /// `plan`, distributed, failing with the gateways it lost named (see
     /// [`lost`]).
     pub fn guard(&self, plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {

@@ -567,6 +567,10 @@ async fn plan_stoppable(
     let df = DataFrame::new(state.clone(), plan.clone());
     let task = Arc::new(df.task_ctx());
     let local = df.create_physical_plan().await?;
+    if let (Some(cluster), LogicalPlan::Explain(explain)) = (cluster, &plan) {
+        let shown = cluster.explain(&state, explain, &local).await?;
+        return Ok((shown.unwrap_or(local), task));
+    }
     let Some(cluster) = cluster.filter(|c| c.distributable(&local)) else {
         return Ok((local, task));
     };

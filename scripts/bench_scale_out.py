@@ -1,0 +1,133 @@
+"""One gateway against three (scripts/bench_scale_out.sh starts the broker).
+
+Produces `records` JSON records over `partitions` partitions, then starts a gateway on its own and
+a cluster of three on this machine (two `--worker`s and a coordinator listing them), and times
+through ADBC, alternating, the median of `runs` after one warm-up:
+
+* a large query (a grouped count and sum over every record): split into tasks on the cluster;
+* a small query (`count(*)` of 1,000 offsets): the size a dashboard asks for, below the
+  threshold, so the cluster runs it on the coordinator alone, as one gateway does;
+* the same small query with `--offsets-per-task 100` on a second coordinator: what distributing a
+  query that small would cost.
+
+Prints each median, the ratio to one gateway, and how the large query's work spread: each task's
+records and bytes fetched (EXPLAIN ANALYZE VERBOSE). On a 2-core machine the cluster cannot be
+faster (three gateways share two cores); the ratios say what distribution costs, not what it gains."""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import time
+import uuid
+
+import adbc_driver_flightsql.dbapi as flightsql
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def produce(brokers, topic, records, partitions):
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 50, "batch.num.messages": 100_000,
+                         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 1_048_576})
+    for i in range(records):
+        value = json.dumps({"id": i, "amount": i % 97, "customer": f"c{i % 101}"}).encode()
+        while True:
+            try:
+                producer.produce(topic, value=value, key=b"k%d" % (i % 101), partition=i % partitions)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+
+
+def start(binary, brokers, *flags):
+    process = subprocess.Popen([binary, "serve", "--listen", "127.0.0.1:0", "--brokers", brokers,
+                                "--log-filter", "warn", *flags], stdout=subprocess.PIPE, text=True)
+    address = process.stdout.readline().strip().removeprefix("listening on ")
+    return process, address
+
+
+def timed(address, sql, runs):
+    times = []
+    with flightsql.connect(f"grpc://{address}", autocommit=True) as conn, conn.cursor() as cur:
+        for i in range(1 + runs):
+            started = time.perf_counter()
+            cur.execute(sql)
+            cur.fetch_arrow_table()
+            if i:
+                times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def explain(address, sql):
+    with flightsql.connect(f"grpc://{address}", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("EXPLAIN ANALYZE VERBOSE " + sql)
+        return "\n".join(cur.fetch_arrow_table().column("plan").to_pylist())
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--brokers", required=True)
+    parser.add_argument("--gateway-bin", required=True)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+
+    topic = f"scale-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": args.brokers})
+    admin.create_topics([NewTopic(topic, args.partitions, 1, config={"retention.ms": "-1"})])[topic].result(30)
+    started = time.perf_counter()
+    produce(args.brokers, topic, args.records, args.partitions)
+    print(f"produced {args.records:,} records in {args.partitions} partitions in {time.perf_counter() - started:.1f} s")
+
+    processes = []
+    try:
+        alone, alone_at = start(args.gateway_bin, args.brokers)
+        workers = [start(args.gateway_bin, args.brokers, "--worker") for _ in range(2)]
+        urls = ",".join(f"http://{at}" for _, at in workers)
+        per_task = str(max(1, args.records // 6))
+        coordinator, at = start(args.gateway_bin, args.brokers, "--workers", urls, "--offsets-per-task", per_task)
+        eager, eager_at = start(args.gateway_bin, args.brokers, "--workers", urls, "--offsets-per-task", "100")
+        processes = [alone, coordinator, eager, *(p for p, _ in workers)]
+        time.sleep(3)  # the coordinators' first health checks
+
+        large = f'SELECT _key, count(*) AS n, sum(_offset) AS s, sum(length(_value)) AS b FROM "{topic}" GROUP BY _key'
+        small = f'SELECT count(*) FROM "{topic}" WHERE _partition = 0 AND _offset < 1000'
+        rows = [
+            ("large query, one gateway", timed(alone_at, large, args.runs)),
+            ("large query, three gateways", timed(at, large, args.runs)),
+            ("small query, one gateway", timed(alone_at, small, args.runs)),
+            ("small query, cluster (runs on the coordinator)", timed(at, small, args.runs)),
+            ("small query, distributed anyway", timed(eager_at, small, args.runs)),
+        ]
+        base = {"large": rows[0][1], "small": rows[2][1]}
+        print(f"\n| query | median | vs one gateway |\n|---|---:|---:|")
+        for label, seconds in rows:
+            ratio = seconds / base["large" if label.startswith("large") else "small"]
+            print(f"| {label} | {seconds * 1000:.1f} ms | {ratio:.2f} |")
+
+        plan = explain(at, large)
+        tasks = re.findall(r"t(\d+): KafkaScanExec: .*?records_fetched=\{\d+:([^}]+)\}.*?bytes_fetched=\{\d+:([^}]+)\}", plan)
+        if not tasks:
+            tasks = re.findall(r"t(\d+): KafkaScanExec: .*?bytes_fetched=\{\d+:([^}]+)\}.*?records_fetched=\{\d+:([^}]+)\}", plan)
+            tasks = [(t, r, b) for t, b, r in tasks]
+        remote = re.search(r"remote_coordinator_channels=(\d+)", plan)
+        print(f"\nthe large query's Kafka scan, by task ({remote.group(1) if remote else '?'} remote channels):")
+        for task, records, bytes_ in tasks:
+            print(f"  task {task}: {records} records, {bytes_} bytes fetched")
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    print("load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+
+
+if __name__ == "__main__":
+    main()
