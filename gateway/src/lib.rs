@@ -30,6 +30,7 @@ pub mod settings;
 pub mod spill;
 pub mod stop;
 pub mod type_info;
+pub mod wrapped;
 
 use std::future::Future;
 use std::sync::Arc;

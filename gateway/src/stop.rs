@@ -25,20 +25,15 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
-use datafusion::physical_plan::metrics::MetricsSet;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
+use datafusion::physical_plan::{ChildrenPropertiesMode, ExecutionPlan, ReplaceChildrenOptions};
 use datafusion_distributed::DistributedExec;
 use futures::Stream;
 
 use crate::limits::LimitError;
+use crate::wrapped::{OutputChange, Wrapped};
 
 /// Why a query was stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,10 +148,7 @@ pub fn stoppable(
     stop: &Arc<QueryStop>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     if plan.is::<DistributedExec>() {
-        return Ok(Arc::new(Stoppable {
-            inner: plan,
-            stop: Arc::clone(stop),
-        }));
+        return Ok(Arc::new(Stoppable::new(plan, StopOn(Arc::clone(stop)))));
     }
     let children = plan
         .children()
@@ -171,93 +163,33 @@ pub fn stoppable(
             ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
         )?
     };
-    Ok(Arc::new(Stoppable {
-        inner: plan,
-        stop: Arc::clone(stop),
-    }))
+    Ok(Arc::new(Stoppable::new(plan, StopOn(Arc::clone(stop)))))
 }
 
-/// An operator whose output stops when its query's [`QueryStop`] trips.
-/// It shows, measures and downcasts as the operator it wraps.
-#[derive(Debug)]
-pub struct Stoppable {
-    inner: Arc<dyn ExecutionPlan>,
-    stop: Arc<QueryStop>,
-}
+/// An operator whose output stops when its query's [`QueryStop`] trips
+/// (see [`crate::wrapped`]).
+pub type Stoppable = Wrapped<StopOn>;
 
-impl DisplayAs for Stoppable {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        self.inner.fmt_as(t, f)
-    }
-}
+/// Ends an operator's output with the stop's error once `0` trips.
+#[derive(Debug, Clone)]
+pub struct StopOn(Arc<QueryStop>);
 
-impl ExecutionPlan for Stoppable {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn downcast_delegate(&self) -> Option<&dyn ExecutionPlan> {
-        Some(self.inner.as_ref())
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.inner.children()
-    }
-
-    fn maintains_input_order(&self) -> Vec<bool> {
-        self.inner.maintains_input_order()
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        self.inner.apply_expressions(f)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        options: ReplaceChildrenOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self {
-            inner: Arc::clone(&self.inner).replace_children(children, options)?,
-            stop: Arc::clone(&self.stop),
-        }))
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
+impl OutputChange for StopOn {
     fn execute(
         &self,
+        inner: &Arc<dyn ExecutionPlan>,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        if let Some(stopped) = self.stop.error() {
+        if let Some(stopped) = self.0.error() {
             return Err(stopped);
         }
-        let inner = self.inner.execute(partition, context)?;
+        let inner = inner.execute(partition, context)?;
         Ok(make_cooperative(Box::pin(StopStream {
             schema: inner.schema(),
             inner: Some(inner),
-            stop: Arc::clone(&self.stop),
+            stop: Arc::clone(&self.0),
         })))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        self.inner.metrics()
     }
 }
 

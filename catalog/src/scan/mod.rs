@@ -90,19 +90,7 @@ impl KafkaScanExec {
         let offsets: i64 = spec.ranges.iter().map(PartitionRange::span).sum();
         let worth = usize::try_from(offsets / MIN_OFFSETS_PER_READER).unwrap_or(usize::MAX);
         let groups = group_ranges(&spec.ranges, target_partitions.min(worth.max(1)));
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(schema),
-            Partitioning::UnknownPartitioning(groups.len().max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self {
-            spec,
-            groups,
-            client,
-            properties: Arc::new(properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
+        Self::from_groups(spec, schema, groups, client)
     }
 
     /// A scan of `spec` whose output partitions read `groups` (an empty

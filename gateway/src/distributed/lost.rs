@@ -9,22 +9,16 @@
 //! rows already sent are never completed from elsewhere, and the client sees
 //! an error, never an answer that looks complete.
 
-use std::fmt;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-    ReplaceChildrenOptions,
-};
 use futures::StreamExt;
 
 use super::members::Membership;
+use crate::wrapped::{OutputChange, Wrapped};
 
 /// Why a query over several gateways failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,78 +55,23 @@ pub fn naming_lost_gateways(
     plan: Arc<dyn ExecutionPlan>,
     membership: Membership,
 ) -> Arc<dyn ExecutionPlan> {
-    Arc::new(NameLostGateways {
-        inner: plan,
-        membership,
-    })
+    Arc::new(Wrapped::new(plan, NameLostGateways(membership)))
 }
 
-/// Wraps a distributed plan's root; shows and downcasts as it.
-#[derive(Debug)]
-struct NameLostGateways {
-    inner: Arc<dyn ExecutionPlan>,
-    membership: Membership,
-}
+/// Turns a distributed plan's failed calls into [`ClusterError`]s.
+#[derive(Debug, Clone)]
+struct NameLostGateways(Membership);
 
-impl DisplayAs for NameLostGateways {
-    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        self.inner.fmt_as(t, f)
-    }
-}
-
-impl ExecutionPlan for NameLostGateways {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn downcast_delegate(&self) -> Option<&dyn ExecutionPlan> {
-        Some(self.inner.as_ref())
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        self.inner.properties()
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.inner.children()
-    }
-
-    fn apply_expressions(
-        &self,
-        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        self.inner.apply_expressions(f)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(Self {
-            inner: Arc::clone(&self.inner).replace_children(children, options)?,
-            membership: self.membership.clone(),
-        }))
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
+impl OutputChange for NameLostGateways {
     fn execute(
         &self,
+        inner: &Arc<dyn ExecutionPlan>,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let inner = self.inner.execute(partition, context)?;
+        let inner = inner.execute(partition, context)?;
         let schema = inner.schema();
-        let membership = self.membership.clone();
+        let membership = self.0.clone();
         let named = inner.then(move |item| {
             let membership = membership.clone();
             async move {
@@ -143,10 +82,6 @@ impl ExecutionPlan for NameLostGateways {
             }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, named)))
-    }
-
-    fn metrics(&self) -> Option<MetricsSet> {
-        self.inner.metrics()
     }
 }
 
