@@ -61,6 +61,13 @@ pub struct ScanSpec {
     pub last: Option<usize>,
 }
 
+impl ScanSpec {
+    /// The offsets the ranges span: what the scan reads at most.
+    pub fn offsets(&self) -> i64 {
+        self.ranges.iter().map(PartitionRange::span).sum()
+    }
+}
+
 /// Physical plan node that reads offset ranges of one topic.
 #[derive(Debug)]
 pub struct KafkaScanExec {
@@ -87,8 +94,7 @@ impl KafkaScanExec {
     ) -> Self {
         // A small scan is read by one consumer: a second would cost the
         // broker another fetch session for little parallel work.
-        let offsets: i64 = spec.ranges.iter().map(PartitionRange::span).sum();
-        let worth = usize::try_from(offsets / MIN_OFFSETS_PER_READER).unwrap_or(usize::MAX);
+        let worth = usize::try_from(spec.offsets() / MIN_OFFSETS_PER_READER).unwrap_or(usize::MAX);
         let groups = group_ranges(&spec.ranges, target_partitions.min(worth.max(1)));
         Self::from_groups(spec, schema, groups, client)
     }
@@ -125,7 +131,7 @@ impl KafkaScanExec {
     pub fn split(&self, tasks: usize, partitions: usize) -> Vec<Self> {
         let tasks = tasks.max(1);
         let partitions = partitions.max(1);
-        let offsets: i64 = self.spec.ranges.iter().map(PartitionRange::span).sum();
+        let offsets = self.spec.offsets();
         let pieces = i64::try_from(tasks * partitions).unwrap_or(i64::MAX);
         let share = (offsets / pieces.max(1)).max(MIN_OFFSETS_PER_READER);
         let cut: Vec<PartitionRange> = self

@@ -33,7 +33,6 @@ use datafusion_distributed::{
 };
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
-use kappa_catalog::offsets::PartitionRange;
 use kappa_catalog::scan::KafkaScanExec;
 use url::Url;
 
@@ -145,9 +144,7 @@ impl Cluster {
             .with_distributed_planner()
             .build())
     }
-}
 
-impl Cluster {
     /// What `EXPLAIN` shows of a statement this cluster runs across its
     /// gateways: `local` (the single-gateway `EXPLAIN`) with its physical
     /// plan replaced by the distributed one, its stages and their tasks.
@@ -198,9 +195,9 @@ impl Cluster {
 
 /// The offsets the Kafka scans in `plan` read.
 fn offsets_read(plan: &Arc<dyn ExecutionPlan>) -> i64 {
-    let own = plan.downcast_ref::<KafkaScanExec>().map_or(0, |scan| {
-        scan.spec().ranges.iter().map(PartitionRange::span).sum()
-    });
+    let own = plan
+        .downcast_ref::<KafkaScanExec>()
+        .map_or(0, |scan| scan.spec().offsets());
     own + plan.children().into_iter().map(offsets_read).sum::<i64>()
 }
 
@@ -219,8 +216,7 @@ fn kafka_scan_tasks(
         if spec.last.is_some() || spec.limit.is_some() {
             return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
         }
-        let offsets: i64 = spec.ranges.iter().map(PartitionRange::span).sum();
-        let tasks = usize::try_from(offsets / offsets_per_task).unwrap_or(usize::MAX);
+        let tasks = usize::try_from(spec.offsets() / offsets_per_task).unwrap_or(usize::MAX);
         Some(Ok(if tasks <= 1 {
             DesiredTaskCountEventResponse::maximum(1)
         } else {
