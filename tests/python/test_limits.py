@@ -47,6 +47,9 @@ HOLDERS = {
     "hash aggregate": 'SELECT _value, count(*) FROM "{t}" GROUP BY _value, _key ORDER BY 2',
     "array_agg": 'SELECT array_agg(_value) FROM "{t}"',
     "string_agg": "SELECT string_agg(CAST(_value AS VARCHAR), ',') FROM \"{t}\"",
+    # Joins hold their build side: a cross join all of it, a hash join its table.
+    "cross join": 'SELECT max(length(a._value || b._value)) FROM "{t}" a CROSS JOIN "{t}" b',
+    "hash join": 'SELECT count(*) FROM "{t}" a JOIN "{t}" b ON a._value = b._value',
 }
 
 
