@@ -29,6 +29,7 @@ use tokio::sync::OnceCell;
 use crate::changelog::CompactedLatest;
 use crate::columns::{OFFSET, PARTITION};
 use crate::error::CatalogError;
+use crate::lake::travel::LakeScanSpec;
 use crate::lake::{self, Lake, LakeSnapshot, LakeTierExec, lake_plan};
 use crate::offsets::PartitionRange;
 use crate::options::KappaOptions;
@@ -181,7 +182,14 @@ impl LakeKafkaTable {
                 floors.iter().map(|(&p, &w)| (p, w)).collect(),
                 lake,
             )
-            .reading_all_of(tier.clone()),
+            .reading_all_of(tier.clone())
+            .described_by(LakeScanSpec {
+                table: self.name.clone(),
+                version: tier.version(),
+                columns: target,
+                filters: filters.to_vec(),
+                limit,
+            }),
         ))
     }
 

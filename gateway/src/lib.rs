@@ -185,6 +185,7 @@ pub async fn serve_with(
         kappa_ops::spawn(listener, Arc::new(exposition))
     });
     let client = Arc::clone(schema.context().client());
+    let lake = schema.context().lake().cloned();
     let mut sql = KappaFlightSqlService::new(schema, options.memory_limit)
         .with_auth(Arc::clone(&options.auth))
         .with_limits(options.limits)
@@ -192,7 +193,7 @@ pub async fn serve_with(
         .with_metrics(metrics, Arc::clone(&drain));
     let cluster = match options.cluster {
         Some(cluster) => {
-            let codec = distributed::KappaCodec::new(client);
+            let codec = distributed::KappaCodec::new(client, lake);
             let worker_codec = codec.clone();
             let max_bytes = options.memory_limit;
             let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {

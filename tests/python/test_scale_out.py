@@ -13,6 +13,7 @@ import pytest
 import adbc_driver_flightsql.dbapi as flightsql
 
 from conftest import Gateway, create_topic, produce, query, unique
+from test_compactor import compactor
 
 RECORDS = 24_000
 PARTITIONS = 3
@@ -181,3 +182,89 @@ def test_gateways_found_by_dns_name_share_the_queries(brokers, topic, cluster):
         assert query(coordinator, sql) == query(cluster["alone"], sql)
     finally:
         coordinator.stop()
+
+
+TIERED_RECORDS = 18_000
+TAIL_RECORDS = 3_000
+
+
+@pytest.fixture(scope="module")
+def tiered(brokers, tmp_path_factory):
+    """A table most of whose records the compactor tiered into the lake (in many files), the rest
+    only in Kafka, and three gateways over it (the same definitions and lake), plus one alone."""
+    topic = unique("scale-tier")
+    create_topic(brokers, topic, partitions=PARTITIONS)
+    name = "tiered_" + topic.split("-")[-1]
+    folder = tmp_path_factory.mktemp("scale-tier")
+    config = folder / "kappa.toml"
+    config.write_text(f'[[tables]]\nname = "{name}"\ntopic = "{topic}"\nformat = "json"\n'
+                      f'columns = "id BIGINT, customer VARCHAR, amount DOUBLE"\n')
+    lake = folder / "lake"
+
+    def orders(start, count):
+        return [{"partition": i % PARTITIONS, "key": b"k%d" % (i % 101),
+                 "value": json.dumps({"id": i, "customer": f"c{i % 17}", "amount": i * 0.5}).encode()}
+                for i in range(start, start + count)]
+
+    produce(brokers, topic, orders(0, TIERED_RECORDS))
+    run = compactor(brokers, lake, config, "--tier-after", "0s", "--max-records-per-commit", "1500")
+    assert run.returncode == 0, run.stderr
+    produce(brokers, topic, orders(TIERED_RECORDS, TAIL_RECORDS))
+    args = ["--lake", str(lake)]
+    text = config.read_text()
+    workers = [Gateway(brokers, text, [*args, "--worker"]) for _ in range(2)]
+    coordinator = Gateway(brokers, text, [*args, "--workers", ",".join(f"http://{w.address}" for w in workers),
+                                          *OFFSETS_PER_TASK])
+    alone = Gateway(brokers, text, args)
+    # Until the coordinator's health checks have found both workers.
+    deadline = time.monotonic() + 15
+    counting = f'EXPLAIN SELECT _partition, count(*) FROM "{name}" GROUP BY 1'
+    while ("tasks=3" not in "\n".join(query(coordinator, counting).column("plan").to_pylist())
+           and time.monotonic() < deadline):
+        time.sleep(0.5)
+    yield {"table": name, "coordinator": coordinator, "alone": alone}
+    for gateway in [coordinator, alone, *workers]:
+        gateway.stop()
+
+
+TIERED_QUERIES = [
+    'SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(amount) AS amount, min(_offset) AS lo, '
+    'max(_offset) AS hi FROM "{t}"',
+    'SELECT customer, _partition, count(*) AS n, sum(id) AS ids FROM "{t}" GROUP BY 1, 2 ORDER BY 1, 2',
+    # Rows on both sides of the seam, filtered, and a limit over a sort.
+    'SELECT _partition, count(*) AS n FROM "{t}" WHERE amount > 4000 AND _offset % 3 = 0 GROUP BY 1 ORDER BY 1',
+    'SELECT id, customer FROM "{t}" WHERE customer IN (\'c3\', \'c5\') ORDER BY id DESC LIMIT 9',
+    # A join of the table with itself, both sides read from the lake and from Kafka.
+    'SELECT a.customer, count(*) AS n FROM "{t}" a JOIN "{t}" b ON a.id = b.id AND a._key = b._key '
+    'GROUP BY 1 ORDER BY 1',
+]
+
+
+@pytest.mark.parametrize("sql", TIERED_QUERIES)
+def test_a_tiered_table_across_three_gateways_answers_what_one_gateway_does(tiered, sql):
+    sql = sql.format(t=tiered["table"])
+    assert query(tiered["coordinator"], sql) == query(tiered["alone"], sql)
+    plan = explain_analyze(tiered["coordinator"], sql)
+    assert "DistributedExec" in plan and "LakeFilesExec" in plan, plan
+
+
+def test_the_lake_tier_is_read_in_shares_on_every_gateway(tiered):
+    """The lake's files are split between the tasks by rows; each gateway plans the Delta scan of
+    its files again from its own lake, and together they read every tiered row once."""
+    table = tiered["table"]
+    sql = f'SELECT _partition, count(*) AS n FROM "{table}" GROUP BY 1 ORDER BY 1'
+    shown = "\n".join(query(tiered["coordinator"], "EXPLAIN " + sql).column("plan").to_pylist())
+    assert "DistributedExec" in shown and "LakeTierExec" in shown, shown
+    shares = re.findall(r"LakeFilesExec: table=\S+, version=\d+, files=(\d+), rows=(\d+)", shown)
+    # The stage's tasks are shared between the union's two sides: the lake's get two or more.
+    assert len(shares) >= 2 and all(int(files) > 0 for files, _ in shares), shown
+    rows = [int(rows) for _, rows in shares]
+    watermarks = re.search(r"LakeTierExec: table=\S+, version=\d+, below=\[([^\]]*)\]", shown).group(1)
+    assert sum(rows) == sum(int(w.split(":")[1]) for w in watermarks.split(", ")), shown
+    assert max(rows) <= 2 * min(rows), shares
+    # Tasks ran on the other gateways, and the answer is one gateway's.
+    analyzed = explain_analyze(tiered["coordinator"], sql, verbose=True)
+    assert "LakeFilesExec" in analyzed and re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+    assert query(tiered["coordinator"], sql) == query(tiered["alone"], sql)
+    total = query(tiered["coordinator"], f'SELECT count(*) AS n FROM "{table}"').to_pydict()
+    assert total == {"n": [TIERED_RECORDS + TAIL_RECORDS]}

@@ -13,6 +13,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 
 use crate::lake::LakeSnapshot;
 use crate::lake::last::{file_stats, files_holding_last, keep_files};
+use crate::lake::travel::LakeScanSpec;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -38,6 +39,9 @@ pub struct LakeTierExec {
     files: Option<LakeSnapshot>,
     /// With [`Self::with_last`]: `(n, files kept, files planned)`.
     last: Option<(usize, usize, usize)>,
+    /// What `input` reads, when it is a plain Delta scan another gateway
+    /// can plan again (see [`crate::lake::travel`]).
+    spec: Option<LakeScanSpec>,
 }
 
 impl LakeTierExec {
@@ -56,7 +60,45 @@ impl LakeTierExec {
             input,
             files: None,
             last: None,
+            spec: None,
         }
+    }
+
+    /// The tier as it arrives on another gateway: `input` planned there.
+    pub fn arrived(
+        table: impl Into<String>,
+        version: u64,
+        watermarks: Vec<(i32, i64)>,
+        last: Option<(usize, usize, usize)>,
+        input: Arc<dyn ExecutionPlan>,
+    ) -> Self {
+        Self {
+            last,
+            ..Self::new(table, version, watermarks, input)
+        }
+    }
+
+    /// Says that `input` is the plain Delta scan `spec` describes, so it
+    /// can be planned again on another gateway.
+    pub fn described_by(mut self, spec: LakeScanSpec) -> Self {
+        self.spec = Some(spec);
+        self
+    }
+
+    /// What the scan under this tier reads, when another gateway can plan
+    /// it again.
+    pub fn spec(&self) -> Option<&LakeScanSpec> {
+        self.spec.as_ref()
+    }
+
+    /// The table whose lake tier this is.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// With [`Self::with_last`]: `(n, files kept, files planned)`.
+    pub fn last(&self) -> Option<(usize, usize, usize)> {
+        self.last
     }
 
     /// Says that `input` reads every row of `snapshot`'s files (nothing
@@ -85,6 +127,7 @@ impl LakeTierExec {
             input: narrowed.plan,
             files: None,
             last: Some((n, narrowed.kept, narrowed.planned)),
+            spec: self.spec.clone(),
         }))
     }
 
@@ -172,6 +215,7 @@ impl ExecutionPlan for LakeTierExec {
             input: children.remove(0),
             files: self.files.clone(),
             last: self.last,
+            spec: self.spec.clone(),
         }))
     }
 

@@ -9,6 +9,7 @@ pub mod location;
 pub mod plan;
 pub mod snapshot;
 pub mod survey;
+pub mod travel;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -68,6 +69,29 @@ impl Lake {
     /// compactor has not created it.
     pub async fn snapshot(&self, table: &str) -> Result<Option<LakeSnapshot>> {
         self.load(Kind::History, table).await
+    }
+
+    /// `table`'s lake tier at Delta `version` (its latest version, or an
+    /// older one read again): what a query planned on another gateway read.
+    pub async fn snapshot_at(&self, table: &str, version: u64) -> Result<LakeSnapshot> {
+        let missing = || {
+            CatalogError::Lake(format!(
+                "table '{table}': this gateway's lake has no Delta version {version} (give every \
+                 gateway the same --lake)"
+            ))
+        };
+        let latest = self.snapshot(table).await?.ok_or_else(missing)?;
+        if latest.version() == version {
+            return Ok(latest);
+        }
+        if latest.version() < version {
+            return Err(missing());
+        }
+        let mut delta = latest.delta().clone();
+        delta.load_version(version).await.map_err(|e| {
+            CatalogError::Lake(format!("table '{table}' at version {version}: {e}"))
+        })?;
+        LakeSnapshot::new(table, delta).await
     }
 
     /// The latest rows of changelog table `table` the compactor keeps, at

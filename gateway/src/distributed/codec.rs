@@ -6,6 +6,11 @@
 //! credentials. Formats whose decoders come from a schema registry do not
 //! travel yet; a plan holding one is run where it was planned
 //! ([`super::Cluster::distributable`]).
+//!
+//! A lake tier travels as its label ([`LakeTierExec`]) over the files it
+//! reads at its Delta version ([`LakeFilesExec`]); the gateway that runs it
+//! plans the Delta scan again from its own lake (see
+//! [`kappa_catalog::lake::travel`]).
 
 use std::sync::Arc;
 
@@ -13,24 +18,35 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
+use datafusion_proto::logical_plan::from_proto::parse_exprs;
+use datafusion_proto::logical_plan::to_proto::serialize_exprs;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use datafusion_proto::protobuf;
+use kappa_catalog::lake::travel::{LakeFile, LakeFilesExec, LakeScanSpec};
+use kappa_catalog::lake::{Lake, LakeTierExec};
 use kappa_catalog::offsets::PartitionRange;
 use kappa_catalog::scan::{KafkaScanExec, ScanSpec};
 use kappa_catalog::{KafkaClient, ValueFormat};
 use prost::Message;
 
 /// Encodes and decodes kappa's plan nodes; decoded scans read through
-/// `client`.
+/// `client` and `lake`.
 #[derive(Debug, Clone)]
 pub struct KappaCodec {
     client: Arc<KafkaClient>,
+    lake: Option<Lake>,
 }
 
 impl KappaCodec {
-    /// A codec whose decoded scans read with `client`.
-    pub fn new(client: Arc<KafkaClient>) -> Self {
-        Self { client }
+    /// A codec whose decoded scans read with `client`, and from `lake`.
+    pub fn new(client: Arc<KafkaClient>, lake: Option<Lake>) -> Self {
+        Self { client, lake }
+    }
+
+    /// The lake decoded lake scans read from.
+    pub fn lake(&self) -> Option<&Lake> {
+        self.lake.as_ref()
     }
 
     /// Whether `format` can travel to another gateway.
@@ -40,6 +56,65 @@ impl KappaCodec {
             ValueFormat::Raw | ValueFormat::String | ValueFormat::Json(_) | ValueFormat::Csv
         )
     }
+}
+
+/// One of kappa's nodes.
+#[derive(Clone, PartialEq, Message)]
+struct KappaNodeProto {
+    #[prost(oneof = "NodeProto", tags = "1, 2, 3")]
+    node: Option<NodeProto>,
+}
+
+// One message per plan node, decoded and dropped at once: its size is moot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum NodeProto {
+    #[prost(message, tag = "1")]
+    KafkaScan(KafkaScanProto),
+    #[prost(message, tag = "2")]
+    LakeTier(LakeTierProto),
+    #[prost(message, tag = "3")]
+    LakeFiles(LakeFilesProto),
+}
+
+/// A lake tier's label; its one input travels as a node of its own.
+#[derive(Clone, PartialEq, Message)]
+struct LakeTierProto {
+    #[prost(string, tag = "1")]
+    table: String,
+    #[prost(uint64, tag = "2")]
+    version: u64,
+    /// Each partition's watermark, as a range `[0, watermark)`.
+    #[prost(message, repeated, tag = "3")]
+    watermarks: Vec<RangeProto>,
+    /// `(n, files kept, files planned)` of a newest-records scan.
+    #[prost(uint64, repeated, tag = "4")]
+    last: Vec<u64>,
+}
+
+/// A lake tier's Delta scan: what it reads and its files.
+#[derive(Clone, PartialEq, Message)]
+struct LakeFilesProto {
+    #[prost(string, tag = "1")]
+    table: String,
+    #[prost(uint64, tag = "2")]
+    version: u64,
+    #[prost(message, optional, tag = "3")]
+    columns: Option<protobuf::Schema>,
+    #[prost(message, repeated, tag = "4")]
+    filters: Vec<protobuf::LogicalExprNode>,
+    #[prost(uint64, optional, tag = "5")]
+    limit: Option<u64>,
+    #[prost(message, repeated, tag = "6")]
+    groups: Vec<FilesProto>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct FilesProto {
+    #[prost(string, repeated, tag = "1")]
+    locations: Vec<String>,
+    #[prost(uint64, repeated, tag = "2")]
+    rows: Vec<u64>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -117,16 +192,16 @@ fn from_proto_ranges(ranges: &[RangeProto]) -> Vec<PartitionRange> {
 fn schema_to_proto(schema: &Schema) -> Result<protobuf::Schema> {
     schema
         .try_into()
-        .map_err(|e| DataFusionError::Internal(format!("encoding a Kafka scan's schema: {e}")))
+        .map_err(|e| DataFusionError::Internal(format!("encoding a plan node's schema: {e}")))
 }
 
 fn schema_from_proto(schema: Option<&protobuf::Schema>, what: &str) -> Result<SchemaRef> {
     let schema = schema.ok_or_else(|| {
-        DataFusionError::Internal(format!("a Kafka scan arrived without its {what}"))
+        DataFusionError::Internal(format!("a plan node arrived without its {what}"))
     })?;
     let schema: Schema = schema
         .try_into()
-        .map_err(|e| DataFusionError::Internal(format!("decoding a Kafka scan's {what}: {e}")))?;
+        .map_err(|e| DataFusionError::Internal(format!("decoding a plan node's {what}: {e}")))?;
     Ok(Arc::new(schema))
 }
 
@@ -135,18 +210,68 @@ impl PhysicalExtensionCodec for KappaCodec {
         &self,
         buf: &[u8],
         inputs: &[Arc<dyn ExecutionPlan>],
-        _ctx: &TaskContext,
+        ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if !inputs.is_empty() {
+        let proto = KappaNodeProto::decode(buf).map_err(|e| {
+            DataFusionError::Internal(format!("decoding a plan node from another gateway: {e}"))
+        })?;
+        let (node, inputs_wanted) = match proto.node {
+            Some(NodeProto::KafkaScan(scan)) => (self.kafka_scan(scan)?, 0),
+            Some(NodeProto::LakeFiles(files)) => (self.lake_files(files, ctx)?, 0),
+            Some(NodeProto::LakeTier(tier)) => {
+                let [input] = inputs else {
+                    return Err(DataFusionError::Internal(format!(
+                        "a lake tier has one input, {} arrived",
+                        inputs.len()
+                    )));
+                };
+                (lake_tier(tier, Arc::clone(input)), 1)
+            }
+            None => {
+                return Err(DataFusionError::Internal(
+                    "a plan node of a kind this gateway does not know arrived (gateways of \
+                     different versions?)"
+                        .into(),
+                ));
+            }
+        };
+        if inputs.len() != inputs_wanted {
             return Err(DataFusionError::Internal(format!(
-                "a Kafka scan has no inputs, {} arrived",
+                "{} has {inputs_wanted} inputs, {} arrived",
+                node.name(),
                 inputs.len()
             )));
         }
-        let proto = KafkaScanProto::decode(buf).map_err(|e| {
-            DataFusionError::Internal(format!("decoding a plan node from another gateway: {e}"))
-        })?;
+        Ok(node)
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        _proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let node = if let Some(scan) = node.downcast_ref::<KafkaScanExec>() {
+            NodeProto::KafkaScan(kafka_scan_proto(scan)?)
+        } else if let Some(tier) = node.downcast_ref::<LakeTierExec>() {
+            NodeProto::LakeTier(lake_tier_proto(tier))
+        } else if let Some(files) = node.downcast_ref::<LakeFilesExec>() {
+            NodeProto::LakeFiles(lake_files_proto(files)?)
+        } else {
+            return Err(DataFusionError::NotImplemented(format!(
+                "{} runs only on the gateway that planned it",
+                node.name()
+            )));
+        };
+        KappaNodeProto { node: Some(node) }
+            .encode(buf)
+            .map_err(|e| DataFusionError::Internal(format!("encoding a plan node: {e}")))
+    }
+}
+
+impl KappaCodec {
+    fn kafka_scan(&self, proto: KafkaScanProto) -> Result<Arc<dyn ExecutionPlan>> {
         let value_schema = schema_from_proto(proto.value_schema.as_ref(), "value columns")?;
         let format = match FormatProto::try_from(proto.format) {
             Ok(FormatProto::Raw) => ValueFormat::Raw,
@@ -193,62 +318,141 @@ impl PhysicalExtensionCodec for KappaCodec {
         )))
     }
 
-    fn try_encode(
+    fn lake_files(
         &self,
-        node: Arc<dyn ExecutionPlan>,
-        buf: &mut Vec<u8>,
-        _proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> Result<()> {
-        let Some(scan) = node.downcast_ref::<KafkaScanExec>() else {
-            return Err(DataFusionError::NotImplemented(format!(
-                "{} runs only on the gateway that planned it",
-                node.name()
-            )));
+        proto: LakeFilesProto,
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let filters =
+            parse_exprs(&proto.filters, ctx, &DefaultLogicalExtensionCodec {}).map_err(|e| {
+                DataFusionError::Internal(format!("decoding a lake scan's filters: {e}"))
+            })?;
+        let spec = LakeScanSpec {
+            table: proto.table,
+            version: proto.version,
+            columns: schema_from_proto(proto.columns.as_ref(), "lake columns")?,
+            filters,
+            limit: proto.limit.map(|n| n as usize),
         };
-        let spec = scan.spec();
-        let (format, json_columns) = match &spec.format {
-            ValueFormat::Raw => (FormatProto::Raw, None),
-            ValueFormat::String => (FormatProto::String, None),
-            ValueFormat::Csv => (FormatProto::Csv, None),
-            ValueFormat::Json(columns) => (
-                FormatProto::Json,
-                columns.as_deref().map(schema_to_proto).transpose()?,
-            ),
-            other => {
-                return Err(DataFusionError::NotImplemented(format!(
-                    "a Kafka scan of {other} values runs only on the gateway that planned it"
-                )));
-            }
-        };
-        let proto = KafkaScanProto {
-            topic: spec.topic.clone(),
-            format: format as i32,
-            json_columns,
-            value_schema: Some(schema_to_proto(&spec.value_schema)?),
-            output_schema: Some(schema_to_proto(&scan.schema())?),
-            projection: spec
-                .projection
-                .iter()
-                .flatten()
-                .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
-                .collect(),
-            projected: spec.projection.is_some(),
-            ranges: to_proto_ranges(&spec.ranges),
-            groups: scan
-                .groups()
-                .iter()
-                .map(|g| GroupProto {
-                    ranges: to_proto_ranges(g),
-                })
-                .collect(),
-            pushed_filters: spec.pushed_filters.clone(),
-            limit: spec.limit.map(|n| n as u64),
-            last: spec.last.map(|n| n as u64),
-        };
-        proto
-            .encode(buf)
-            .map_err(|e| DataFusionError::Internal(format!("encoding a Kafka scan: {e}")))
+        let files = proto
+            .groups
+            .into_iter()
+            .map(|group| {
+                group
+                    .locations
+                    .into_iter()
+                    .zip(group.rows.into_iter().chain(std::iter::repeat(0)))
+                    .map(|(location, rows)| LakeFile { location, rows })
+                    .collect()
+            })
+            .collect();
+        Ok(Arc::new(LakeFilesExec::new(spec, files, self.lake.clone())))
     }
+}
+
+fn lake_tier(proto: LakeTierProto, input: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    let last = match proto.last[..] {
+        [n, kept, planned] => Some((n as usize, kept as usize, planned as usize)),
+        _ => None,
+    };
+    Arc::new(LakeTierExec::arrived(
+        proto.table,
+        proto.version,
+        proto
+            .watermarks
+            .iter()
+            .map(|r| (r.partition, r.end))
+            .collect(),
+        last,
+        input,
+    ))
+}
+
+fn lake_tier_proto(tier: &LakeTierExec) -> LakeTierProto {
+    LakeTierProto {
+        table: tier.table().to_string(),
+        version: tier.version(),
+        watermarks: tier
+            .watermarks()
+            .iter()
+            .map(|&(partition, end)| RangeProto {
+                partition,
+                start: 0,
+                end,
+            })
+            .collect(),
+        last: tier
+            .last()
+            .map(|(n, kept, planned)| vec![n as u64, kept as u64, planned as u64])
+            .unwrap_or_default(),
+    }
+}
+
+fn lake_files_proto(files: &LakeFilesExec) -> Result<LakeFilesProto> {
+    let spec = files.spec();
+    Ok(LakeFilesProto {
+        table: spec.table.clone(),
+        version: spec.version,
+        columns: Some(schema_to_proto(&spec.columns)?),
+        filters: serialize_exprs(&spec.filters, &DefaultLogicalExtensionCodec {}).map_err(|e| {
+            DataFusionError::NotImplemented(format!(
+                "a lake scan whose filters do not travel ({e}) runs only on the gateway that \
+                 planned it"
+            ))
+        })?,
+        limit: spec.limit.map(|n| n as u64),
+        groups: files
+            .files()
+            .iter()
+            .map(|group| FilesProto {
+                locations: group.iter().map(|f| f.location.clone()).collect(),
+                rows: group.iter().map(|f| f.rows).collect(),
+            })
+            .collect(),
+    })
+}
+
+fn kafka_scan_proto(scan: &KafkaScanExec) -> Result<KafkaScanProto> {
+    let spec = scan.spec();
+    let (format, json_columns) = match &spec.format {
+        ValueFormat::Raw => (FormatProto::Raw, None),
+        ValueFormat::String => (FormatProto::String, None),
+        ValueFormat::Csv => (FormatProto::Csv, None),
+        ValueFormat::Json(columns) => (
+            FormatProto::Json,
+            columns.as_deref().map(schema_to_proto).transpose()?,
+        ),
+        other => {
+            return Err(DataFusionError::NotImplemented(format!(
+                "a Kafka scan of {other} values runs only on the gateway that planned it"
+            )));
+        }
+    };
+    Ok(KafkaScanProto {
+        topic: spec.topic.clone(),
+        format: format as i32,
+        json_columns,
+        value_schema: Some(schema_to_proto(&spec.value_schema)?),
+        output_schema: Some(schema_to_proto(&scan.schema())?),
+        projection: spec
+            .projection
+            .iter()
+            .flatten()
+            .map(|&i| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect(),
+        projected: spec.projection.is_some(),
+        ranges: to_proto_ranges(&spec.ranges),
+        groups: scan
+            .groups()
+            .iter()
+            .map(|g| GroupProto {
+                ranges: to_proto_ranges(g),
+            })
+            .collect(),
+        pushed_filters: spec.pushed_filters.clone(),
+        limit: spec.limit.map(|n| n as u64),
+        last: spec.last.map(|n| n as u64),
+    })
 }
 
 #[cfg(test)]
@@ -292,7 +496,7 @@ mod tests {
             groups.clone(),
             client(),
         ));
-        let codec = KappaCodec::new(client());
+        let codec = KappaCodec::new(client(), None);
         let mut buf = Vec::new();
         codec
             .try_encode(
@@ -314,5 +518,45 @@ mod tests {
             displayable(back.as_ref()).indent(true).to_string(),
             displayable(scan.as_ref()).indent(true).to_string()
         );
+    }
+
+    #[test]
+    fn a_lake_tier_arrives_reading_the_same_files_with_the_same_filters() {
+        use datafusion::logical_expr::{col, lit};
+        use datafusion_proto::physical_plan::AsExecutionPlan;
+        use datafusion_proto::protobuf::PhysicalPlanNode;
+
+        let columns = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        let spec = LakeScanSpec {
+            table: "orders".into(),
+            version: 7,
+            columns,
+            filters: vec![col("id").gt(lit(5_i64))],
+            limit: Some(40),
+        };
+        let file = |name: &str, rows| LakeFile {
+            location: format!("lake/tables/orders/{name}.parquet"),
+            rows,
+        };
+        let files = LakeFilesExec::new(spec, vec![vec![file("a", 10), file("b", 20)], vec![]], None);
+        let tier: Arc<dyn ExecutionPlan> = Arc::new(LakeTierExec::arrived(
+            "orders",
+            7,
+            vec![(0, 120), (1, 80)],
+            Some((5, 1, 2)),
+            Arc::new(files),
+        ));
+        let codec = KappaCodec::new(client(), None);
+        let proto = PhysicalPlanNode::try_from_physical_plan(Arc::clone(&tier), &codec).unwrap();
+        let back = proto.try_into_physical_plan(&TaskContext::default(), &codec).unwrap();
+        assert_eq!(
+            displayable(back.as_ref()).indent(true).to_string(),
+            displayable(tier.as_ref()).indent(true).to_string()
+        );
+        let back_files = back.children()[0].downcast_ref::<LakeFilesExec>().unwrap();
+        assert_eq!(back_files.spec().filters, vec![col("id").gt(lit(5_i64))]);
+        assert_eq!(back_files.spec().limit, Some(40));
+        assert_eq!(back_files.files()[0][1], file("b", 20));
+        assert_eq!(back.properties().partitioning.partition_count(), 2);
     }
 }

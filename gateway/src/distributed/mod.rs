@@ -9,9 +9,14 @@
 //! ([`KafkaScanExec::split`]), so each task reads its share of the pinned
 //! ranges: the answer is the one snapshot the coordinator planned.
 //!
-//! What stays on the coordinator: small queries (below two tasks' offsets),
-//! and plans holding a node that cannot travel yet (the lake tier, registry
-//! formats, `latest()`, system tables, streams). Those run as before.
+//! A table's lake tier travels as the files it reads at its Delta version,
+//! split between tasks by rows ([`LakeFilesExec::split`]); each gateway
+//! plans the Delta scan of its files again from its own lake.
+//!
+//! What stays on the coordinator: small queries (below two tasks' records),
+//! and plans holding a node that cannot travel yet (registry formats,
+//! `latest()`, a token's replay, system tables, streams). Those run as
+//! before.
 
 pub mod codec;
 pub mod lost;
@@ -20,9 +25,11 @@ pub mod members;
 use std::sync::Arc;
 
 use datafusion::common::display::{PlanType, StringifiedPlan};
+use datafusion::config::ConfigOptions;
 use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::Explain;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::explain::ExplainExec;
@@ -33,6 +40,8 @@ use datafusion_distributed::{
 };
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
+use kappa_catalog::lake::Lake;
+use kappa_catalog::lake::travel::{LakeFilesExec, detach_lake_tiers};
 use kappa_catalog::scan::KafkaScanExec;
 use url::Url;
 
@@ -42,7 +51,7 @@ pub use members::Membership;
 
 /// Offsets one task reads at least, by default (`--offsets-per-task`): a
 /// scan of fewer runs on one gateway, where a second would cost more in
-/// planning and transfer than it saves.
+/// planning and transfer than it saves. A lake row counts as an offset.
 pub const OFFSETS_PER_TASK: i64 = 200_000;
 
 /// The gateways a query may run on, and this one's part in it.
@@ -114,8 +123,9 @@ impl Cluster {
     }
 
     /// Whether `plan`, planned on this gateway, is worth running across the
-    /// cluster and can be: it reads offsets for at least two tasks from
-    /// Kafka, and every node in it can be sent to another gateway.
+    /// cluster and can be: it reads records for at least two tasks from
+    /// Kafka and the lake, and every node in it can be sent to another
+    /// gateway.
     pub fn distributable(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
         if self.membership.live().len() < 2 {
             return false;
@@ -124,23 +134,30 @@ impl Cluster {
             Some(analyze) => analyze.input(),
             None => plan,
         };
-        if offsets_read(plan) < 2 * self.offsets_per_task {
+        let Ok(plan) = detach_lake_tiers(Arc::clone(plan), self.codec.lake()) else {
+            return false;
+        };
+        if records_read(&plan) < 2 * self.offsets_per_task {
             return false;
         }
-        PhysicalPlanNode::try_from_physical_plan(Arc::clone(plan), &self.codec).is_ok()
+        PhysicalPlanNode::try_from_physical_plan(plan, &self.codec).is_ok()
     }
 
     /// `state` planning across the cluster: the distributed planner, kappa's
-    /// codec, the members, and how Kafka scans are split.
+    /// codec, the members, and how Kafka scans and lake tiers are split.
     pub fn distribute(&self, state: SessionState) -> Result<SessionState> {
         Ok(SessionStateBuilder::new_from_existing(state)
+            .with_physical_optimizer_rule(Arc::new(DetachLakeTiers {
+                lake: self.codec.lake().cloned(),
+            }))
             .with_distributed_worker_resolver(self.membership.clone())
             .with_distributed_local_worker_context(
                 self.worker.to_local_worker_context(self.self_url.clone()),
             )
             .with_distributed_user_codec(self.codec.clone())
-            .with_distributed_desired_task_count_handler(kafka_scan_tasks(self.offsets_per_task))
+            .with_distributed_desired_task_count_handler(scan_tasks(self.offsets_per_task))
             .with_distributed_scale_up_leaf_node_handler(split_kafka_scan)
+            .with_distributed_scale_up_leaf_node_handler(split_lake_files)
             .with_distributed_planner()
             .build())
     }
@@ -193,36 +210,90 @@ impl Cluster {
     }
 }
 
-/// The offsets the Kafka scans in `plan` read.
-fn offsets_read(plan: &Arc<dyn ExecutionPlan>) -> i64 {
-    let own = plan
-        .downcast_ref::<KafkaScanExec>()
-        .map_or(0, |scan| scan.spec().offsets());
-    own + plan.children().into_iter().map(offsets_read).sum::<i64>()
+/// The records the Kafka scans and lake tiers in `plan` read.
+fn records_read(plan: &Arc<dyn ExecutionPlan>) -> i64 {
+    let own = match plan.downcast_ref::<KafkaScanExec>() {
+        Some(scan) => scan.spec().offsets(),
+        None => plan
+            .downcast_ref::<LakeFilesExec>()
+            .map_or(0, |files| i64::try_from(files.rows()).unwrap_or(i64::MAX)),
+    };
+    own + plan.children().into_iter().map(records_read).sum::<i64>()
 }
 
-/// How many tasks a Kafka scan wants: one per `offsets_per_task` offsets.
-/// A scan that reads only the newest records or stops at a limit reads too
-/// little to split.
-fn kafka_scan_tasks(
-    offsets_per_task: i64,
+/// Lake tiers read through [`LakeFilesExec`], so they travel: run as the
+/// last rule before the distributed planner cuts the plan into stages
+/// (after the newest-records rule has narrowed their files).
+#[derive(Debug)]
+struct DetachLakeTiers {
+    lake: Option<Lake>,
+}
+
+impl PhysicalOptimizerRule for DetachLakeTiers {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        detach_lake_tiers(plan, self.lake.as_ref())
+    }
+
+    fn name(&self) -> &str {
+        "detach_lake_tiers"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// How many tasks a scan wants: one per `per_task` records (Kafka offsets
+/// or lake rows). A Kafka scan that reads only the newest records or stops
+/// at a limit reads too little to split; so does a lake scan with a limit.
+fn scan_tasks(
+    per_task: i64,
 ) -> impl for<'a> Fn(DesiredTaskCountEvent<'a>) -> Option<Result<DesiredTaskCountEventResponse>>
 + Send
 + Sync
 + 'static {
     move |ev| {
-        let scan = ev.plan.downcast_ref::<KafkaScanExec>()?;
-        let spec = scan.spec();
-        if spec.last.is_some() || spec.limit.is_some() {
-            return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
-        }
-        let tasks = usize::try_from(spec.offsets() / offsets_per_task).unwrap_or(usize::MAX);
+        let records = if let Some(scan) = ev.plan.downcast_ref::<KafkaScanExec>() {
+            let spec = scan.spec();
+            if spec.last.is_some() || spec.limit.is_some() {
+                return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
+            }
+            spec.offsets()
+        } else {
+            let files = ev.plan.downcast_ref::<LakeFilesExec>()?;
+            if files.spec().limit.is_some() {
+                return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
+            }
+            i64::try_from(files.rows()).unwrap_or(i64::MAX)
+        };
+        let tasks = usize::try_from(records / per_task).unwrap_or(usize::MAX);
         Some(Ok(if tasks <= 1 {
             DesiredTaskCountEventResponse::maximum(1)
         } else {
             DesiredTaskCountEventResponse::desired(tasks)
         }))
     }
+}
+
+/// A lake tier's files read as `task_count` tasks, each a share of the
+/// files by rows, in as many output partitions as before.
+fn split_lake_files(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    let files = ev.plan.downcast_ref::<LakeFilesExec>()?;
+    if ev.task_count <= 1 {
+        return None;
+    }
+    let variants = files
+        .split(ev.task_count)
+        .into_iter()
+        .map(|variant| Arc::new(variant) as Arc<dyn ExecutionPlan>);
+    Some(
+        DistributedLeafExec::try_new(Arc::clone(ev.plan), variants)
+            .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),
+    )
 }
 
 /// A Kafka scan run as `task_count` tasks: each reads its share of the
