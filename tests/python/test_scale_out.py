@@ -99,6 +99,16 @@ def tasks_of(gateway, topic, verbose=False):
     return (max(counts) if counts else 1), plan
 
 
+def wait_for_distributed(gateway, sql, tasks):
+    """Waits (a few of the coordinator's health checks) until `sql` is planned as `tasks` tasks."""
+    deadline = time.monotonic() + 15
+    while f"tasks={tasks}" not in "\n".join(query(gateway, "EXPLAIN " + sql).column("plan").to_pylist()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
 def wait_for_tasks(gateway, topic, tasks):
     """Waits (a few of the coordinator's health checks) until queries run as `tasks` tasks."""
     deadline = time.monotonic() + 15
@@ -216,13 +226,8 @@ def tiered(brokers, tmp_path_factory):
     coordinator = Gateway(brokers, text, [*args, "--workers", ",".join(f"http://{w.address}" for w in workers),
                                           *OFFSETS_PER_TASK])
     alone = Gateway(brokers, text, args)
-    # Until the coordinator's health checks have found both workers.
-    deadline = time.monotonic() + 15
-    counting = f'EXPLAIN SELECT _partition, count(*) FROM "{name}" GROUP BY 1'
-    while ("tasks=3" not in "\n".join(query(coordinator, counting).column("plan").to_pylist())
-           and time.monotonic() < deadline):
-        time.sleep(0.5)
-    yield {"table": name, "coordinator": coordinator, "alone": alone}
+    assert wait_for_distributed(coordinator, f'SELECT _partition, count(*) FROM "{name}" GROUP BY 1', 3)
+    yield {"table": name, "coordinator": coordinator, "alone": alone, "config": text, "lake": lake}
     for gateway in [coordinator, alone, *workers]:
         gateway.stop()
 
@@ -268,3 +273,22 @@ def test_the_lake_tier_is_read_in_shares_on_every_gateway(tiered):
     assert query(tiered["coordinator"], sql) == query(tiered["alone"], sql)
     total = query(tiered["coordinator"], f'SELECT count(*) AS n FROM "{table}"').to_pydict()
     assert total == {"n": [TIERED_RECORDS + TAIL_RECORDS]}
+
+
+def test_a_gateway_on_another_lake_fails_the_query_rather_than_read_less(brokers, tiered, tmp_path):
+    """Every gateway must reach the same lake: a worker whose --lake lacks the pinned Delta version
+    fails the query, saying so, instead of answering without the lake's rows."""
+    worker = Gateway(brokers, tiered["config"], ["--lake", str(tmp_path / "another"), "--worker"])
+    coordinator = Gateway(brokers, tiered["config"], ["--lake", str(tiered["lake"]),
+                                                      "--workers", f"http://{worker.address}", *OFFSETS_PER_TASK])
+    try:
+        # Only the lake's rows: both tasks read lake files, one of them on the worker.
+        sql = f'SELECT _partition, count(*) AS n FROM "{tiered["table"]}" WHERE _offset < 5000 GROUP BY 1 ORDER BY 1'
+        assert wait_for_distributed(coordinator, sql, 2)
+        with pytest.raises(flightsql.Error) as failed:
+            query(coordinator, sql)
+        message = str(failed.value)
+        assert "this gateway's lake has no Delta version" in message and "same --lake" in message, message
+    finally:
+        coordinator.stop()
+        worker.stop()
