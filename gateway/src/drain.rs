@@ -7,7 +7,10 @@
 //! once with a status that says why. Running queries get `--shutdown-grace`
 //! to finish; any still running then is stopped (dropping its stream trips
 //! its [`crate::stop::QueryStop`], so its operators and Kafka readers stop
-//! too) and ends with `Unavailable`. Only then does the server stop.
+//! too) and ends with `Unavailable`. A gateway in a cluster then waits for
+//! the tasks it runs for other gateways' queries
+//! ([`crate::distributed::WorkerCalls::settle`]). Only then does the server
+//! stop.
 //!
 //! Every query and stream in flight passes through [`Drain::track`], which
 //! also keeps the `kappa_queries_active` and `kappa_streams_active` gauges.

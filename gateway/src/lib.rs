@@ -214,14 +214,24 @@ pub async fn serve_with(
         }
         None => None,
     };
+    // The other gateways' calls to this one's worker, counted so that
+    // leaving the cluster waits for their tasks.
+    let worker_calls = cluster.as_ref().map(|_| distributed::WorkerCalls::new());
+    let grace = options.shutdown_grace;
     // The server stops taking connections only once the queries in flight
-    // have finished or been stopped.
+    // have finished or been stopped, and the tasks run here for other
+    // gateways have ended.
     let (drained, closing) = tokio::sync::oneshot::channel::<()>();
+    let settling = worker_calls.clone();
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: not ready, no new queries");
         readiness.set_shutting_down().await;
+        let started = tokio::time::Instant::now();
         drain.shut_down().await;
+        if let Some(calls) = settling {
+            calls.settle(grace.saturating_sub(started.elapsed())).await;
+        }
         let _ = drained.send(());
     };
     let service = FlightServiceServer::new(KappaFlightService::new(sql))
@@ -245,7 +255,11 @@ pub async fn serve_with(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
         // The other gateways' calls: the tasks of the queries they coordinate.
-        .add_optional_service(cluster.map(|c| c.worker().clone().into_worker_server()))
+        .add_optional_service(
+            cluster
+                .zip(worker_calls)
+                .map(|(c, calls)| calls.count(c.worker().clone().into_worker_server())),
+        )
         // Outside the authentication interceptor: probes carry no
         // credentials.
         .add_service(health)

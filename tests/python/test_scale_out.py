@@ -292,3 +292,59 @@ def test_a_gateway_on_another_lake_fails_the_query_rather_than_read_less(brokers
     finally:
         coordinator.stop()
         worker.stop()
+
+
+def test_a_rolling_restart_under_load_loses_no_query_of_the_gateways_it_is_not_restarting(brokers, tiered):
+    """Three gateways, each listing all three, each answering a steady stream of distributed queries.
+    Each is stopped (SIGTERM: it drains) and started again at its address in turn. Queries sent to
+    the gateway while it is down are refused, as they must be; every other query, coordinated by
+    another gateway and maybe running tasks on the one stopping, gets its whole answer."""
+    from conftest import closed_port
+    addresses = [f"127.0.0.1:{closed_port()}" for _ in range(3)]
+    members = ",".join(f"http://{a}" for a in addresses)
+    args = ["--lake", str(tiered["lake"]), "--workers", members, *OFFSETS_PER_TASK]
+
+    def start(address):
+        return Gateway(brokers, tiered["config"], args, listen=address)
+
+    gateways = [start(a) for a in addresses]
+    sql = (f'SELECT customer, count(*) AS n, sum(id) AS ids FROM "{tiered["table"]}" '
+           f'GROUP BY 1 ORDER BY 1')
+    expected = query(tiered["alone"], sql)
+    for gateway in gateways:
+        assert wait_for_distributed(gateway, sql, 3)
+    down = [None]  # the index of the gateway being restarted, if any
+    results = []  # (target, restarting at the time, ok, detail)
+    stop = threading.Event()
+
+    def load(target):
+        while not stop.is_set():
+            restarting_before = down[0]
+            try:
+                ok = query(gateways[target], sql) == expected
+                detail = "" if ok else "a different answer"
+            except Exception as e:  # noqa: BLE001 (every failure is recorded and judged below)
+                ok, detail = False, str(e)
+            results.append((target, {restarting_before, down[0]}, ok, detail))
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        for i, address in enumerate(addresses):
+            down[0] = i
+            gateways[i].stop()
+            gateways[i] = start(address)
+            assert wait_for_distributed(gateways[i], sql, 3)
+            down[0] = None
+            time.sleep(2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        for gateway in gateways:
+            gateway.stop()
+    lost = [(target, detail) for target, restarting, ok, detail in results if not ok and target not in restarting]
+    assert not lost, lost
+    assert sum(ok for *_, ok, _ in results) >= 20, len(results)

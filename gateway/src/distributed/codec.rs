@@ -538,7 +538,8 @@ mod tests {
             location: format!("lake/tables/orders/{name}.parquet"),
             rows,
         };
-        let files = LakeFilesExec::new(spec, vec![vec![file("a", 10), file("b", 20)], vec![]], None);
+        let files =
+            LakeFilesExec::new(spec, vec![vec![file("a", 10), file("b", 20)], vec![]], None);
         let tier: Arc<dyn ExecutionPlan> = Arc::new(LakeTierExec::arrived(
             "orders",
             7,
@@ -548,7 +549,9 @@ mod tests {
         ));
         let codec = KappaCodec::new(client(), None);
         let proto = PhysicalPlanNode::try_from_physical_plan(Arc::clone(&tier), &codec).unwrap();
-        let back = proto.try_into_physical_plan(&TaskContext::default(), &codec).unwrap();
+        let back = proto
+            .try_into_physical_plan(&TaskContext::default(), &codec)
+            .unwrap();
         assert_eq!(
             displayable(back.as_ref()).indent(true).to_string(),
             displayable(tier.as_ref()).indent(true).to_string()

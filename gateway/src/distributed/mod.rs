@@ -18,6 +18,7 @@
 //! `latest()`, a token's replay, system tables, streams). Those run as
 //! before.
 
+pub mod calls;
 pub mod codec;
 pub mod lost;
 pub mod members;
@@ -45,6 +46,7 @@ use kappa_catalog::lake::travel::{LakeFilesExec, detach_lake_tiers};
 use kappa_catalog::scan::KafkaScanExec;
 use url::Url;
 
+pub use calls::WorkerCalls;
 pub use codec::KappaCodec;
 pub use lost::ClusterError;
 pub use members::Membership;
