@@ -195,14 +195,26 @@ pub async fn serve_with(
         Some(cluster) => {
             let codec = distributed::KappaCodec::new(client, lake);
             let worker_codec = codec.clone();
+            let channels = distributed::GatewayChannels::new();
+            let worker_channels = channels.clone();
             let max_bytes = options.memory_limit;
             let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
-                distributed::worker_session(ctx, worker_codec.clone(), max_bytes)
+                distributed::worker_session(
+                    ctx,
+                    worker_codec.clone(),
+                    worker_channels.clone(),
+                    max_bytes,
+                )
             })
             .with_runtime_env(Arc::clone(sql.runtime()));
-            let mut members =
-                distributed::Cluster::new(cluster.self_url, cluster.workers, worker, codec)
-                    .with_offsets_per_task(cluster.offsets_per_task);
+            let mut members = distributed::Cluster::new(
+                cluster.self_url,
+                cluster.workers,
+                worker,
+                codec,
+                channels,
+            )
+            .with_offsets_per_task(cluster.offsets_per_task);
             if let Some(name) = cluster.workers_dns {
                 members = members.with_dns(name);
             }

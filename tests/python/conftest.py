@@ -107,9 +107,10 @@ def flight_sql_command(sql):
 
 
 class Gateway:
-    def __init__(self, brokers, config_text=None, extra_args=(), env=None, listen="127.0.0.1:0"):
+    def __init__(self, brokers, config_text=None, extra_args=(), env=None, listen="127.0.0.1:0", run_in=()):
+        """`run_in`: a command the gateway runs under (`ip netns exec NAME`)."""
         binary = _required_env("KAPPA_GATEWAY_BIN")
-        args = [binary, "serve", "--listen", listen, "--brokers", brokers, *extra_args]
+        args = [*run_in, binary, "serve", "--listen", listen, "--brokers", brokers, *extra_args]
         self._config = None
         if config_text:
             self._config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)

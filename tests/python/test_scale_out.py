@@ -5,6 +5,8 @@ pinned offsets. The answers are those of a gateway on its own, and the work is s
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -348,3 +350,82 @@ def test_a_rolling_restart_under_load_loses_no_query_of_the_gateways_it_is_not_r
     lost = [(target, detail) for target, restarting, ok, detail in results if not ok and target not in restarting]
     assert not lost, lost
     assert sum(ok for *_, ok, _ in results) >= 20, len(results)
+
+
+def ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture()
+def namespace():
+    """A network namespace joined to the host by a veth pair, for a gateway the test can cut off
+    (`ip link set <host side> down`): its connections then get no answer and no reset."""
+    import uuid
+    name = f"kappa-{uuid.uuid4().hex[:8]}"
+    if ip("netns", "add", name).returncode != 0:
+        pytest.skip("network namespaces need root (ip netns add failed)")
+    index = random.randrange(1, 250)
+    host_side, inside = f"kh{name[-6:]}", f"kn{name[-6:]}"
+    host_ip, inside_ip = f"10.213.{index}.1", f"10.213.{index}.2"
+    try:
+        for command in (["link", "add", host_side, "type", "veth", "peer", "name", inside],
+                        ["link", "set", inside, "netns", name],
+                        ["addr", "add", f"{host_ip}/24", "dev", host_side],
+                        ["link", "set", host_side, "up"],
+                        ["netns", "exec", name, "ip", "addr", "add", f"{inside_ip}/24", "dev", inside],
+                        ["netns", "exec", name, "ip", "link", "set", inside, "up"],
+                        ["netns", "exec", name, "ip", "link", "set", "lo", "up"]):
+            done = ip(*command)
+            assert done.returncode == 0, (command, done.stderr)
+        yield {"name": name, "host_side": host_side, "host_ip": host_ip, "inside_ip": inside_ip}
+    finally:
+        ip("netns", "del", name)
+        ip("link", "del", host_side)
+
+
+def test_a_gateway_cut_off_mid_query_fails_it_by_name_within_seconds(brokers, tiered, namespace):
+    """A worker whose network goes silent (no reset, no answer) while a query runs tasks on it: the
+    query fails with Unavailable naming it within seconds (the channels between gateways ping and
+    give up), never waits forever or answers in part; the next query runs on the gateway left."""
+    import relay
+    broker_host, broker_port = brokers.rsplit(":", 1)
+    # The namespace reaches the broker (advertised on the host's loopback) through two relays.
+    relay.in_background((namespace["host_ip"], int(broker_port)), (broker_host, int(broker_port)))
+    inside_relay = subprocess.Popen(
+        ["ip", "netns", "exec", namespace["name"], sys.executable, relay.__file__,
+         f"127.0.0.1:{broker_port}", f"{namespace['host_ip']}:{broker_port}"],
+        stdout=subprocess.PIPE, text=True)
+    assert inside_relay.stdout.readline().strip() == "relaying"
+    lake = ["--lake", str(tiered["lake"])]
+    worker = Gateway(brokers, tiered["config"], [*lake, "--worker"], listen=f"{namespace['inside_ip']}:0",
+                     run_in=["ip", "netns", "exec", namespace["name"]])
+    # The query timeout bounds the test if the query waits for the lost gateway (it did, before the
+    # channels between gateways pinged): it then fails with DeadlineExceeded, not Unavailable.
+    coordinator = Gateway(brokers, tiered["config"], [*lake, "--workers", f"http://{worker.address}",
+                                                      "--query-timeout", "60s", *OFFSETS_PER_TASK],
+                          listen=f"{namespace['host_ip']}:0")
+    try:
+        table = tiered["table"]
+        slow = (f'SELECT a.customer, count(*) AS n, sum(a.id * b.id) AS s FROM "{table}" a '
+                f'JOIN "{table}" b ON a.customer = b.customer GROUP BY 1 ORDER BY 1')
+        assert wait_for_distributed(coordinator, slow, 2)
+        cut = threading.Timer(1.0, lambda: ip("link", "set", namespace["host_side"], "down"))
+        cut.start()
+        started = time.monotonic()
+        with pytest.raises(flightsql.Error) as failed:
+            query(coordinator, slow)
+        took = time.monotonic() - started
+        cut.join()
+        message = str(failed.value)
+        assert "(Unavailable;" in message, message
+        assert f"the query lost a gateway it ran on (http://{worker.address}/)" in message, message
+        assert took < 20, took
+        # The next queries run on the coordinator alone, with every row.
+        counting = f'SELECT count(*) AS n FROM "{table}"'
+        assert query(coordinator, counting) == query(tiered["alone"], counting)
+    finally:
+        coordinator.stop()
+        # Cut off, it could only wait out its grace for calls that will never end.
+        worker.process.kill()
+        worker.stop()
+        inside_relay.kill()

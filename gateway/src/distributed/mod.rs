@@ -19,6 +19,7 @@
 //! before.
 
 pub mod calls;
+pub mod channels;
 pub mod codec;
 pub mod lost;
 pub mod members;
@@ -47,6 +48,7 @@ use kappa_catalog::scan::KafkaScanExec;
 use url::Url;
 
 pub use calls::WorkerCalls;
+pub use channels::GatewayChannels;
 pub use codec::KappaCodec;
 pub use lost::ClusterError;
 pub use members::Membership;
@@ -67,6 +69,8 @@ pub struct Cluster {
     /// tasks run.
     worker: Worker,
     codec: KappaCodec,
+    /// The channels to the other gateways.
+    channels: GatewayChannels,
     /// Offsets one task reads at least.
     offsets_per_task: i64,
 }
@@ -84,12 +88,19 @@ impl Cluster {
     /// A cluster of `self_url` and `others` whose worker (with `codec`)
     /// runs this gateway's share. Call [`Self::spawn_checks`] to follow who
     /// answers.
-    pub fn new(self_url: Url, others: Vec<Url>, worker: Worker, codec: KappaCodec) -> Self {
+    pub fn new(
+        self_url: Url,
+        others: Vec<Url>,
+        worker: Worker,
+        codec: KappaCodec,
+        channels: GatewayChannels,
+    ) -> Self {
         Self {
             membership: Membership::new(self_url.clone(), others),
             self_url,
             worker,
             codec,
+            channels,
             offsets_per_task: OFFSETS_PER_TASK,
         }
     }
@@ -157,6 +168,7 @@ impl Cluster {
                 self.worker.to_local_worker_context(self.self_url.clone()),
             )
             .with_distributed_user_codec(self.codec.clone())
+            .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_desired_task_count_handler(scan_tasks(self.offsets_per_task))
             .with_distributed_scale_up_leaf_node_handler(split_kafka_scan)
             .with_distributed_scale_up_leaf_node_handler(split_lake_files)
@@ -321,9 +333,14 @@ fn split_kafka_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNo
 pub async fn worker_session(
     ctx: WorkerQueryContext,
     codec: KappaCodec,
+    channels: GatewayChannels,
     max_bytes: usize,
 ) -> Result<SessionState> {
-    let mut state = ctx.builder.with_distributed_user_codec(codec).build();
+    let mut state = ctx
+        .builder
+        .with_distributed_user_codec(codec)
+        .with_distributed_channel_resolver(channels)
+        .build();
     crate::spill::seal_each_spilled_batch(state.config_mut().options_mut());
     crate::json::register(&mut state)?;
     crate::guarded_functions::guard_functions(&mut state, max_bytes)?;
