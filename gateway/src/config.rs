@@ -194,8 +194,9 @@ pub struct ClusterArgs {
     #[arg(long, env = "KAPPA_ADVERTISE_URL")]
     pub advertise_url: Option<url::Url>,
 
-    /// Kafka offsets each task of a query reads at least: a query reading
-    /// fewer than two tasks' worth runs on the gateway it arrived at.
+    /// Records (Kafka offsets or lake rows) each task of a query reads at
+    /// least: a query reading fewer than two tasks' worth runs on the
+    /// gateway it arrived at.
     #[arg(long, env = "KAPPA_OFFSETS_PER_TASK", default_value_t = crate::distributed::OFFSETS_PER_TASK, value_parser = clap::value_parser!(i64).range(1..))]
     pub offsets_per_task: i64,
 }

@@ -31,7 +31,12 @@ pub fn datafusion_status(err: &DataFusionError) -> Status {
                 return limit_status(limit);
             }
             if let Some(cluster) = inner.downcast_ref::<ClusterError>() {
-                return status(Code::Unavailable, cluster.to_string());
+                let code = match cluster {
+                    // Retrying does not help: the cluster is set up wrong.
+                    ClusterError::Refused(_) => Code::FailedPrecondition,
+                    _ => Code::Unavailable,
+                };
+                return status(code, cluster.to_string());
             }
             match inner.downcast_ref::<CatalogError>() {
                 Some(catalog) => return catalog_status(catalog),

@@ -250,6 +250,7 @@ pub async fn serve_with(
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     // Every call is authenticated before it reaches the service.
+    let worker_auth = Arc::clone(&options.auth);
     let service = InterceptedService::new(service, auth::interceptor(options.auth));
     // Every accepted socket gets TCP_NODELAY: without it each small
     // response waits on the client's delayed ACK (about 40 ms a round trip).
@@ -267,11 +268,13 @@ pub async fn serve_with(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service)
         // The other gateways' calls: the tasks of the queries they coordinate.
-        .add_optional_service(
-            cluster
-                .zip(worker_calls)
-                .map(|(c, calls)| calls.count(c.worker().clone().into_worker_server())),
-        )
+        .add_optional_service(cluster.zip(worker_calls).map(|(c, calls)| {
+            // Checked as every Flight call is: the coordinator sends its caller.
+            calls.count(InterceptedService::new(
+                c.worker().clone().into_worker_server(),
+                auth::interceptor(Arc::clone(&worker_auth)),
+            ))
+        }))
         // Outside the authentication interceptor: probes carry no
         // credentials.
         .add_service(health)

@@ -230,10 +230,16 @@ fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
     if cluster.workers.is_empty() && cluster.workers_dns.is_none() && !cluster.worker {
         return Ok(());
     }
-    if args.security.users.is_some() || args.security.tls_cert.is_some() {
+    if args.security.tls_cert.is_some() {
         anyhow::bail!(
-            "--workers and --worker cannot be combined with --users or TLS yet: the calls between \
-             gateways are neither signed in nor encrypted (docs/scale-out.md)"
+            "--workers, --workers-dns and --worker cannot be combined with TLS yet: the calls \
+             between gateways are not encrypted (docs/scale-out.md)"
+        );
+    }
+    if args.security.users.is_some() && args.security.token_secret.is_none() {
+        anyhow::bail!(
+            "a gateway in a cluster with --users needs --token-secret, the same on every gateway: \
+             the calls between gateways carry the caller as a token the others must accept"
         );
     }
     for url in cluster.workers.iter().chain(&cluster.advertise_url) {

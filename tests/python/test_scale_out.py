@@ -139,11 +139,59 @@ def test_the_work_is_spread_over_the_gateways_and_small_queries_stay_local(clust
     assert "DistributedExec" not in explain_analyze(cluster["coordinator"], small)
 
 
-def test_a_gateway_with_sign_in_refuses_to_join_a_cluster(brokers, tmp_path):
+def test_a_gateway_with_sign_in_joins_a_cluster_only_with_a_shared_token_secret(brokers, tmp_path):
     users = tmp_path / "users.toml"
     users.write_text("")
     with pytest.raises(RuntimeError):
         Gateway(brokers, None, ["--worker", "--users", str(users)])
+
+
+def signed_in(gateway, sql, user="analyst", password="s3cret"):
+    with flightsql.connect(gateway.uri, db_kwargs={"username": user, "password": password},
+                           autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+
+def test_with_sign_in_the_tasks_carry_the_caller_and_each_gateway_checks_it(brokers, topic, tmp_path):
+    """With --users, the coordinator's calls to the other gateways carry the caller, signed with the
+    shared --token-secret, and are checked like any call: a gateway that does not accept the token
+    (another secret) refuses the tasks, and the query fails saying so."""
+    from conftest import hash_password
+    users = tmp_path / "users.toml"
+    users.write_text(f'[[users]]\nname = "analyst"\npassword_hash = "{hash_password("s3cret")}"\n'
+                     f'tables = ["scale-*"]\n')
+    signed = ["--users", str(users), "--token-secret", "the cluster's secret"]
+    workers = [Gateway(brokers, None, [*signed, "--worker"]),
+               Gateway(brokers, None, ["--users", str(users), "--token-secret", "another", "--worker"])]
+    coordinator = Gateway(brokers, None, [*signed, "--workers", f"http://{workers[0].address}",
+                                          *OFFSETS_PER_TASK])
+    stranger = Gateway(brokers, None, [*signed, "--workers", f"http://{workers[1].address}",
+                                       *OFFSETS_PER_TASK])
+    try:
+        sql = QUERIES[1].format(t=topic)
+        explain = f"EXPLAIN {sql}"
+        deadline = time.monotonic() + 15
+        while "tasks=2" not in "\n".join(signed_in(coordinator, explain).column("plan").to_pylist()):
+            assert time.monotonic() < deadline, "the coordinator never planned two tasks"
+            time.sleep(0.5)
+        answer = signed_in(coordinator, sql)
+        assert answer == signed_in(workers[0], sql)
+        analyzed = "\n".join(signed_in(coordinator, f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
+        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+        # A gateway with another secret does not accept the caller the tasks carry.
+        deadline = time.monotonic() + 15
+        while "tasks=2" not in "\n".join(signed_in(stranger, explain).column("plan").to_pylist()):
+            assert time.monotonic() < deadline, "the second coordinator never planned two tasks"
+            time.sleep(0.5)
+        with pytest.raises(flightsql.Error) as refused:
+            signed_in(stranger, sql)
+        message = str(refused.value)
+        assert "(FailedPrecondition;" in message, message
+        assert "refused the caller this gateway sent" in message and "--token-secret" in message, message
+    finally:
+        for gateway in [coordinator, stranger, *workers]:
+            gateway.stop()
 
 
 def test_a_gateway_lost_mid_query_fails_it_by_name_and_the_rest_go_on(brokers, topic):

@@ -190,6 +190,16 @@ impl Authenticator {
         self.signer.issue(&identity.user)
     }
 
+    /// The `authorization` header a gateway sends on the calls it makes for
+    /// `user`'s query to the other gateways of its cluster (which share its
+    /// `--token-secret`), so they check the caller as they check any call;
+    /// `None` without sign-in.
+    pub fn on_behalf_of(&self, user: &str) -> Option<String> {
+        self.users
+            .as_ref()
+            .map(|_| format!("Bearer {}", self.signer.issue(user)))
+    }
+
     fn check_password(
         &self,
         users: &HashMap<String, User>,

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
-use tonic::codegen::Service;
 use tonic::codegen::http::{Request, Response};
+use tonic::codegen::{Bytes, Service, StdError};
 use tonic::server::NamedService;
 
 use super::members::{PROBE_EVERY, PROBE_TIMEOUT};
@@ -98,10 +98,12 @@ impl<S: NamedService> NamedService for Counting<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, B> Service<Request<B>> for Counting<S>
+impl<S, B, R> Service<Request<B>> for Counting<S>
 where
-    S: Service<Request<B>, Response = Response<Body>>,
+    S: Service<Request<B>, Response = Response<R>>,
     S::Future: Send + 'static,
+    R: http_body::Body<Data = Bytes> + Send + 'static,
+    R::Error: Into<StdError>,
 {
     type Response = Response<Body>;
     type Error = S::Error;
@@ -118,7 +120,7 @@ where
             let response = response.await?;
             Ok(response.map(|body| {
                 Body::new(Held {
-                    body,
+                    body: Box::pin(body),
                     _guard: guard,
                 })
             }))
@@ -127,20 +129,20 @@ where
 }
 
 /// A response body holding its call's place in the count.
-struct Held {
-    body: Body,
+struct Held<R> {
+    body: Pin<Box<R>>,
     _guard: CallGuard,
 }
 
-impl http_body::Body for Held {
-    type Data = <Body as http_body::Body>::Data;
-    type Error = <Body as http_body::Body>::Error;
+impl<R: http_body::Body> http_body::Body for Held<R> {
+    type Data = R::Data;
+    type Error = R::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        self.get_mut().body.as_mut().poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

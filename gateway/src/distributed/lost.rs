@@ -31,6 +31,14 @@ pub enum ClusterError {
         .down.join(", ")
     )]
     LostGateways { down: Vec<String>, cause: String },
+    /// Another gateway refused the caller this one sent with the query's
+    /// tasks: the gateways do not share `--token-secret` or the users file.
+    #[error(
+        "another gateway of the cluster refused the caller this gateway sent with the query's \
+         tasks (do all gateways share --token-secret and the users file?); the query was stopped \
+         with no answer: {0}"
+    )]
+    Refused(String),
     /// A call to another gateway failed, though each still answers.
     #[error(
         "a call between the gateways running the query failed; it was stopped with no answer: {0}"
@@ -85,10 +93,35 @@ impl OutputChange for NameLostGateways {
     }
 }
 
+/// The text tonic gives a status refusing the caller (as another gateway's
+/// task forwards it, `code: '<this>'`).
+const UNAUTHENTICATED: &str = "The request does not have valid authentication credentials";
+const PERMISSION_DENIED: &str =
+    "The caller does not have permission to execute the specified operation";
+
+/// Whether `cause` is another gateway refusing the caller.
+fn is_refusal(root: &DataFusionError) -> bool {
+    let DataFusionError::External(inner) = root else {
+        return false;
+    };
+    if let Some(status) = inner.downcast_ref::<tonic::Status>() {
+        return matches!(
+            status.code(),
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+        );
+    }
+    let text = inner.to_string();
+    text.starts_with(&format!("code: '{UNAUTHENTICATED}'"))
+        || text.starts_with(&format!("code: '{PERMISSION_DENIED}'"))
+}
+
 /// `err`, a failed call between gateways, with the gateways that no longer
 /// answer named.
 async fn name_lost(membership: &Membership, err: &DataFusionError) -> DataFusionError {
     let cause = err.find_root().to_string();
+    if is_refusal(err.find_root()) {
+        return DataFusionError::External(Box::new(ClusterError::Refused(cause)));
+    }
     let down = membership.check().await;
     let error = if down.is_empty() {
         ClusterError::Call(cause)
@@ -99,4 +132,33 @@ async fn name_lost(membership: &Membership, err: &DataFusionError) -> DataFusion
         }
     };
     DataFusionError::External(Box::new(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn external(err: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+        DataFusionError::External(Box::new(err))
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Forwarded(String);
+
+    #[test]
+    fn a_refused_caller_is_told_from_a_broken_call() {
+        let refused = tonic::Status::unauthenticated("unknown or expired token: sign in again");
+        assert!(is_refusal(&external(refused)));
+        assert!(is_refusal(&external(Forwarded(format!(
+            "code: '{UNAUTHENTICATED}', message: \"unknown or expired token\""
+        )))));
+        assert!(is_refusal(&external(tonic::Status::permission_denied(
+            "no"
+        ))));
+        assert!(!is_refusal(&external(tonic::Status::unavailable("down"))));
+        assert!(!is_refusal(&external(Forwarded(
+            "code: 'Unknown error', message: \"h2 protocol error\"".into()
+        ))));
+    }
 }

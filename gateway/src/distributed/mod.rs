@@ -35,6 +35,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::explain::ExplainExec;
+use datafusion::prelude::SessionConfig;
 use datafusion_distributed::{
     DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedExt, DistributedLeafExec,
     ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse, SessionStateBuilderExt, Worker,
@@ -45,6 +46,7 @@ use datafusion_proto::protobuf::PhysicalPlanNode;
 use kappa_catalog::lake::Lake;
 use kappa_catalog::lake::travel::{LakeFilesExec, detach_lake_tiers};
 use kappa_catalog::scan::KafkaScanExec;
+use tonic::codegen::http::{HeaderMap, HeaderValue};
 use url::Url;
 
 pub use calls::WorkerCalls;
@@ -174,6 +176,17 @@ impl Cluster {
             .with_distributed_scale_up_leaf_node_handler(split_lake_files)
             .with_distributed_planner()
             .build())
+    }
+
+    /// Makes the calls a query of `config` makes to other gateways carry
+    /// `authorization` (the caller, signed by this gateway; `None` without
+    /// sign-in).
+    pub fn carry_caller(
+        &self,
+        config: &mut SessionConfig,
+        authorization: Option<String>,
+    ) -> Result<()> {
+        carry_authorization(config, authorization.as_deref())
     }
 
     /// What `EXPLAIN` shows of a statement this cluster runs across its
@@ -328,6 +341,22 @@ fn split_kafka_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNo
     )
 }
 
+const AUTHORIZATION: &str = "authorization";
+
+/// Sends `authorization` on the calls to other gateways that queries of
+/// `config` make.
+fn carry_authorization(config: &mut SessionConfig, authorization: Option<&str>) -> Result<()> {
+    let Some(authorization) = authorization else {
+        return Ok(());
+    };
+    let value = HeaderValue::from_str(authorization).map_err(|e| {
+        datafusion::error::DataFusionError::Internal(format!("an authorization header: {e}"))
+    })?;
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, value);
+    config.set_distributed_passthrough_headers(headers)
+}
+
 /// Makes the session a task runs in on this gateway's worker: kappa's
 /// functions, spill setting and codec, as a query planned here has.
 pub async fn worker_session(
@@ -336,11 +365,21 @@ pub async fn worker_session(
     channels: GatewayChannels,
     max_bytes: usize,
 ) -> Result<SessionState> {
-    let mut state = ctx
+    // A task's own calls to other gateways (a shuffle's reads) carry the
+    // caller its coordinator sent.
+    let authorization = ctx
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    let mut builder = ctx
         .builder
         .with_distributed_user_codec(codec)
-        .with_distributed_channel_resolver(channels)
-        .build();
+        .with_distributed_channel_resolver(channels);
+    if let Some(config) = builder.config().as_mut() {
+        carry_authorization(config, authorization.as_deref())?;
+    }
+    let mut state = builder.build();
     crate::spill::seal_each_spilled_batch(state.config_mut().options_mut());
     crate::json::register(&mut state)?;
     crate::guarded_functions::guard_functions(&mut state, max_bytes)?;

@@ -73,6 +73,12 @@ impl KappaFlightSqlService {
                 .set(name, value)
                 .map_err(|e| invalid_request(format!("setting {name}={value}: {e}")))?;
         }
+        if let Some(cluster) = &self.cluster {
+            // The tasks this query runs on other gateways carry its caller.
+            cluster
+                .carry_caller(&mut config, self.auth.on_behalf_of(&settings.caller))
+                .map_err(|e| datafusion_status(&e))?;
+        }
         if let Some(token) = settings.values.iter().find(|(n, _)| n == SNAPSHOT_SETTING) {
             token
                 .1
