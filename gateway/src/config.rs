@@ -189,8 +189,13 @@ pub struct ClusterArgs {
     #[arg(long, env = "KAPPA_WORKER")]
     pub worker: bool,
 
-    /// This gateway's address as the others reach it (`http://` and the
-    /// address it listens on by default).
+    /// The CA (PEM) that signed the other gateways' certificates, for a
+    /// cluster of TLS gateways (the system's roots are trusted too).
+    #[arg(long, env = "KAPPA_CLUSTER_CA")]
+    pub cluster_ca: Option<PathBuf>,
+
+    /// This gateway's address as the others reach it (`http://`, or
+    /// `https://` with TLS, and the address it listens on by default).
     #[arg(long, env = "KAPPA_ADVERTISE_URL")]
     pub advertise_url: Option<url::Url>,
 

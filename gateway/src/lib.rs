@@ -139,6 +139,8 @@ pub struct ClusterOptions {
     pub offsets_per_task: i64,
     /// A DNS name (`name:port`) whose addresses are gateways of the cluster.
     pub workers_dns: Option<String>,
+    /// The CA (PEM) of the other gateways' certificates, when they serve TLS.
+    pub ca: Option<Vec<u8>>,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -195,7 +197,7 @@ pub async fn serve_with(
         Some(cluster) => {
             let codec = distributed::KappaCodec::new(client, lake);
             let worker_codec = codec.clone();
-            let channels = distributed::GatewayChannels::new();
+            let channels = distributed::GatewayChannels::new().with_ca(cluster.ca.clone());
             let worker_channels = channels.clone();
             let max_bytes = options.memory_limit;
             let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
@@ -214,7 +216,8 @@ pub async fn serve_with(
                 codec,
                 channels,
             )
-            .with_offsets_per_task(cluster.offsets_per_task);
+            .with_offsets_per_task(cluster.offsets_per_task)
+            .with_ca(cluster.ca);
             if let Some(name) = cluster.workers_dns {
                 members = members.with_dns(name);
             }

@@ -212,15 +212,23 @@ fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<
         return Ok(None);
     }
     check_cluster_args(args)?;
+    let scheme = cluster_scheme(args);
     let self_url = match &cluster.advertise_url {
         Some(url) => url.clone(),
-        None => url::Url::parse(&format!("http://{addr}"))?,
+        None => url::Url::parse(&format!("{scheme}://{addr}"))?,
+    };
+    let ca = match &cluster.cluster_ca {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
     };
     Ok(Some(ClusterOptions {
         workers: cluster.workers.clone(),
         self_url,
         offsets_per_task: cluster.offsets_per_task,
         workers_dns: cluster.workers_dns.clone(),
+        ca,
     }))
 }
 
@@ -230,10 +238,17 @@ fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
     if cluster.workers.is_empty() && cluster.workers_dns.is_none() && !cluster.worker {
         return Ok(());
     }
-    if args.security.tls_cert.is_some() {
+    if args.security.tls_client_ca.is_some() {
         anyhow::bail!(
-            "--workers, --workers-dns and --worker cannot be combined with TLS yet: the calls \
-             between gateways are not encrypted (docs/scale-out.md)"
+            "--workers, --workers-dns and --worker cannot be combined with --tls-client-ca yet: \
+             gateways do not present client certificates to each other (docs/scale-out.md)"
+        );
+    }
+    if args.security.tls_cert.is_some() && cluster.workers_dns.is_some() {
+        anyhow::bail!(
+            "--workers-dns cannot be combined with TLS yet: the gateways it finds are known by \
+             their IP addresses, which their certificates do not name; list them with --workers \
+             https://… (docs/scale-out.md)"
         );
     }
     if args.security.users.is_some() && args.security.token_secret.is_none() {
@@ -242,12 +257,30 @@ fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
              the calls between gateways carry the caller as a token the others must accept"
         );
     }
+    let scheme = cluster_scheme(args);
     for url in cluster.workers.iter().chain(&cluster.advertise_url) {
-        if url.scheme() != "http" || url.host().is_none() || url.port().is_none() {
-            anyhow::bail!("{url}: a gateway in a cluster is named http://host:port");
+        if url.scheme() != scheme || url.host().is_none() || url.port().is_none() {
+            anyhow::bail!(
+                "{url}: a gateway in a cluster {} is named {scheme}://host:port",
+                if scheme == "https" {
+                    "of TLS gateways"
+                } else {
+                    "without TLS"
+                }
+            );
         }
     }
     Ok(())
+}
+
+/// How the gateways of this one's cluster are reached: `https` when they
+/// serve TLS (every gateway of a cluster does, or none).
+fn cluster_scheme(args: &ServeArgs) -> &'static str {
+    if args.security.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 async fn serve(args: ServeArgs, executor: QueryExecutor) -> anyhow::Result<()> {

@@ -477,3 +477,44 @@ def test_a_gateway_cut_off_mid_query_fails_it_by_name_within_seconds(brokers, ti
         worker.process.kill()
         worker.stop()
         inside_relay.kill()
+
+
+def test_gateways_serving_tls_run_a_query_across_each_other_over_tls(brokers, topic, pki):
+    """With TLS, the gateways reach each other at https:// addresses, checking each other's
+    certificates against --cluster-ca; a plain http:// member is refused at start."""
+    paths = pki["paths"]
+    tls = ["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"]), "--cluster-ca", str(paths["ca"])]
+    with pytest.raises(RuntimeError):
+        Gateway(brokers, None, [*tls, "--workers", "http://127.0.0.1:1"])
+    workers = [Gateway(brokers, None, [*tls, "--worker"]) for _ in range(2)]
+    coordinator = Gateway(brokers, None, [*tls, "--workers", ",".join(f"https://{w.address}" for w in workers),
+                                          *OFFSETS_PER_TASK])
+
+    def over_tls(sql):
+        with flightsql.connect(f"grpc+tls://{coordinator.address}",
+                               db_kwargs={"adbc.flight.sql.client_option.tls_root_certs": pki["ca"].decode()},
+                               autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    try:
+        sql = QUERIES[1].format(t=topic)
+        deadline = time.monotonic() + 15
+        while "tasks=3" not in "\n".join(over_tls(f"EXPLAIN {sql}").column("plan").to_pylist()):
+            assert time.monotonic() < deadline, "the coordinator never planned three tasks"
+            time.sleep(0.5)
+        assert over_tls(sql) == query_plain(brokers, sql)
+        analyzed = "\n".join(over_tls(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
+        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+    finally:
+        for gateway in [coordinator, *workers]:
+            gateway.stop()
+
+
+def query_plain(brokers, sql):
+    """`sql`'s answer from a gateway of its own, without TLS."""
+    alone = Gateway(brokers, None, [])
+    try:
+        return query(alone, sql)
+    finally:
+        alone.stop()

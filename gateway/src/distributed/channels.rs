@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use datafusion::error::{DataFusionError, Result};
 use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
 use datafusion_distributed::{ChannelResolver, WorkerChannel};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use url::Url;
 
 /// How long connecting to a gateway may take.
@@ -32,11 +32,20 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Default)]
 pub struct GatewayChannels {
     open: Arc<Mutex<HashMap<Url, Channel>>>,
+    /// The CA (PEM) of the gateways' certificates, when they serve TLS.
+    ca: Option<Vec<u8>>,
 }
 
 impl GatewayChannels {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The same channels, checking `https://` gateways' certificates
+    /// against `ca` (PEM) as well as the system's roots.
+    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
+        self.ca = ca;
+        self
     }
 
     /// The channel to the gateway at `url`.
@@ -45,8 +54,18 @@ impl GatewayChannels {
         if let Some(channel) = open.get(url) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| DataFusionError::Configuration(format!("gateway address {url}: {e}")))?
+        let address = |e: &dyn std::fmt::Display| {
+            DataFusionError::Configuration(format!("gateway address {url}: {e}"))
+        };
+        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| address(&e))?;
+        if url.scheme() == "https" {
+            let mut tls = ClientTlsConfig::new().with_enabled_roots();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| address(&e))?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_EVERY)

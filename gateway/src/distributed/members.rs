@@ -39,6 +39,8 @@ pub struct Membership {
     /// last check.
     others: Arc<RwLock<Vec<Url>>>,
     live: Arc<RwLock<Vec<Url>>>,
+    /// The CA (PEM) of the gateways' certificates, when they serve TLS.
+    ca: Option<Vec<u8>>,
 }
 
 impl Membership {
@@ -54,7 +56,15 @@ impl Membership {
             listed,
             dns: None,
             live: Arc::new(RwLock::new(live)),
+            ca: None,
         }
+    }
+
+    /// The same membership, checking the gateways' certificates against
+    /// `ca` (PEM) where they serve TLS.
+    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
+        self.ca = ca;
+        self
     }
 
     /// The same membership, also counting the gateways at the addresses
@@ -108,7 +118,7 @@ impl Membership {
         let others = self.resolve().await;
         let answers = join_all(others.iter().map(|url| async move {
             let up = matches!(
-                probe(url.as_str(), "", None, PROBE_TIMEOUT).await,
+                probe(url.as_str(), "", self.ca.clone(), PROBE_TIMEOUT).await,
                 Ok(CheckedStatus::Serving)
             );
             (url.clone(), up)

@@ -114,6 +114,13 @@ impl Cluster {
         self
     }
 
+    /// The same cluster, its gateways' TLS certificates checked against
+    /// `ca` (PEM; and the system's roots) where they serve `https://`.
+    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
+        self.membership = self.membership.with_ca(ca);
+        self
+    }
+
     /// The same cluster, splitting Kafka scans into tasks of at least
     /// `offsets` offsets.
     pub fn with_offsets_per_task(mut self, offsets: i64) -> Self {
