@@ -206,6 +206,13 @@ pub struct ClusterArgs {
     pub offsets_per_task: i64,
 }
 
+impl ClusterArgs {
+    /// Whether this gateway is in a cluster (serves the worker service).
+    pub fn enabled(&self) -> bool {
+        !self.workers.is_empty() || self.workers_dns.is_some() || self.worker
+    }
+}
+
 /// TLS and who may connect.
 #[derive(Debug, Args)]
 pub struct SecurityArgs {

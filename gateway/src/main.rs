@@ -208,10 +208,9 @@ fn tls(args: &SecurityArgs) -> anyhow::Result<Option<ServerTlsConfig>> {
 /// --advertise-url (listening on `addr`).
 fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<ClusterOptions>> {
     let cluster = &args.cluster;
-    if cluster.workers.is_empty() && cluster.workers_dns.is_none() && !cluster.worker {
+    if !cluster.enabled() {
         return Ok(None);
     }
-    check_cluster_args(args)?;
     let scheme = cluster_scheme(args);
     let self_url = match &cluster.advertise_url {
         Some(url) => url.clone(),
@@ -235,7 +234,7 @@ fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<
 /// Refuses what a cluster cannot do yet, before the gateway starts.
 fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;
-    if cluster.workers.is_empty() && cluster.workers_dns.is_none() && !cluster.worker {
+    if !cluster.enabled() {
         return Ok(());
     }
     if args.security.tls_client_ca.is_some() {

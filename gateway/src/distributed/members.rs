@@ -75,6 +75,11 @@ impl Membership {
         self
     }
 
+    /// This gateway's address as the others reach it.
+    pub fn self_url(&self) -> &Url {
+        &self.self_url
+    }
+
     /// Every configured gateway, this one first.
     pub fn configured(&self) -> Vec<Url> {
         std::iter::once(self.self_url.clone())

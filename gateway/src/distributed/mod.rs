@@ -63,8 +63,6 @@ pub const OFFSETS_PER_TASK: i64 = 200_000;
 /// The gateways a query may run on, and this one's part in it.
 #[derive(Clone)]
 pub struct Cluster {
-    /// This gateway's address as the others reach it.
-    self_url: Url,
     /// Every gateway, and those that answer.
     membership: Membership,
     /// This gateway's worker: the service it serves, and where its own
@@ -80,7 +78,6 @@ pub struct Cluster {
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("self_url", &self.self_url.as_str())
             .field("membership", &self.membership)
             .finish_non_exhaustive()
     }
@@ -98,8 +95,7 @@ impl Cluster {
         channels: GatewayChannels,
     ) -> Self {
         Self {
-            membership: Membership::new(self_url.clone(), others),
-            self_url,
+            membership: Membership::new(self_url, others),
             worker,
             codec,
             channels,
@@ -174,7 +170,8 @@ impl Cluster {
             }))
             .with_distributed_worker_resolver(self.membership.clone())
             .with_distributed_local_worker_context(
-                self.worker.to_local_worker_context(self.self_url.clone()),
+                self.worker
+                    .to_local_worker_context(self.membership.self_url().clone()),
             )
             .with_distributed_user_codec(self.codec.clone())
             .with_distributed_channel_resolver(self.channels.clone())
