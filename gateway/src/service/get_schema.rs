@@ -106,7 +106,7 @@ impl FlightService for KappaFlightService {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        FlightService::poll_flight_info(&self.0, request).await
+        self.0.poll_statement(request).await
     }
 
     async fn do_get(

@@ -54,6 +54,7 @@ use crate::settings::Settings;
 mod ddl;
 mod get_schema;
 mod metadata;
+mod poll;
 mod sql_info;
 mod statements;
 
@@ -93,6 +94,8 @@ pub struct KappaFlightSqlService {
     executor: QueryExecutor,
     /// The gateways a large query runs across, if this one is in a cluster.
     cluster: Option<Arc<Cluster>>,
+    /// Statements PollFlightInfo started.
+    polls: Arc<poll::Polls>,
 }
 
 impl KappaFlightSqlService {
@@ -121,6 +124,7 @@ impl KappaFlightSqlService {
             limits: Limits::default(),
             executor: QueryExecutor::on_caller(),
             cluster: None,
+            polls: Arc::default(),
             auth: Arc::new(Authenticator::anonymous(TokenSigner::new(
                 None,
                 std::time::Duration::from_secs(3600),
@@ -251,6 +255,21 @@ impl FlightSqlService for KappaFlightSqlService {
         let settings = Settings::of_request(&request)?;
         let statement = self.prepared(&query.prepared_statement_handle, &settings)?;
         self.statement_info(statement, request).await
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let settings = Settings::of_request(&request)?;
+        match self.polls.fetch(&message, &settings) {
+            Some(fetched) => fetched,
+            None => Err(Status::invalid_argument(format!(
+                "a DoGet ticket of an unknown kind ({})",
+                message.type_url
+            ))),
+        }
     }
 
     async fn do_get_statement(

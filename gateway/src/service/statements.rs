@@ -665,6 +665,13 @@ pub(crate) struct Runs {
 }
 
 impl Runs {
+    /// The first run's physical plan, when GetFlightInfo planned it.
+    pub(super) fn first_plan(&self) -> Option<Arc<dyn ExecutionPlan>> {
+        self.first_planned
+            .as_ref()
+            .map(|((plan, _), _)| Arc::clone(plan))
+    }
+
     /// A statement without parameters: one run.
     fn once(template: DataFrame) -> Self {
         Self {
