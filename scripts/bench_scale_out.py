@@ -11,15 +11,20 @@ through ADBC, alternating, the median of `runs` after one warm-up:
   query that small would cost.
 
 Prints each median, the ratio to one gateway, and how the large query's work spread: each task's
-records and bytes fetched (EXPLAIN ANALYZE VERBOSE). On a 2-core machine the cluster cannot be
+records and bytes fetched (EXPLAIN ANALYZE VERBOSE).
+
+With `--tiered`, the topic is a JSON table the compactor tiers into a lake first (every gateway has
+the lake), so the large query reads the lake tier: its spread is each task's lake files and rows. On a 2-core machine the cluster cannot be
 faster (three gateways share two cores); the ratios say what distribution costs, not what it gains."""
 
 import argparse
 import json
 import os
+import pathlib
 import re
 import statistics
 import subprocess
+import tempfile
 import time
 import uuid
 
@@ -40,6 +45,23 @@ def produce(brokers, topic, records, partitions):
             except BufferError:
                 producer.poll(0.1)
     producer.flush(60)
+
+
+def tier(args, topic):
+    """The topic as a table whose records the compactor tiers into a new lake: the flags that
+    give a gateway the table and the lake."""
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="bench-scale-out-"))
+    config = folder / "kappa.toml"
+    config.write_text(f'[[tables]]\nname = "{topic}"\ntopic = "{topic}"\nformat = "json"\n'
+                      f'columns = "id BIGINT, amount BIGINT, customer VARCHAR"\n')
+    lake = folder / "lake"
+    started = time.perf_counter()
+    subprocess.run([args.compactor_bin, "run", "--once", "--brokers", args.brokers, "--lake", str(lake),
+                    "--config", str(config), "--tier-after", "0s",
+                    "--max-records-per-commit", str(max(1, args.records // 12))],
+                   check=True, capture_output=True, timeout=1800)
+    print(f"tiered into {lake} in {time.perf_counter() - started:.1f} s")
+    return ["--config", str(config), "--lake", str(lake)]
 
 
 def start(binary, brokers, *flags):
@@ -74,6 +96,8 @@ def main():
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--tiered", action="store_true", help="tier the records into a lake first")
+    parser.add_argument("--compactor-bin")
     args = parser.parse_args()
 
     topic = f"scale-{uuid.uuid4().hex[:8]}"
@@ -83,14 +107,17 @@ def main():
     produce(args.brokers, topic, args.records, args.partitions)
     print(f"produced {args.records:,} records in {args.partitions} partitions in {time.perf_counter() - started:.1f} s")
 
+    table = tier(args, topic) if args.tiered else []
     processes = []
     try:
-        alone, alone_at = start(args.gateway_bin, args.brokers)
-        workers = [start(args.gateway_bin, args.brokers, "--worker") for _ in range(2)]
+        alone, alone_at = start(args.gateway_bin, args.brokers, *table)
+        workers = [start(args.gateway_bin, args.brokers, *table, "--worker") for _ in range(2)]
         urls = ",".join(f"http://{at}" for _, at in workers)
         per_task = str(max(1, args.records // 6))
-        coordinator, at = start(args.gateway_bin, args.brokers, "--workers", urls, "--offsets-per-task", per_task)
-        eager, eager_at = start(args.gateway_bin, args.brokers, "--workers", urls, "--offsets-per-task", "100")
+        coordinator, at = start(args.gateway_bin, args.brokers, *table, "--workers", urls,
+                                "--offsets-per-task", per_task)
+        eager, eager_at = start(args.gateway_bin, args.brokers, *table, "--workers", urls,
+                                "--offsets-per-task", "100")
         processes = [alone, coordinator, eager, *(p for p, _ in workers)]
         time.sleep(3)  # the coordinators' first health checks
 
@@ -115,9 +142,18 @@ def main():
             tasks = re.findall(r"t(\d+): KafkaScanExec: .*?bytes_fetched=\{\d+:([^}]+)\}.*?records_fetched=\{\d+:([^}]+)\}", plan)
             tasks = [(t, r, b) for t, b, r in tasks]
         remote = re.search(r"remote_coordinator_channels=(\d+)", plan)
-        print(f"\nthe large query's Kafka scan, by task ({remote.group(1) if remote else '?'} remote channels):")
+        print(f"\nremote channels of the large query: {remote.group(1) if remote else '?'}")
+        if tasks:
+            print("the large query's Kafka scan, by task:")
         for task, records, bytes_ in tasks:
             print(f"  task {task}: {records} records, {bytes_} bytes fetched")
+        # (VERBOSE shows the plan twice: once is enough.)
+        shares = dict.fromkeys(re.findall(r"t(\d+): LakeFilesExec: table=\S+, version=\d+, files=(\d+), rows=(\d+)",
+                                          plan))
+        if shares:
+            print("\nthe large query's lake tier, by task (its files, and their rows in the Delta log):")
+            for task, files, rows_ in shares:
+                print(f"  task {task}: {files} files, {int(rows_):,} rows")
     finally:
         for process in processes:
             process.terminate()
