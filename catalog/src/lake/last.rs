@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result as DfResult;
@@ -139,10 +141,7 @@ pub fn keep_files(
         .collect();
     let (mut kept, mut total, mut found) = (0, 0, false);
     let narrowed = Arc::clone(plan).transform_down(|node| {
-        let Some(config) = node
-            .downcast_ref::<DataSourceExec>()
-            .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
-        else {
+        let Some(config) = file_scan(&node) else {
             return Ok(Transformed::no(node));
         };
         found = true;
@@ -167,18 +166,39 @@ pub fn keep_files(
                 FileGroup::new(files)
             })
             .collect();
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_file_groups(groups)
-            .build();
-        Ok(Transformed::yes(
-            DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
-        ))
+        Ok(Transformed::yes(with_file_groups(config, groups)))
     })?;
     Ok(found.then_some(Narrowed {
         plan: narrowed.data,
         kept,
         planned: total,
     }))
+}
+
+/// The file scan `node` is, if it is one (the Parquet reader under a Delta
+/// scan).
+pub fn file_scan(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    node.downcast_ref::<DataSourceExec>()
+        .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
+}
+
+/// The rows of `file` the Delta log counted, if it did.
+pub fn logged_rows(file: &PartitionedFile) -> Option<u64> {
+    match file.statistics.as_ref().map(|s| s.num_rows) {
+        Some(Precision::Exact(n) | Precision::Inexact(n)) => u64::try_from(n).ok(),
+        _ => None,
+    }
+}
+
+/// The file scan of `config` reading `groups` instead.
+pub(crate) fn with_file_groups(
+    config: &FileScanConfig,
+    groups: Vec<FileGroup>,
+) -> Arc<dyn ExecutionPlan> {
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_file_groups(groups)
+        .build();
+    DataSourceExec::from_data_source(config)
 }
 
 #[cfg(test)]

@@ -15,10 +15,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
-use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::physical_plan::FileGroup;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::Expr;
@@ -28,6 +26,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::TryStreamExt;
 
+use super::last::{file_scan, logged_rows, with_file_groups};
 use super::{Lake, LakeTierExec, lake_plan};
 use crate::error::CatalogError;
 
@@ -257,12 +256,7 @@ fn reading_only(
         });
         let mut groups = vec![FileGroup::new(first)];
         groups.resize_with(config.file_groups.len().max(1), || FileGroup::new(vec![]));
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_file_groups(groups)
-            .build();
-        Ok(Transformed::yes(
-            DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
-        ))
+        Ok(Transformed::yes(with_file_groups(config, groups)))
     })?;
     if !missing.is_empty() {
         return Err(CatalogError::Lake(format!(
@@ -275,11 +269,6 @@ fn reading_only(
         .into());
     }
     Ok(narrowed.data)
-}
-
-fn file_scan(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
-    node.downcast_ref::<DataSourceExec>()
-        .and_then(|source| source.data_source().downcast_ref::<FileScanConfig>())
 }
 
 /// The data files of `plan` (a Delta scan over exactly one file source),
@@ -296,10 +285,8 @@ fn files_of(plan: &Arc<dyn ExecutionPlan>) -> DfResult<Option<Vec<Vec<LakeFile>>
                     .flat_map(|group| group.iter())
                     .map(|file| LakeFile {
                         location: file.object_meta.location.to_string(),
-                        rows: match file.statistics.as_ref().map(|s| s.num_rows) {
-                            Some(Precision::Exact(n) | Precision::Inexact(n)) => n as u64,
-                            _ => file.object_meta.size / BYTES_PER_ROW_GUESS,
-                        },
+                        rows: logged_rows(file)
+                            .unwrap_or(file.object_meta.size / BYTES_PER_ROW_GUESS),
                     })
                     .collect::<Vec<LakeFile>>(),
             );

@@ -22,12 +22,10 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::sql::{Any, TicketStatementQuery};
 use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, PollInfo, Ticket};
-use datafusion::common::stats::Precision;
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
+use kappa_catalog::lake::last::{file_scan, logged_rows};
 use kappa_catalog::scan::KafkaScanExec;
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -308,18 +306,12 @@ fn work(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
     let own = if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
         let total = u64::try_from(scan.spec().offsets()).unwrap_or(0);
         (metric("records_fetched").min(total), total)
-    } else if let Some(config) = plan
-        .downcast_ref::<DataSourceExec>()
-        .and_then(|s| s.data_source().downcast_ref::<FileScanConfig>())
-    {
+    } else if let Some(config) = file_scan(plan) {
         let total: u64 = config
             .file_groups
             .iter()
             .flat_map(|g| g.iter())
-            .map(|f| match f.statistics.as_ref().map(|s| s.num_rows) {
-                Some(Precision::Exact(n) | Precision::Inexact(n)) => n as u64,
-                _ => 0,
-            })
+            .filter_map(logged_rows)
             .sum();
         (metric("output_rows").min(total), total)
     } else {
