@@ -194,10 +194,10 @@ def test_with_sign_in_the_tasks_carry_the_caller_and_each_gateway_checks_it(brok
             gateway.stop()
 
 
-def test_a_gateway_lost_mid_query_fails_it_by_name_and_the_rest_go_on(brokers, topic):
-    """A worker killed while a query runs on it: the query fails (Unavailable, naming that
-    gateway), never a partial answer; the next queries run on the gateways that remain, and the
-    gateway, started again at its address, is given tasks again."""
+def test_a_gateway_lost_mid_query_is_retried_on_the_rest_and_comes_back(brokers, topic):
+    """A worker killed while a query runs on it: the query, which had sent nothing yet, runs once
+    more on the gateways that remain and answers in full (it would fail with Unavailable naming the
+    gateway if that run failed too); the gateway, started again at its address, gets tasks again."""
     workers = [Gateway(brokers, None, ["--worker"]) for _ in range(2)]
     coordinator = Gateway(brokers, None, ["--workers", ",".join(f"http://{w.address}" for w in workers),
                                           *OFFSETS_PER_TASK])
@@ -207,15 +207,14 @@ def test_a_gateway_lost_mid_query_fails_it_by_name_and_the_rest_go_on(brokers, t
         # About 5.7 million joined rows: a few seconds on each gateway.
         slow = (f'SELECT a._partition, count(*) AS n, sum(a._offset * b._offset) AS s FROM "{topic}" a '
                 f'JOIN "{topic}" b ON a._key = b._key GROUP BY 1 ORDER BY 1')
+        expected = query(workers[1], slow)
         lost = workers[0]
         killer = threading.Timer(0.5, lost.process.kill)
         killer.start()
-        with pytest.raises(flightsql.Error) as failed:
-            query(coordinator, slow)
+        answer = query(coordinator, slow)
         killer.join()
-        message = str(failed.value)
-        assert "(Unavailable;" in message, message
-        assert f"the query lost a gateway it ran on (http://{lost.address}/)" in message, message
+        assert lost.process.poll() is not None, "the worker was killed"
+        assert answer == expected
 
         # Later queries run on the coordinator and the worker left, with every row.
         assert query(coordinator, f'SELECT count(*) AS n FROM "{topic}"').to_pydict() == {"n": [RECORDS]}
@@ -223,8 +222,7 @@ def test_a_gateway_lost_mid_query_fails_it_by_name_and_the_rest_go_on(brokers, t
 
         back = Gateway(brokers, None, ["--worker"], listen=lost.address)
         wait_for_tasks(coordinator, topic, 3)
-        alone = query(workers[1], slow)
-        assert query(coordinator, slow) == alone
+        assert query(coordinator, slow) == expected
     finally:
         for gateway in [coordinator, *workers, *([back] if back else [])]:
             gateway.stop()
@@ -431,10 +429,11 @@ def namespace():
         ip("link", "del", host_side)
 
 
-def test_a_gateway_cut_off_mid_query_fails_it_by_name_within_seconds(brokers, tiered, namespace):
-    """A worker whose network goes silent (no reset, no answer) while a query runs tasks on it: the
-    query fails with Unavailable naming it within seconds (the channels between gateways ping and
-    give up), never waits forever or answers in part; the next query runs on the gateway left."""
+def test_a_gateway_cut_off_mid_query_is_given_up_within_seconds(brokers, tiered, namespace):
+    """A worker whose network goes silent (no reset, no answer) while a query runs tasks on it: within
+    seconds the channels between gateways give up on it (they ping), and the query, which had sent
+    nothing yet, runs once more on the gateway left and answers in full, never waiting forever or
+    answering in part."""
     import relay
     broker_host, broker_port = brokers.rsplit(":", 1)
     # The namespace reaches the broker (advertised on the host's loopback) through two relays.
@@ -459,14 +458,12 @@ def test_a_gateway_cut_off_mid_query_fails_it_by_name_within_seconds(brokers, ti
         assert wait_for_distributed(coordinator, slow, 2)
         cut = threading.Timer(1.0, lambda: ip("link", "set", namespace["host_side"], "down"))
         cut.start()
+        expected = query(tiered["alone"], slow)
         started = time.monotonic()
-        with pytest.raises(flightsql.Error) as failed:
-            query(coordinator, slow)
+        answer = query(coordinator, slow)
         took = time.monotonic() - started
         cut.join()
-        message = str(failed.value)
-        assert "(Unavailable;" in message, message
-        assert f"the query lost a gateway it ran on (http://{worker.address}/)" in message, message
+        assert answer == expected
         assert took < 20, took
         # The next queries run on the coordinator alone, with every row.
         counting = f'SELECT count(*) AS n FROM "{table}"'

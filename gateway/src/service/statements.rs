@@ -408,6 +408,18 @@ impl KappaFlightSqlService {
         let stream: SendableRecordBatchStream = match runs.next() {
             None => Box::pin(EmptyRecordBatchStream::new(Arc::clone(&schema))),
             Some(first) => {
+                // Across a cluster, a run that fails before its first batch
+                // (a gateway left or came back as it started) runs once more,
+                // planned again on the gateways that answer.
+                let again = match (&first, &self.cluster) {
+                    (Ok(df), Some(cluster)) => Some(retry::Again {
+                        df: df.clone(),
+                        stop: Arc::clone(&stop),
+                        executor: self.executor.clone(),
+                        cluster: Arc::clone(cluster),
+                    }),
+                    _ => None,
+                };
                 let first = match (first, first_planned) {
                     (Ok(_), Some(((plan, task), _))) => {
                         stoppable(plan, &stop).and_then(|plan| self.executor.execute(plan, task))
@@ -417,6 +429,10 @@ impl KappaFlightSqlService {
                             .await
                     }
                     (Err(e), _) => Err(e),
+                };
+                let first = match again {
+                    Some(again) => first.map(|stream| again.if_it_fails_at_once(stream)),
+                    None => first,
                 };
                 let first = first.map_err(|e| {
                     let status = datafusion_status(&e);
@@ -724,3 +740,69 @@ impl Iterator for Runs {
 }
 
 impl ExactSizeIterator for Runs {}
+
+/// One more run of a statement whose distributed run failed before its
+/// first batch: never a partial answer, since nothing was sent yet.
+mod retry {
+    use super::*;
+    use crate::distributed::ClusterError;
+    use futures::stream::BoxStream;
+
+    /// What runs the statement again.
+    pub(super) struct Again {
+        pub df: DataFrame,
+        pub stop: Arc<QueryStop>,
+        pub executor: QueryExecutor,
+        pub cluster: Arc<Cluster>,
+    }
+
+    impl Again {
+        /// `stream`, replaced by a second run if its first item is an error
+        /// of the cluster (a lost gateway, a failed call between gateways,
+        /// datafusion-distributed's own bookkeeping of the connections).
+        pub(super) fn if_it_fails_at_once(
+            self,
+            stream: SendableRecordBatchStream,
+        ) -> SendableRecordBatchStream {
+            let schema = stream.schema();
+            let retried = futures::stream::once(async move {
+                let (head, rest) = stream.into_future().await;
+                match head {
+                    Some(Err(e)) if of_the_cluster(&e) => {
+                        tracing::warn!(error = %e, "a distributed query failed as it started: running it once more");
+                        match execute_stoppable(
+                            self.df,
+                            &self.stop,
+                            &self.executor,
+                            Some(&self.cluster),
+                        )
+                        .await
+                        {
+                            Ok(again) => again.boxed(),
+                            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                        }
+                    }
+                    head => {
+                        let stream: BoxStream<'static, _> =
+                            futures::stream::iter(head).chain(rest).boxed();
+                        stream
+                    }
+                }
+            })
+            .flatten();
+            Box::pin(RecordBatchStreamAdapter::new(schema, retried))
+        }
+    }
+
+    /// Whether `e` is the cluster failing rather than the query.
+    fn of_the_cluster(e: &datafusion::error::DataFusionError) -> bool {
+        use datafusion::error::DataFusionError;
+        match e.find_root() {
+            DataFusionError::External(inner) => inner
+                .downcast_ref::<ClusterError>()
+                .is_some_and(|c| !matches!(c, ClusterError::Refused(_))),
+            DataFusionError::Internal(text) => text.contains("WorkerConnections"),
+            _ => false,
+        }
+    }
+}
