@@ -176,8 +176,7 @@ impl Cluster {
             .with_distributed_user_codec(self.codec.clone())
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_desired_task_count_handler(scan_tasks(self.offsets_per_task))
-            .with_distributed_scale_up_leaf_node_handler(split_kafka_scan)
-            .with_distributed_scale_up_leaf_node_handler(split_lake_files)
+            .with_distributed_scale_up_leaf_node_handler(split_scan)
             .with_distributed_planner()
             .build())
     }
@@ -243,13 +242,23 @@ impl Cluster {
 
 /// The records the Kafka scans and lake tiers in `plan` read.
 fn records_read(plan: &Arc<dyn ExecutionPlan>) -> i64 {
-    let own = match plan.downcast_ref::<KafkaScanExec>() {
-        Some(scan) => scan.spec().offsets(),
-        None => plan
-            .downcast_ref::<LakeFilesExec>()
-            .map_or(0, |files| i64::try_from(files.rows()).unwrap_or(i64::MAX)),
-    };
+    let own = scan_records(plan).map_or(0, |(records, _)| records);
     own + plan.children().into_iter().map(records_read).sum::<i64>()
+}
+
+/// The records `plan` reads if it is a scan that travels (Kafka offsets or
+/// lake rows), and whether it may stop early (a limit, or only the newest
+/// records), which leaves too little to split.
+fn scan_records(plan: &Arc<dyn ExecutionPlan>) -> Option<(i64, bool)> {
+    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
+        let spec = scan.spec();
+        return Some((spec.offsets(), spec.last.is_some() || spec.limit.is_some()));
+    }
+    let files = plan.downcast_ref::<LakeFilesExec>()?;
+    Some((
+        i64::try_from(files.rows()).unwrap_or(i64::MAX),
+        files.spec().limit.is_some(),
+    ))
 }
 
 /// Lake tiers read through [`LakeFilesExec`], so they travel: run as the
@@ -288,19 +297,10 @@ fn scan_tasks(
 + Sync
 + 'static {
     move |ev| {
-        let records = if let Some(scan) = ev.plan.downcast_ref::<KafkaScanExec>() {
-            let spec = scan.spec();
-            if spec.last.is_some() || spec.limit.is_some() {
-                return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
-            }
-            spec.offsets()
-        } else {
-            let files = ev.plan.downcast_ref::<LakeFilesExec>()?;
-            if files.spec().limit.is_some() {
-                return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
-            }
-            i64::try_from(files.rows()).unwrap_or(i64::MAX)
-        };
+        let (records, stops_early) = scan_records(ev.plan)?;
+        if stops_early {
+            return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
+        }
         let tasks = usize::try_from(records / per_task).unwrap_or(usize::MAX);
         Some(Ok(if tasks <= 1 {
             DesiredTaskCountEventResponse::maximum(1)
@@ -310,35 +310,29 @@ fn scan_tasks(
     }
 }
 
-/// A lake tier's files read as `task_count` tasks, each a share of the
-/// files by rows, in as many output partitions as before.
-fn split_lake_files(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
-    let files = ev.plan.downcast_ref::<LakeFilesExec>()?;
+/// A scan run as `task_count` tasks, in as many output partitions as it
+/// had: a Kafka scan's tasks each read a share of its offsets
+/// ([`KafkaScanExec::split`]), a lake tier's a share of its files by rows
+/// ([`LakeFilesExec::split`]).
+fn split_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
     if ev.task_count <= 1 {
         return None;
     }
-    let variants = files
-        .split(ev.task_count)
-        .into_iter()
-        .map(|variant| Arc::new(variant) as Arc<dyn ExecutionPlan>);
-    Some(
-        DistributedLeafExec::try_new(Arc::clone(ev.plan), variants)
-            .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),
-    )
-}
-
-/// A Kafka scan run as `task_count` tasks: each reads its share of the
-/// offsets, in as many output partitions as the scan had.
-fn split_kafka_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
-    let scan = ev.plan.downcast_ref::<KafkaScanExec>()?;
-    if ev.task_count <= 1 {
-        return None;
-    }
-    let partitions = ev.plan.properties().partitioning.partition_count();
-    let variants = scan
-        .split(ev.task_count, partitions)
-        .into_iter()
-        .map(|variant| Arc::new(variant) as Arc<dyn ExecutionPlan>);
+    let variants: Vec<Arc<dyn ExecutionPlan>> =
+        if let Some(scan) = ev.plan.downcast_ref::<KafkaScanExec>() {
+            let partitions = ev.plan.properties().partitioning.partition_count();
+            scan.split(ev.task_count, partitions)
+                .into_iter()
+                .map(|variant| Arc::new(variant) as _)
+                .collect()
+        } else {
+            let files = ev.plan.downcast_ref::<LakeFilesExec>()?;
+            files
+                .split(ev.task_count)
+                .into_iter()
+                .map(|variant| Arc::new(variant) as _)
+                .collect()
+        };
     Some(
         DistributedLeafExec::try_new(Arc::clone(ev.plan), variants)
             .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),
