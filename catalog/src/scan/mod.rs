@@ -25,8 +25,10 @@ use datafusion::physical_plan::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+pub(crate) mod fetched;
 mod metrics;
 pub(crate) mod reader;
+mod round;
 
 use metrics::ScanMetrics;
 use reader::GroupReader;

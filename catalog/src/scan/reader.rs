@@ -10,14 +10,17 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
+use kappa_kafka_drain::QueueDrain;
+
 use super::ScanSpec;
+use super::fetched::{FetchedRecord, append_record};
 use super::metrics::ScanMetrics;
-use crate::decode::{BatchAssembler, RecordRef};
+use super::round::Round;
+use crate::decode::BatchAssembler;
 use crate::error::{CatalogError, Result};
 use crate::kafka::KafkaClient;
 use crate::offsets::{Delivery, PartitionCursor, PartitionRange, TailCursor};
@@ -25,9 +28,8 @@ use crate::offsets::{Delivery, PartitionCursor, PartitionRange, TailCursor};
 /// How long one poll waits before the reader re-checks cancellation and positions.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Records taken between two reads of the clock (for the fetch timeout and
-/// gap checks) while records keep coming.
-const CLOCK_EVERY: usize = 256;
+/// Fetched records a reader takes from its consumer in one call.
+const DRAIN_BATCH: usize = 512;
 
 /// How often jumps in offsets are checked against the log start while a
 /// round is read (and always when it ends).
@@ -54,7 +56,7 @@ pub(super) struct GroupReader {
     assembler: BatchAssembler,
     remaining: Option<usize>,
     last: Option<usize>,
-    /// Records taken per partition in the current round.
+    /// Records taken per partition in the last round read.
     taken: HashMap<i32, usize>,
     batch_size: usize,
     client: Arc<KafkaClient>,
@@ -209,22 +211,20 @@ impl GroupReader {
         Ok(())
     }
 
-    /// Reads `round` (at most one range per partition) to its ends.
+    /// Reads `ranges` (at most one per partition) to their ends.
     fn read_round(
         &mut self,
         consumer: &BaseConsumer,
-        round: &[PartitionRange],
+        ranges: &[PartitionRange],
         tx: &BatchSender,
     ) -> Result<Flow> {
         let mut assignment = TopicPartitionList::new();
-        let mut cursors = HashMap::new();
-        for range in round {
+        for range in ranges {
             assignment.add_partition_offset(
                 &self.topic,
                 range.partition,
                 Offset::Offset(range.start),
             )?;
-            cursors.insert(range.partition, PartitionCursor::new(*range));
         }
         // A partition paused when it finished an earlier round stays paused
         // across assignments. Resume it before the new assignment too:
@@ -239,158 +239,220 @@ impl GroupReader {
         consumer.assign(&assignment)?;
         consumer.resume(&assignment)?;
 
+        let mut round = Round::new(ranges);
+        let flow = self.read_assigned(consumer, &mut round, tx);
+        self.taken = round.taken_by_partition();
+        flow
+    }
+
+    /// Takes the assigned round's records until every range is read: in
+    /// batches while records are there, waiting in `poll` when none are.
+    fn read_assigned(
+        &mut self,
+        consumer: &BaseConsumer,
+        round: &mut Round,
+        tx: &BatchSender,
+    ) -> Result<Flow> {
         let fetch_timeout = self.client.options().fetch_timeout;
-        let mut last_progress = Instant::now();
-        let mut progressed = false;
-        let mut last_error: Option<KafkaError> = None;
+        let mut drain = QueueDrain::new(consumer, DRAIN_BATCH)
+            .ok_or_else(|| CatalogError::Config("a scan consumer has no group.id".into()))?;
         let mut last_verified = Instant::now();
-        let mut clock = ClockRation::every(CLOCK_EVERY);
-        while cursors.values().any(|c| !c.is_done()) {
+        while !round.is_done() {
             if tx.is_closed() {
                 return Ok(Flow::Stop);
             }
-            // What is already fetched is taken without waiting (and without
-            // reading the clock: on this path, per-record clock reads cost
-            // a fifth of the scan); only a poll that has to wait is timed.
-            let polled = consumer.poll(Duration::ZERO).or_else(|| {
-                let _waiting = self.metrics.kafka_wait.timer();
-                consumer.poll(POLL_INTERVAL)
-            });
-            let idle = polled.is_none();
-            match polled {
-                Some(Ok(message)) => {
-                    progressed = true;
-                    self.metrics.records_fetched.add(1);
-                    // Only this scan's partitions count (a pooled consumer
-                    // never delivers another's, but a record is cheap to check).
-                    if message.topic() != self.topic {
-                        continue;
-                    }
-                    let Some(cursor) = cursors.get_mut(&message.partition()) else {
-                        continue;
-                    };
-                    let finished_before = cursor.is_done();
-                    match cursor.deliver(message.offset()) {
-                        Delivery::Take | Delivery::TakeLast => {
-                            self.append(&message)?;
-                            *self.taken.entry(message.partition()).or_default() += 1;
-                            if let Some(remaining) = &mut self.remaining {
-                                *remaining -= 1;
-                                if *remaining == 0 {
-                                    self.send(tx)?;
-                                    return Ok(Flow::Stop);
-                                }
-                            }
-                        }
-                        Delivery::Duplicate | Delivery::PastEnd => {
-                            self.metrics.records_dropped.add(1);
-                        }
-                    }
-                    if cursor.is_done() && !finished_before {
-                        pause(consumer, &self.topic, message.partition());
-                    }
-                    let full = self.assembler.len() >= self.batch_size
-                        || self.assembler.buffered_bytes() >= MAX_BATCH_BYTES;
-                    if full {
-                        if !self.send(tx)? {
-                            return Ok(Flow::Stop);
-                        }
-                        // Time spent waiting for a slow client is not a stall.
-                        last_progress = Instant::now();
+            // What is already fetched is taken in a batch, without waiting
+            // and without reading the clock per record (per-record clock
+            // reads once cost a fifth of a scan). Only when nothing is there
+            // does the reader wait, timed, in `poll`, which also returns the
+            // client's errors.
+            let step = if drain.fill(Duration::ZERO) > 0 {
+                let mut step = Step::Next;
+                for index in 0..drain.len() {
+                    step = self.take(drain.get(index), round, consumer, tx)?;
+                    if step != Step::Next {
+                        break;
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    progressed = true;
-                    if let Some(cursor) = cursors.get_mut(&partition) {
-                        // The end of the log as the broker sees it now. Only
-                        // at or past the range's end does it finish the range:
-                        // a log that ends before it lost records, and the
-                        // fetch timeout says so.
-                        if let Some(position) = position_of(consumer, &self.topic, partition) {
-                            cursor.reached(position);
-                        }
-                        if cursor.is_done() {
-                            pause(consumer, &self.topic, partition);
-                        }
+                step
+            } else {
+                let polled = {
+                    let _waiting = self.metrics.kafka_wait.timer();
+                    consumer.poll(POLL_INTERVAL)
+                };
+                match polled {
+                    Some(fetched) => self.take(fetched, round, consumer, tx)?,
+                    None => {
+                        round.reached_positions(consumer);
+                        Step::Next
                     }
                 }
-                Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => return Err(e.into()),
-                Some(Err(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
-                ))) => {
-                    // A read position outside the log: something vanished.
-                    cursors.values_mut().for_each(PartitionCursor::suspect_gap);
-                    self.verify_gaps(&mut cursors)?;
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(topic = %self.topic, error = %e, "consumer error");
-                    last_error = Some(e);
-                }
-                None => {
-                    if let Ok(positions) = consumer.position() {
-                        for elem in positions.elements() {
-                            if let (Offset::Offset(position), Some(cursor)) =
-                                (elem.offset(), cursors.get_mut(&elem.partition()))
-                            {
-                                cursor.reached(position);
-                            }
-                        }
-                    }
-                }
-            }
-            if !clock.due(idle) {
-                continue;
+            };
+            if step == Step::Stop {
+                return Ok(Flow::Stop);
             }
             let now = Instant::now();
-            if std::mem::take(&mut progressed) {
-                last_progress = now;
+            if std::mem::take(&mut round.progressed) {
+                round.last_progress = now;
             }
             if now.duration_since(last_verified) >= VERIFY_INTERVAL {
-                self.verify_gaps(&mut cursors)?;
+                self.verify_gaps(&mut round.cursors)?;
                 last_verified = now;
             }
-            if now.duration_since(last_progress) > fetch_timeout {
-                let stuck: Vec<String> = cursors
-                    .values()
-                    .filter(|c| !c.is_done())
-                    .map(|c| {
-                        format!(
-                            "partition {} at offset {} of {}",
-                            c.range().partition,
-                            c.next_offset(),
-                            c.range().end
-                        )
-                    })
-                    .collect();
-                let cause = last_error
-                    .map(|e| format!(": {}", crate::error::kafka_cause(&e)))
-                    .unwrap_or_default();
-                return Err(CatalogError::BrokerUnavailable(format!(
-                    "topic '{}': no data for {:?} ({}){cause}",
-                    self.topic,
-                    fetch_timeout,
-                    stuck.join(", ")
-                )));
+            if now.duration_since(round.last_progress) > fetch_timeout {
+                return Err(self.stalled(round, fetch_timeout));
             }
         }
         // No range is done before its jumps are explained.
-        self.verify_gaps(&mut cursors)?;
+        self.verify_gaps(&mut round.cursors)?;
         Ok(Flow::Continue)
     }
 
-    fn append(&mut self, message: &BorrowedMessage<'_>) -> Result<()> {
-        let bytes = append_message(&mut self.assembler, &self.topic, message)?;
-        self.metrics.bytes_fetched.add(bytes);
+    /// Takes one fetched record, or the error fetched in its place.
+    fn take(
+        &mut self,
+        fetched: std::result::Result<impl FetchedRecord, KafkaError>,
+        round: &mut Round,
+        consumer: &BaseConsumer,
+        tx: &BatchSender,
+    ) -> Result<Step> {
+        let record = match fetched {
+            Ok(record) => record,
+            Err(error) => {
+                self.fetch_error(error, round, consumer)?;
+                return Ok(Step::Next);
+            }
+        };
+        round.progressed = true;
+        self.metrics.records_fetched.add(1);
+        // Only this scan's ranges count (a pooled consumer never delivers
+        // another's, but a record is cheap to check).
+        if !record.is_of_topic(&self.topic) {
+            return Ok(Step::Next);
+        }
+        let partition = record.partition();
+        let Some(index) = round.cursor_of(partition) else {
+            return Ok(Step::Next);
+        };
+        let cursor = &mut round.cursors[index];
+        let finished_before = cursor.is_done();
+        match cursor.deliver(record.offset()) {
+            Delivery::Take | Delivery::TakeLast => {
+                let bytes = append_record(&mut self.assembler, &self.topic, &record)?;
+                self.metrics.bytes_fetched.add(bytes);
+                round.taken[index] += 1;
+                if let Some(remaining) = &mut self.remaining {
+                    *remaining -= 1;
+                    if *remaining == 0 {
+                        self.send(tx)?;
+                        return Ok(Step::Stop);
+                    }
+                }
+            }
+            Delivery::Duplicate | Delivery::PastEnd => {
+                self.metrics.records_dropped.add(1);
+            }
+        }
+        let finished = round.cursors[index].is_done() && !finished_before;
+        if finished {
+            pause(consumer, &self.topic, partition);
+        }
+        let full = self.assembler.len() >= self.batch_size
+            || self.assembler.buffered_bytes() >= MAX_BATCH_BYTES;
+        if full {
+            if !self.send(tx)? {
+                return Ok(Step::Stop);
+            }
+            // Time spent waiting for a slow client is not a stall.
+            round.last_progress = Instant::now();
+        }
+        // The rest of a batch is for ranges already read.
+        Ok(if finished && round.is_done() {
+            Step::RoundRead
+        } else {
+            Step::Next
+        })
+    }
+
+    /// Handles an error fetched in a record's place.
+    fn fetch_error(
+        &self,
+        error: KafkaError,
+        round: &mut Round,
+        consumer: &BaseConsumer,
+    ) -> Result<()> {
+        match error {
+            KafkaError::PartitionEOF(partition) => {
+                round.progressed = true;
+                if let Some(index) = round.cursor_of(partition) {
+                    let cursor = &mut round.cursors[index];
+                    // The end of the log as the broker sees it now. Only at
+                    // or past the range's end does it finish the range: a
+                    // log that ends before it lost records, and the fetch
+                    // timeout says so.
+                    if let Some(position) = position_of(consumer, &self.topic, partition) {
+                        cursor.reached(position);
+                    }
+                    if cursor.is_done() {
+                        pause(consumer, &self.topic, partition);
+                    }
+                }
+            }
+            e @ KafkaError::MessageConsumptionFatal(_) => return Err(e.into()),
+            KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+            ) => {
+                // A read position outside the log: something vanished.
+                round
+                    .cursors
+                    .iter_mut()
+                    .for_each(PartitionCursor::suspect_gap);
+                self.verify_gaps(&mut round.cursors)?;
+            }
+            e => {
+                tracing::debug!(topic = %self.topic, error = %e, "consumer error");
+                round.last_error = Some(e);
+            }
+        }
         Ok(())
+    }
+
+    /// The error of a round that got no record for `fetch_timeout`, naming
+    /// where each unfinished range stopped.
+    fn stalled(&self, round: &mut Round, fetch_timeout: Duration) -> CatalogError {
+        let stuck: Vec<String> = round
+            .cursors
+            .iter()
+            .filter(|c| !c.is_done())
+            .map(|c| {
+                format!(
+                    "partition {} at offset {} of {}",
+                    c.range().partition,
+                    c.next_offset(),
+                    c.range().end
+                )
+            })
+            .collect();
+        let cause = round
+            .last_error
+            .take()
+            .map(|e| format!(": {}", crate::error::kafka_cause(&e)))
+            .unwrap_or_default();
+        CatalogError::BrokerUnavailable(format!(
+            "topic '{}': no data for {:?} ({}){cause}",
+            self.topic,
+            fetch_timeout,
+            stuck.join(", ")
+        ))
     }
 
     /// Checks every unexplained jump in offsets against the partitions' log
     /// starts: if the log start passed where a jump began, records of the
     /// snapshot were deleted under the query, which must fail rather than
     /// return the rest.
-    fn verify_gaps(&self, cursors: &mut HashMap<i32, PartitionCursor>) -> Result<()> {
+    fn verify_gaps(&self, cursors: &mut [PartitionCursor]) -> Result<()> {
         let suspects: Vec<i32> = cursors
-            .values()
+            .iter()
             .filter(|c| c.unverified_gap().is_some())
             .map(|c| c.range().partition)
             .collect();
@@ -400,9 +462,12 @@ impl GroupReader {
         let starts = self.client.log_starts(&self.topic, &suspects)?;
         let mut lost = Vec::new();
         for partition in suspects {
-            let (Some(cursor), Some(&start)) =
-                (cursors.get_mut(&partition), starts.get(&partition))
-            else {
+            let (Some(cursor), Some(&start)) = (
+                cursors
+                    .iter_mut()
+                    .find(|c| c.range().partition == partition),
+                starts.get(&partition),
+            ) else {
                 continue;
             };
             if let Err((from, to)) = cursor.verify(start) {
@@ -428,85 +493,14 @@ impl GroupReader {
     }
 }
 
-/// Clock reads rationed while records keep coming: reading it per record
-/// cost a fifth of a scan's CPU, so a reader looks at it once every `n`
-/// steps, or at once when a poll found nothing.
-pub(crate) struct ClockRation {
-    every: usize,
-    since: usize,
-}
-
-impl ClockRation {
-    /// Due every `n` steps.
-    pub(crate) fn every(n: usize) -> Self {
-        Self { every: n, since: 0 }
-    }
-
-    /// Whether to read the clock after this step (`idle`: the poll found
-    /// nothing).
-    pub(crate) fn due(&mut self, idle: bool) -> bool {
-        self.since += 1;
-        if idle || self.since >= self.every {
-            self.since = 0;
-            return true;
-        }
-        false
-    }
-}
-
-/// Appends `message` (of `topic`) to `assembler`; returns the bytes of its
-/// key, value and headers.
-pub(crate) fn append_message(
-    assembler: &mut BatchAssembler,
-    topic: &str,
-    message: &BorrowedMessage<'_>,
-) -> Result<usize> {
-    let record = RecordRef {
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp_ms: message.timestamp().to_millis(),
-        key: message.key(),
-        value: message.payload(),
-    };
-    // Headers are parsed (by librdkafka) and gathered only for a query that
-    // reads `_headers`: most do not, and it is a list per record.
-    let headers = if assembler.needs_headers() {
-        read_headers(message).ok_or_else(|| {
-            CatalogError::InvalidRecord(format!(
-                "topic '{topic}' partition {} offset {}: a header name is not UTF-8",
-                message.partition(),
-                message.offset()
-            ))
-        })?
-    } else {
-        Vec::new()
-    };
-    let header_bytes: usize = headers
-        .iter()
-        .map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len))
-        .sum();
-    let bytes =
-        record.key.map_or(0, <[u8]>::len) + record.value.map_or(0, <[u8]>::len) + header_bytes;
-    assembler.append(record, headers)?;
-    Ok(bytes)
-}
-
-/// One header: name and value bytes.
-type Header<'m> = (&'m str, Option<&'m [u8]>);
-
-/// The record's headers, or `None` if a header name is not UTF-8 (rdkafka
-/// 0.39 panics on those; the panic is contained here and reported as an error).
-fn read_headers<'m>(message: &'m BorrowedMessage<'_>) -> Option<Vec<Header<'m>>> {
-    let Some(headers) = message.headers() else {
-        return Some(Vec::new());
-    };
-    std::panic::catch_unwind(|| {
-        headers
-            .iter()
-            .map(|header| (header.key, header.value))
-            .collect::<Vec<_>>()
-    })
-    .ok()
+/// What a step of a round's reading did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Next,
+    /// Every range of the round is read; the rest of a batch is not needed.
+    RoundRead,
+    /// The limit is reached or the receiver is gone.
+    Stop,
 }
 
 /// The consumer's fetch position in `partition`, if it has one.
