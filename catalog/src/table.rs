@@ -279,11 +279,15 @@ impl TableProvider for KafkaTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let snapshot = self.take_snapshot(state).await?;
-        let base: Vec<PartitionRange> = snapshot
+        let mut base: Vec<PartitionRange> = snapshot
             .partitions
             .iter()
             .map(|p| PartitionRange::new(p.partition, p.from, p.end))
             .collect();
+        let pinned = snapshot::pinned(state, &self.name)?.is_some();
+        if let Some(cut) = snapshot::slice::session_cut(state, &self.name, pinned, &base)? {
+            base = base.iter().filter_map(|r| cut.narrow_range(r)).collect();
+        }
         snapshot::record(state, &self.name, snapshot);
         self.scan_from(state, projection, filters, limit, &base, &HashMap::new())
             .await

@@ -228,6 +228,8 @@ impl LakeKafkaTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let live = self.kafka.snapshot().await?;
         let base = snapshot::pinned_ranges(&self.name, pinned, &live)?;
+        // A slice of the answer reads its share of both tiers' rows.
+        let cut = snapshot::slice::session_cut(state, &self.name, true, &base)?;
         let partitions: Vec<i32> = base.iter().map(|r| r.partition).collect();
         if !pinned.complete {
             self.check_covered(pinned, &live, filters)?;
@@ -265,6 +267,10 @@ impl LakeKafkaTable {
                     .map_or(r.start, |&w| w.max(r.start));
                 PartitionRange::new(r.partition, start.min(r.end), r.end)
             })
+            .filter_map(|r| match &cut {
+                Some(cut) => cut.narrow_range(&r),
+                None => Some(r),
+            })
             .collect();
         snapshot::check_kept(&self.name, &from_kafka, &live)?;
         snapshot::record(state, &self.name, pinned.clone());
@@ -272,7 +278,7 @@ impl LakeKafkaTable {
             from_kafka.iter().map(|r| (r.partition, r.start)).collect();
         let kafka = self
             .kafka
-            .scan_from(state, projection, filters, None, &base, &kafka_floors)
+            .scan_from(state, projection, filters, None, &from_kafka, &kafka_floors)
             .await?;
         // The lake's rows of each partition below its end (and, where the
         // token read no lake, from its first offset: the lake may have
@@ -283,6 +289,10 @@ impl LakeKafkaTable {
                 let watermark = *floors.get(&r.partition)?;
                 let lower = pinned.lake_version.is_none().then_some(r.start);
                 let upper = r.end.min(watermark);
+                let (lower, upper) = match &cut {
+                    Some(cut) => cut.narrow(r.partition, lower, upper)?,
+                    None => (lower, upper),
+                };
                 (lower.unwrap_or(i64::MIN) < upper).then_some(LakeBound {
                     partition: r.partition,
                     lower,
@@ -513,6 +523,8 @@ impl TableProvider for LakeKafkaTable {
         if let Some(pinned) = snapshot::pinned(state, &self.name)? {
             return self.replay(state, &pinned, projection, filters).await;
         }
+        // A slice reads a share of a token's state, and there is none.
+        snapshot::slice::session_cut(state, &self.name, false, &[])?;
         let Some(tier) = self.tier().await? else {
             return self.kafka.scan(state, projection, filters, limit).await;
         };

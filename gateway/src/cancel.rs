@@ -13,6 +13,8 @@ use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tonic::Status;
 
+use kappa_catalog::snapshot::Slice;
+
 use crate::prepared::{ParamError, PreparedHandle};
 
 /// The prefix of a statement handle that carries a query id.
@@ -21,6 +23,10 @@ const PREFIX: &[u8] = b"kappa-q:";
 /// The prefix of the line after the id that carries the snapshot token of
 /// what the statement read when it was planned.
 const SNAPSHOT_PREFIX: &[u8] = b"kappa-s:";
+
+/// The prefix of the line after the snapshot's that names the slice of the
+/// answer the ticket reads.
+const SLICE_PREFIX: &[u8] = b"kappa-p:";
 
 /// A statement ticket (the query's id and the statement with its bound
 /// parameters), or a prepared statement's handle (the id its binding is
@@ -35,6 +41,9 @@ pub struct QueryTicket {
     /// planned it: a DoGet that plans it again (on another gateway) reads
     /// the same state.
     pub snapshot: Option<String>,
+    /// The share of the answer this ticket reads, when GetFlightInfo gave
+    /// the answer as several endpoints (with `snapshot`).
+    pub slice: Option<Slice>,
 }
 
 impl QueryTicket {
@@ -46,6 +55,7 @@ impl QueryTicket {
             id: rand::random(),
             statement,
             snapshot: None,
+            slice: None,
         }
     }
 
@@ -55,14 +65,25 @@ impl QueryTicket {
         self
     }
 
+    /// The ticket reading share `slice` of the answer.
+    pub fn with_slice(mut self, slice: Slice) -> Self {
+        self.slice = Some(slice);
+        self
+    }
+
     /// The statement handle bytes: `kappa-q:<id hex>\n`, with a snapshot
-    /// `kappa-s:<token>\n`, and the statement as [`PreparedHandle::encode`]
-    /// writes it.
+    /// `kappa-s:<token>\n` and then a slice `kappa-p:<i>/<n>\n`, and the
+    /// statement as [`PreparedHandle::encode`] writes it.
     pub fn encode(&self) -> Result<Vec<u8>, ParamError> {
         let mut out = format!("kappa-q:{:016x}\n", self.id).into_bytes();
         if let Some(token) = &self.snapshot {
             out.extend(SNAPSHOT_PREFIX);
             out.extend(token.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(slice) = &self.slice {
+            out.extend(SLICE_PREFIX);
+            out.extend(slice.to_string().as_bytes());
             out.push(b'\n');
         }
         out.extend(self.statement.encode()?);
@@ -78,7 +99,8 @@ impl QueryTicket {
             && let Ok(id) = std::str::from_utf8(&rest[..newline])
             && let Ok(id) = u64::from_str_radix(id, 16)
         {
-            let (_, statement) = split_snapshot(&rest[newline + 1..]);
+            let (_, rest) = split_snapshot(&rest[newline + 1..]);
+            let (_, statement) = split_slice(rest);
             return Ok((Some(id), PreparedHandle::decode(statement)?));
         }
         Ok((None, PreparedHandle::decode(handle)?))
@@ -90,6 +112,26 @@ impl QueryTicket {
         let newline = rest.iter().position(|&b| b == b'\n')?;
         split_snapshot(&rest[newline + 1..]).0
     }
+
+    /// The slice of the answer a handle as [`Self::encode`] writes it reads.
+    pub fn slice(handle: &[u8]) -> Option<Slice> {
+        let rest = handle.strip_prefix(PREFIX)?;
+        let newline = rest.iter().position(|&b| b == b'\n')?;
+        let (_, rest) = split_snapshot(&rest[newline + 1..]);
+        split_slice(rest).0
+    }
+}
+
+/// The slice line at the start of `rest`, if any, and what follows it.
+fn split_slice(rest: &[u8]) -> (Option<Slice>, &[u8]) {
+    if let Some(line) = rest.strip_prefix(SLICE_PREFIX)
+        && let Some(newline) = line.iter().position(|&b| b == b'\n')
+        && let Ok(text) = std::str::from_utf8(&line[..newline])
+        && let Ok(slice) = text.parse()
+    {
+        return (Some(slice), &line[newline + 1..]);
+    }
+    (None, rest)
 }
 
 /// The snapshot line at the start of `rest`, if any, and what follows it.
@@ -190,6 +232,16 @@ mod tests {
         );
         assert_eq!(QueryTicket::snapshot(&encoded).as_deref(), Some("ks1.AAAA"));
         assert_eq!(QueryTicket::snapshot(&ticket.encode().unwrap()), None);
+        assert_eq!(QueryTicket::slice(&encoded), None);
+        // A slice of the answer, after the snapshot it is a share of.
+        let slice = Slice::new(1, 3).unwrap();
+        let sliced = pinned.clone().with_slice(slice).encode().unwrap();
+        assert_eq!(
+            QueryTicket::decode(&sliced).unwrap(),
+            (Some(pinned.id), PreparedHandle::unbound("SELECT 4"))
+        );
+        assert_eq!(QueryTicket::snapshot(&sliced).as_deref(), Some("ks1.AAAA"));
+        assert_eq!(QueryTicket::slice(&sliced), Some(slice));
         let x = || QueryTicket::new(PreparedHandle::unbound("x"));
         assert_ne!(x().id, x().id);
         assert_eq!(

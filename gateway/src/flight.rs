@@ -249,22 +249,25 @@ pub(crate) fn flight_info(
     ticket: Vec<u8>,
     descriptor: FlightDescriptor,
 ) -> Result<Response<FlightInfo>, Status> {
-    statement_flight_info(schema, ticket, descriptor, None)
+    let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
+    statement_flight_info(schema, vec![endpoint], descriptor, None)
 }
 
 /// FlightInfo for a statement; its `app_metadata` names the snapshot it
 /// read (`{"snapshot": "<token>"}`), when it read tables.
 pub(crate) fn statement_flight_info(
     schema: &Schema,
-    ticket: Vec<u8>,
+    endpoints: Vec<FlightEndpoint>,
     descriptor: FlightDescriptor,
     snapshot: Option<&str>,
 ) -> Result<Response<FlightInfo>, Status> {
     let mut info = FlightInfo::new()
         .try_with_schema(schema)
         .map_err(internal)?
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
         .with_descriptor(descriptor);
+    for endpoint in endpoints {
+        info = info.with_endpoint(endpoint);
+    }
     if let Some(token) = snapshot {
         // A token is `ks1.` and base64url: nothing in it needs escaping.
         info = info.with_app_metadata(format!("{{\"snapshot\":\"{token}\"}}"));

@@ -1,6 +1,7 @@
 //! Per-call settings: `kappa.*` request headers set on the call's session,
 //! and what the caller may read.
 
+use kappa_catalog::snapshot::Slice;
 use tonic::Status;
 
 use crate::auth::{ANONYMOUS, Grants, Identity};
@@ -21,6 +22,9 @@ pub struct Settings {
     pub define: Grants,
     /// Who calls (`anonymous` without sign-in).
     pub caller: String,
+    /// The share of a statement's answer the call reads: a DoGet of one of
+    /// several endpoints (its ticket names it, never a header).
+    pub slice: Option<Slice>,
 }
 
 impl Settings {
@@ -57,6 +61,7 @@ impl Settings {
             grants: Grants::all(),
             define: Grants::all(),
             caller: ANONYMOUS.to_string(),
+            slice: None,
         })
     }
 }

@@ -9,11 +9,14 @@
 //!
 //! * [`token`] is the value and its text form.
 //! * [`function`] is `snapshot('t', …)`, a token of tables as they are now.
+//! * [`slice`] cuts a token's offsets into shares, so one answer is read in
+//!   parallel from several gateways.
 //! * Replaying is the tables' own: [`crate::table::KafkaTable`] reads the
 //!   token's offset ranges, and [`crate::union::LakeKafkaTable`] the lake
 //!   rows below the token's ends plus Kafka above the lake's watermarks.
 
 pub mod function;
+pub mod slice;
 pub mod token;
 
 use std::sync::Mutex;
@@ -21,6 +24,7 @@ use std::sync::Mutex;
 use datafusion::catalog::Session;
 
 pub use function::{SNAPSHOT, SnapshotFunction};
+pub use slice::{Slice, slices_cleanly};
 pub use token::{PartitionSnapshot, SnapshotToken, TOKEN_PREFIX, TableSnapshot};
 
 use crate::error::{CatalogError, Result};

@@ -148,17 +148,54 @@ impl Cluster {
         if self.membership.live().len() < 2 {
             return false;
         }
-        let plan = match plan.downcast_ref::<AnalyzeExec>() {
-            Some(analyze) => analyze.input(),
-            None => plan,
-        };
-        let Ok(plan) = detach_lake_tiers(Arc::clone(plan), self.codec.lake()) else {
+        let Some(plan) = self.traveling(plan) else {
             return false;
         };
         if records_read(&plan) < 2 * self.offsets_per_task {
             return false;
         }
         PhysicalPlanNode::try_from_physical_plan(plan, &self.codec).is_ok()
+    }
+
+    /// The records (Kafka offsets and lake rows) `plan`, planned on this
+    /// gateway, reads.
+    pub fn records(&self, plan: &Arc<dyn ExecutionPlan>) -> i64 {
+        self.traveling(plan).map_or(0, |plan| records_read(&plan))
+    }
+
+    /// `plan` (the statement under an `EXPLAIN ANALYZE`) with its lake tiers
+    /// read as they travel.
+    fn traveling(&self, plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        let plan = match plan.downcast_ref::<AnalyzeExec>() {
+            Some(analyze) => analyze.input(),
+            None => plan,
+        };
+        detach_lake_tiers(Arc::clone(plan), self.codec.lake()).ok()
+    }
+
+    /// Where the slices of an answer reading `records` records are fetched
+    /// from, one list of Flight locations per slice: the answer is given as
+    /// several endpoints, so a client fetches them in parallel, when it is
+    /// worth two tasks or more, one per gateway that answers. The first
+    /// slice is fetched from this gateway on the client's own connection
+    /// (no location); each other from a gateway of the cluster, and from
+    /// this one if that gateway cannot be reached (any gateway can serve
+    /// any slice). Empty when the answer is fetched whole.
+    pub fn slice_locations(&self, records: i64) -> Vec<Vec<String>> {
+        let live = self.membership.live();
+        let worth = usize::try_from(records / self.offsets_per_task).unwrap_or(usize::MAX);
+        let slices = live.len().min(worth);
+        if slices < 2 {
+            return Vec::new();
+        }
+        live.iter()
+            .take(slices)
+            .enumerate()
+            .map(|(i, url)| match i {
+                0 => Vec::new(),
+                _ => vec![flight_location(url), REUSE_CONNECTION.to_string()],
+            })
+            .collect()
     }
 
     /// `state` planning across the cluster: the distributed planner, kappa's
@@ -237,6 +274,24 @@ impl Cluster {
     /// [`lost`]).
     pub fn guard(&self, plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
         lost::naming_lost_gateways(plan, self.membership.clone())
+    }
+}
+
+/// The location that tells a Flight client to fetch an endpoint on the
+/// connection it asked on (Flight's well-known URI).
+const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
+
+/// A gateway's URL (`http://host:port`, `https://…`) as a Flight location.
+fn flight_location(url: &Url) -> String {
+    let scheme = if url.scheme() == "https" {
+        "grpc+tls"
+    } else {
+        "grpc+tcp"
+    };
+    let host = url.host_str().unwrap_or_default();
+    match url.port_or_known_default() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
     }
 }
 

@@ -55,6 +55,7 @@ mod ddl;
 mod get_schema;
 mod metadata;
 mod poll;
+mod slices;
 mod sql_info;
 mod statements;
 
@@ -243,7 +244,7 @@ impl FlightSqlService for KappaFlightSqlService {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.statement_info(PreparedHandle::unbound(query.query), request)
+        self.statement_info(PreparedHandle::unbound(query.query), request, true)
             .await
     }
 
@@ -254,7 +255,7 @@ impl FlightSqlService for KappaFlightSqlService {
     ) -> Result<Response<FlightInfo>, Status> {
         let settings = Settings::of_request(&request)?;
         let statement = self.prepared(&query.prepared_statement_handle, &settings)?;
-        self.statement_info(statement, request).await
+        self.statement_info(statement, request, true).await
     }
 
     async fn do_get_fallback(
@@ -351,6 +352,7 @@ impl FlightSqlService for KappaFlightSqlService {
                     id,
                     statement: bound,
                     snapshot: None,
+                    slice: None,
                 }
                 .encode()
             }

@@ -348,7 +348,10 @@ impl KappaFlightSqlService {
                 ));
             }
         };
-        let info = self.statement_info(statement, request).await?.into_inner();
+        let info = self
+            .statement_info(statement, request, false)
+            .await?
+            .into_inner();
         let handle = statement_handle(&info)?;
         let (statement, id, planned) = self.ticket_plan(&handle, &settings)?;
         let plan = planned.as_ref().and_then(|(runs, _)| runs.first_plan());

@@ -6,13 +6,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::slices::check_sliced;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
 use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
-use arrow_flight::{CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightInfo};
+use arrow_flight::{
+    CancelFlightInfoResult, CancelStatus, FlightDescriptor, FlightEndpoint, FlightInfo, Ticket,
+};
 use bytes::Bytes;
 use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::catalog::{CatalogProvider, TableFunctionImpl};
@@ -64,6 +67,10 @@ impl KappaFlightSqlService {
             .with_option_extension(KappaOptions::default())
             // Each scan records the snapshot it reads here.
             .with_extension(Arc::new(SnapshotRecorder::default()));
+        if let Some(slice) = settings.slice {
+            // Each scan reads its share of the token the session replays.
+            config = config.with_extension(Arc::new(slice));
+        }
         let options = config.options_mut();
         options.sql_parser.map_string_types_to_utf8view = false;
         options.execution.parquet.schema_force_view_types = false;
@@ -241,10 +248,11 @@ impl KappaFlightSqlService {
         };
         let first = first.map_err(|e| datafusion_status(&e))?;
         let stop = QueryStop::new();
-        let planned = plan_stoppable(first, &stop, self.cluster.as_deref())
+        let (plan, task, records) = plan_stoppable(first, &stop, self.cluster.as_deref())
             .await
             .map_err(|e| datafusion_status(&e))?;
-        runs.first_planned = Some((planned, stop));
+        runs.first_planned = Some(((plan, task), stop));
+        runs.first_records = records;
         Ok(recorded_snapshot(&runs.template))
     }
 
@@ -308,11 +316,15 @@ impl KappaFlightSqlService {
     }
 
     /// FlightInfo for `statement`: its schema and one endpoint whose ticket
-    /// carries the statement and a query id.
+    /// carries the statement and a query id, or, for a large answer across
+    /// a cluster, one endpoint per slice of it ([`Self::slice_locations`]).
+    /// `in_slices: false` keeps one endpoint (a poll fetches the whole
+    /// answer where it runs).
     pub(super) async fn statement_info(
         &self,
         statement: PreparedHandle,
         request: Request<FlightDescriptor>,
+        in_slices: bool,
     ) -> Result<Response<FlightInfo>, Status> {
         self.admit()?;
         let settings = Settings::of_request(&request)?;
@@ -323,6 +335,13 @@ impl KappaFlightSqlService {
             .take_snapshot(&mut planned.0)
             .await
             .map_err(|status| self.rejected(&statement.sql, status))?;
+        if in_slices
+            && let Some(endpoints) = self.slice_endpoints(&statement, &planned.0, &snapshot)?
+        {
+            // Each slice's DoGet plans the statement again at the snapshot,
+            // wherever it is fetched: the plan made here is not kept.
+            return statement_flight_info(&schema, endpoints, descriptor, snapshot.as_deref());
+        }
         let query = QueryTicket::new(statement).with_snapshot(snapshot.clone());
         let ticket = query.encode().map_err(|e| param_status(&e))?;
         // Kept for this ticket's DoGet, which then does not plan it again.
@@ -331,12 +350,9 @@ impl KappaFlightSqlService {
         let ticket = TicketStatementQuery {
             statement_handle: Bytes::from(ticket),
         };
-        statement_flight_info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            descriptor,
-            snapshot.as_deref(),
-        )
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        statement_flight_info(&schema, vec![endpoint], descriptor, snapshot.as_deref())
     }
 
     /// The statement of a DoGet ticket, and its plan if GetFlightInfo left
@@ -359,6 +375,7 @@ impl KappaFlightSqlService {
         let named = settings.values.iter().any(|(n, _)| n == SNAPSHOT_SETTING);
         if !named && let Some(token) = QueryTicket::snapshot(ticket) {
             settings.values.push((SNAPSHOT_SETTING.to_string(), token));
+            settings.slice = QueryTicket::slice(ticket);
         }
         settings
     }
@@ -377,6 +394,15 @@ impl KappaFlightSqlService {
         let (mut runs, schema) = match planned {
             Some(planned) => planned,
             None => self.plan_bound(statement, settings).await?,
+        };
+        // A slice runs here: its gateway is one of those the answer is
+        // spread over already.
+        let cluster = match settings.slice {
+            Some(slice) => {
+                check_sliced(slice, &runs)?;
+                None
+            }
+            None => self.cluster.clone(),
         };
         let log = QueryLog::new(
             id,
@@ -411,7 +437,7 @@ impl KappaFlightSqlService {
                 // Across a cluster, a run that fails before its first batch
                 // (a gateway left or came back as it started) runs once more,
                 // planned again on the gateways that answer.
-                let again = match (&first, &self.cluster) {
+                let again = match (&first, &cluster) {
                     (Ok(df), Some(cluster)) => Some(retry::Again {
                         df: df.clone(),
                         stop: Arc::clone(&stop),
@@ -425,8 +451,7 @@ impl KappaFlightSqlService {
                         stoppable(plan, &stop).and_then(|plan| self.executor.execute(plan, task))
                     }
                     (Ok(first), None) => {
-                        execute_stoppable(first, &stop, &self.executor, self.cluster.as_deref())
-                            .await
+                        execute_stoppable(first, &stop, &self.executor, cluster.as_deref()).await
                     }
                     (Err(e), _) => Err(e),
                 };
@@ -447,7 +472,7 @@ impl KappaFlightSqlService {
                     // has ended.
                     let each = Arc::clone(&stop);
                     let executor = self.executor.clone();
-                    let cluster = self.cluster.clone();
+                    let cluster = cluster.clone();
                     let rest = futures::stream::iter(runs)
                         .then(move |run| {
                             let stop = Arc::clone(&each);
@@ -563,18 +588,19 @@ async fn execute_stoppable(
     executor: &QueryExecutor,
     cluster: Option<&Cluster>,
 ) -> datafusion::error::Result<SendableRecordBatchStream> {
-    let (plan, task) = plan_stoppable(df, stop, cluster).await?;
+    let (plan, task, _) = plan_stoppable(df, stop, cluster).await?;
     executor.execute(stoppable(plan, stop)?, task)
 }
 
-/// The physical plan of `df`, its functions planned under `stop`, and the
-/// task context to run it in: planned again across `cluster` when the plan
-/// is large enough and can travel ([`Cluster::distributable`]).
+/// The physical plan of `df`, its functions planned under `stop`, the
+/// task context to run it in, and the records it reads (counted only with
+/// a `cluster`): planned again across `cluster` when the plan is large
+/// enough and can travel ([`Cluster::distributable`]).
 async fn plan_stoppable(
     df: DataFrame,
     stop: &Arc<QueryStop>,
     cluster: Option<&Cluster>,
-) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>)> {
+) -> datafusion::error::Result<(Arc<dyn ExecutionPlan>, Arc<TaskContext>, i64)> {
     // The functions planned now see the stop (see crate::guarded_functions).
     let (mut state, plan) = df.into_parts();
     state
@@ -591,16 +617,21 @@ async fn plan_stoppable(
     let local = df.create_physical_plan().await?;
     if let (Some(cluster), LogicalPlan::Explain(explain)) = (cluster, &plan) {
         let shown = cluster.explain(&state, explain, &local).await?;
-        return Ok((shown.unwrap_or(local), task));
+        return Ok((shown.unwrap_or(local), task, 0));
     }
+    let records = cluster.map_or(0, |c| c.records(&local));
     let Some(cluster) = cluster.filter(|c| c.distributable(&local)) else {
-        return Ok((local, task));
+        return Ok((local, task, records));
     };
     // The table providers keep the snapshot they pinned for `local`: the
     // distributed plan reads the same offsets and lake version.
     let df = DataFrame::new(cluster.distribute(state)?, plan);
     let task = Arc::new(df.task_ctx());
-    Ok((cluster.guard(df.create_physical_plan().await?), task))
+    Ok((
+        cluster.guard(df.create_physical_plan().await?),
+        task,
+        records,
+    ))
 }
 
 /// The snapshot token of what the runs of `template` have read so far.
@@ -672,10 +703,12 @@ fn plan_key(ticket: &[u8], settings: &Settings) -> PlanKey {
 /// 40 KB), so binding 10,000 rows up front held 400 MB.
 #[derive(Debug)]
 pub(crate) struct Runs {
-    template: DataFrame,
+    pub(super) template: DataFrame,
     /// The first run's physical plan and stop, when GetFlightInfo planned
     /// it to name its snapshot.
     first_planned: Option<FirstPlanned>,
+    /// The records that plan reads, counted across a cluster.
+    pub(super) first_records: i64,
     /// Each run's values; `None` runs the statement as planned.
     rows: std::vec::IntoIter<Option<Vec<datafusion::scalar::ScalarValue>>>,
 }
@@ -693,6 +726,7 @@ impl Runs {
         Self {
             template,
             first_planned: None,
+            first_records: 0,
             rows: vec![None].into_iter(),
         }
     }
@@ -721,6 +755,7 @@ impl Runs {
         Self {
             template,
             first_planned: None,
+            first_records: 0,
             rows: rows.into_iter(),
         }
     }
