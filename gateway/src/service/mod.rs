@@ -55,6 +55,8 @@ mod ddl;
 mod get_schema;
 mod metadata;
 mod poll;
+mod retry;
+mod runs;
 mod slices;
 mod sql_info;
 mod statements;

@@ -14,7 +14,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::KappaFlightSqlService;
-use super::statements::Runs;
+use super::runs::Runs;
 use crate::cancel::QueryTicket;
 use crate::error::{catalog_status, invalid_request, param_status};
 use crate::prepared::PreparedHandle;

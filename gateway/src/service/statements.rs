@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::slices::check_sliced;
 use arrow::compute::concat_batches;
 use arrow::datatypes::SchemaRef;
 use arrow_flight::decode::FlightRecordBatchStream;
@@ -39,6 +38,10 @@ use kappa_catalog::{CATALOG, KafkaCatalog, KappaOptions, SCHEMA};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::retry;
+pub(crate) use super::runs::Planned;
+use super::runs::Runs;
+use super::slices::check_sliced;
 use super::{DoGetStream, KappaFlightSqlService};
 use crate::auth::{GrantedCatalog, GrantedTail};
 use crate::cancel::QueryTicket;
@@ -582,7 +585,7 @@ pub(super) fn placeholders(df: &DataFrame) -> Result<Placeholders, Status> {
 
 /// Executes `df` on `executor` (across `cluster` when it is worth it) with
 /// each operator under `stop` (see [`crate::stop`]).
-async fn execute_stoppable(
+pub(super) async fn execute_stoppable(
     df: DataFrame,
     stop: &Arc<QueryStop>,
     executor: &QueryExecutor,
@@ -679,15 +682,8 @@ fn parameter_stream_status(err: FlightError) -> Status {
     }
 }
 
-/// A run's physical plan and task context, and the stop it was planned
-/// under.
-type FirstPlanned = ((Arc<dyn ExecutionPlan>, Arc<TaskContext>), Arc<QueryStop>);
-
 /// The setting that replays a snapshot token.
 const SNAPSHOT_SETTING: &str = "kappa.snapshot";
-
-/// A planned statement: its runs and the schema of their results.
-pub(crate) type Planned = (Runs, SchemaRef);
 
 /// What a plan kept for a ticket depends on.
 fn plan_key(ticket: &[u8], settings: &Settings) -> PlanKey {
@@ -695,149 +691,5 @@ fn plan_key(ticket: &[u8], settings: &Settings) -> PlanKey {
         ticket: ticket.to_vec(),
         settings: settings.values.clone(),
         grants: settings.grants.clone(),
-    }
-}
-
-/// The runs of a planned statement, each bound to its parameter row only
-/// when it is taken: a bound plan holds its own copy of the session (about
-/// 40 KB), so binding 10,000 rows up front held 400 MB.
-#[derive(Debug)]
-pub(crate) struct Runs {
-    pub(super) template: DataFrame,
-    /// The first run's physical plan and stop, when GetFlightInfo planned
-    /// it to name its snapshot.
-    first_planned: Option<FirstPlanned>,
-    /// The records that plan reads, counted across a cluster.
-    pub(super) first_records: i64,
-    /// Each run's values; `None` runs the statement as planned.
-    rows: std::vec::IntoIter<Option<Vec<datafusion::scalar::ScalarValue>>>,
-}
-
-impl Runs {
-    /// The first run's physical plan, when GetFlightInfo planned it.
-    pub(super) fn first_plan(&self) -> Option<Arc<dyn ExecutionPlan>> {
-        self.first_planned
-            .as_ref()
-            .map(|((plan, _), _)| Arc::clone(plan))
-    }
-
-    /// A statement without parameters: one run.
-    fn once(template: DataFrame) -> Self {
-        Self {
-            template,
-            first_planned: None,
-            first_records: 0,
-            rows: vec![None].into_iter(),
-        }
-    }
-
-    /// The first run, bound, without taking it.
-    fn first(&self) -> Option<datafusion::error::Result<DataFrame>> {
-        let values = self.rows.as_slice().first()?;
-        Some(self.run(values.clone()))
-    }
-
-    /// The statement bound to `values` (`None`: as planned).
-    fn run(
-        &self,
-        values: Option<Vec<datafusion::scalar::ScalarValue>>,
-    ) -> datafusion::error::Result<DataFrame> {
-        let run = self.template.clone();
-        match values {
-            None => Ok(run),
-            Some(values) => run.with_param_values(values),
-        }
-    }
-
-    /// One run per parameter row.
-    fn bound(template: DataFrame, rows: Vec<Vec<datafusion::scalar::ScalarValue>>) -> Self {
-        let rows: Vec<_> = rows.into_iter().map(Some).collect();
-        Self {
-            template,
-            first_planned: None,
-            first_records: 0,
-            rows: rows.into_iter(),
-        }
-    }
-}
-
-impl Iterator for Runs {
-    type Item = datafusion::error::Result<DataFrame>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let values = self.rows.next()?;
-        Some(self.run(values))
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.rows.size_hint()
-    }
-}
-
-impl ExactSizeIterator for Runs {}
-
-/// One more run of a statement whose distributed run failed before its
-/// first batch: never a partial answer, since nothing was sent yet.
-mod retry {
-    use super::*;
-    use crate::distributed::ClusterError;
-    use futures::stream::BoxStream;
-
-    /// What runs the statement again.
-    pub(super) struct Again {
-        pub df: DataFrame,
-        pub stop: Arc<QueryStop>,
-        pub executor: QueryExecutor,
-        pub cluster: Arc<Cluster>,
-    }
-
-    impl Again {
-        /// `stream`, replaced by a second run if its first item is an error
-        /// of the cluster (a lost gateway, a failed call between gateways,
-        /// datafusion-distributed's own bookkeeping of the connections).
-        pub(super) fn if_it_fails_at_once(
-            self,
-            stream: SendableRecordBatchStream,
-        ) -> SendableRecordBatchStream {
-            let schema = stream.schema();
-            let retried = futures::stream::once(async move {
-                let (head, rest) = stream.into_future().await;
-                match head {
-                    Some(Err(e)) if of_the_cluster(&e) => {
-                        tracing::warn!(error = %e, "a distributed query failed as it started: running it once more");
-                        match execute_stoppable(
-                            self.df,
-                            &self.stop,
-                            &self.executor,
-                            Some(&self.cluster),
-                        )
-                        .await
-                        {
-                            Ok(again) => again.boxed(),
-                            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
-                        }
-                    }
-                    head => {
-                        let stream: BoxStream<'static, _> =
-                            futures::stream::iter(head).chain(rest).boxed();
-                        stream
-                    }
-                }
-            })
-            .flatten();
-            Box::pin(RecordBatchStreamAdapter::new(schema, retried))
-        }
-    }
-
-    /// Whether `e` is the cluster failing rather than the query.
-    fn of_the_cluster(e: &datafusion::error::DataFusionError) -> bool {
-        use datafusion::error::DataFusionError;
-        match e.find_root() {
-            DataFusionError::External(inner) => inner
-                .downcast_ref::<ClusterError>()
-                .is_some_and(|c| !matches!(c, ClusterError::Refused(_))),
-            DataFusionError::Internal(text) => text.contains("WorkerConnections"),
-            _ => false,
-        }
     }
 }
