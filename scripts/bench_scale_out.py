@@ -8,7 +8,9 @@ through ADBC, alternating, the median of `runs` after one warm-up:
 * a small query (`count(*)` of 1,000 offsets): the size a dashboard asks for, below the
   threshold, so the cluster runs it on the coordinator alone, as one gateway does;
 * the same small query with `--offsets-per-task 100` on a second coordinator: what distributing a
-  query that small would cost.
+  query that small would cost;
+* a full answer (every record, no order): on the cluster GetFlightInfo gives it as one endpoint per
+  gateway, each a slice of the same snapshot, and ADBC fetches them in parallel.
 
 Prints each median, the ratio to one gateway, and how the large query's work spread: each task's
 records and bytes fetched (EXPLAIN ANALYZE VERBOSE).
@@ -83,10 +85,38 @@ def timed(address, sql, runs):
     return statistics.median(times)
 
 
+def rows_of(address, sql):
+    with flightsql.connect(f"grpc://{address}", autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table().num_rows
+
+
 def explain(address, sql):
     with flightsql.connect(f"grpc://{address}", autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("EXPLAIN ANALYZE VERBOSE " + sql)
         return "\n".join(cur.fetch_arrow_table().column("plan").to_pylist())
+
+
+def endpoints(address, sql):
+    """The Flight endpoints GetFlightInfo gives for `sql`, and where each is fetched."""
+    import pyarrow.flight as fl
+    command = sql.encode()
+    # A Flight SQL CommandStatementQuery in a protobuf Any, encoded by hand (pyarrow.flight speaks
+    # Flight, not Flight SQL).
+    def field(number, payload):
+        length, out = len(payload), bytearray([number << 3 | 2])
+        while True:
+            byte, length = length & 0x7F, length >> 7
+            out.append(byte | (0x80 if length else 0))
+            if not length:
+                return bytes(out) + payload
+    cmd = field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + field(2, field(1, command))
+    client = fl.FlightClient(f"grpc://{address}")
+    try:
+        info = client.get_flight_info(fl.FlightDescriptor.for_command(cmd))
+        return [[loc.uri.decode() for loc in e.locations][:1] or ["(its own connection)"] for e in info.endpoints]
+    finally:
+        client.close()
 
 
 def main():
@@ -123,19 +153,25 @@ def main():
 
         large = f'SELECT _key, count(*) AS n, sum(_offset) AS s, sum(length(_value)) AS b FROM "{topic}" GROUP BY _key'
         small = f'SELECT count(*) FROM "{topic}" WHERE _partition = 0 AND _offset < 1000'
+        full = f'SELECT _partition, _offset, _key, _value FROM "{topic}"'
         rows = [
+            ("full answer, one gateway", timed(alone_at, full, args.runs)),
+            ("full answer, three gateways (one slice each, fetched in parallel)", timed(at, full, args.runs)),
             ("large query, one gateway", timed(alone_at, large, args.runs)),
             ("large query, three gateways", timed(at, large, args.runs)),
             ("small query, one gateway", timed(alone_at, small, args.runs)),
             ("small query, cluster (runs on the coordinator)", timed(at, small, args.runs)),
             ("small query, distributed anyway", timed(eager_at, small, args.runs)),
         ]
-        base = {"large": rows[0][1], "small": rows[2][1]}
+        base = {label.split()[0]: seconds for label, seconds in rows if label.endswith("one gateway")}
         print(f"\n| query | median | vs one gateway |\n|---|---:|---:|")
         for label, seconds in rows:
-            ratio = seconds / base["large" if label.startswith("large") else "small"]
+            ratio = seconds / base[label.split()[0]]
             print(f"| {label} | {seconds * 1000:.1f} ms | {ratio:.2f} |")
 
+        print(f"\nendpoints of the full answer on the cluster: {endpoints(at, full)}")
+        print(f"rows of the full answer: one gateway {rows_of(alone_at, full):,}, "
+              f"three gateways {rows_of(at, full):,}")
         plan = explain(at, large)
         tasks = re.findall(r"t(\d+): KafkaScanExec: .*?records_fetched=\{\d+:([^}]+)\}.*?bytes_fetched=\{\d+:([^}]+)\}", plan)
         if not tasks:
