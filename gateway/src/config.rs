@@ -57,6 +57,16 @@ pub struct HealthcheckArgs {
     #[arg(long, env = "KAPPA_HEALTHCHECK_CA")]
     pub ca: Option<PathBuf>,
 
+    /// PEM certificate to present to a gateway that asks for one (mutual
+    /// TLS, `--tls-client-ca`), with `--key`: inside the gateway's
+    /// container, its own `--tls-cert`.
+    #[arg(long, env = "KAPPA_HEALTHCHECK_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key of `--cert`.
+    #[arg(long, env = "KAPPA_HEALTHCHECK_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+
     /// How long to wait for the answer.
     #[arg(long, default_value = "3s", value_parser = positive_duration)]
     pub timeout: Duration,

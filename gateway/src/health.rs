@@ -23,6 +23,7 @@ pub use tonic_health::pb::health_check_response::ServingStatus as CheckedStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::{HealthReporter, health_reporter};
 
+use crate::client_tls::ClientTls;
 use crate::service::KappaFlightService;
 
 /// The name clients give the Flight service in a health check; the empty
@@ -114,14 +115,14 @@ pub enum ProbeError {
 }
 
 /// Asks the health service at `address` how `service` is (`""`: the whole
-/// gateway), within `timeout`. `ca` is the PEM CA of a TLS gateway.
+/// gateway), within `timeout`, reaching an `https://` gateway with `tls`.
 pub async fn probe(
     address: &str,
     service: &str,
-    ca: Option<Vec<u8>>,
+    tls: &ClientTls,
     timeout: std::time::Duration,
 ) -> Result<CheckedStatus, ProbeError> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    use tonic::transport::Endpoint;
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
@@ -135,13 +136,8 @@ pub async fn probe(
         .connect_timeout(timeout)
         .timeout(timeout);
     if url.starts_with("https://") {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = ca {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
         endpoint = endpoint
-            .tls_config(tls)
+            .tls_config(tls.config())
             .map_err(|e| ProbeError::Connect(address.to_string(), e.to_string()))?;
     }
     let channel = endpoint

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod bindings;
 pub mod cancel;
+pub mod client_tls;
 pub mod client_types;
 pub mod config;
 pub mod distributed;
@@ -139,8 +140,8 @@ pub struct ClusterOptions {
     pub offsets_per_task: i64,
     /// A DNS name (`name:port`) whose addresses are gateways of the cluster.
     pub workers_dns: Option<String>,
-    /// The CA (PEM) of the other gateways' certificates, when they serve TLS.
-    pub ca: Option<Vec<u8>>,
+    /// How the other gateways are reached when they serve TLS.
+    pub tls: client_tls::ClientTls,
 }
 
 /// Serves Flight SQL over `schema` on `listener` until `shutdown` resolves,
@@ -197,7 +198,7 @@ pub async fn serve_with(
         Some(cluster) => {
             let codec = distributed::KappaCodec::new(client, lake);
             let worker_codec = codec.clone();
-            let channels = distributed::GatewayChannels::new().with_ca(cluster.ca.clone());
+            let channels = distributed::GatewayChannels::new().with_tls(cluster.tls.clone());
             let worker_channels = channels.clone();
             let max_bytes = options.memory_limit;
             let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
@@ -217,7 +218,7 @@ pub async fn serve_with(
                 channels,
             )
             .with_offsets_per_task(cluster.offsets_per_task)
-            .with_ca(cluster.ca);
+            .with_tls(cluster.tls);
             if let Some(name) = cluster.workers_dns {
                 members = members.with_dns(name);
             }

@@ -13,6 +13,7 @@ use kappa_catalog::{
     LakeDefinitions, LakeTables,
 };
 use kappa_gateway::auth::{Authenticator, TokenSigner, UsersFile, hash_password};
+use kappa_gateway::client_tls::ClientTls;
 use kappa_gateway::config::{
     Cli, Command, HealthcheckArgs, ImportTrinoArgs, SecurityArgs, ServeArgs,
 };
@@ -86,13 +87,15 @@ async fn run(cli: Cli, executor: QueryExecutor) -> anyhow::Result<()> {
 
 /// Exits 0 when the gateway answers SERVING; says what it answered otherwise.
 async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<()> {
-    let ca = match &args.ca {
-        Some(path) => {
-            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
-        }
-        None => None,
+    let read = |path: &std::path::PathBuf| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
     };
-    let status = probe(&args.address, &args.service, ca, args.timeout).await?;
+    let ca = args.ca.as_ref().map(read).transpose()?;
+    let mut tls = ClientTls::with_ca(ca);
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        tls = tls.presenting(read(cert)?, read(key)?);
+    }
+    let status = probe(&args.address, &args.service, &tls, args.timeout).await?;
     anyhow::ensure!(
         status == CheckedStatus::Serving,
         "{} is {}",
@@ -222,12 +225,21 @@ fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<
         }
         None => None,
     };
+    // Under mutual TLS (--tls-client-ca) every gateway asks the others for
+    // a certificate too: each presents its own.
+    let mut tls = ClientTls::with_ca(ca);
+    if let (Some(cert), Some(key)) = (&args.security.tls_cert, &args.security.tls_key) {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        tls = tls.presenting(read(cert)?, read(key)?);
+    }
     Ok(Some(ClusterOptions {
         workers: cluster.workers.clone(),
         self_url,
         offsets_per_task: cluster.offsets_per_task,
         workers_dns: cluster.workers_dns.clone(),
-        ca,
+        tls,
     }))
 }
 
@@ -236,12 +248,6 @@ fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;
     if !cluster.enabled() {
         return Ok(());
-    }
-    if args.security.tls_client_ca.is_some() {
-        anyhow::bail!(
-            "--workers, --workers-dns and --worker cannot be combined with --tls-client-ca yet: \
-             gateways do not present client certificates to each other (docs/scale-out.md)"
-        );
     }
     if args.security.tls_cert.is_some() && cluster.workers_dns.is_some() {
         anyhow::bail!(

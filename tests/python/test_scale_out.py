@@ -3,6 +3,7 @@ tasks on itself and the two others (datafusion-distributed), each task reading i
 pinned offsets. The answers are those of a gateway on its own, and the work is spread."""
 
 import json
+import os
 import random
 import re
 import subprocess
@@ -503,6 +504,71 @@ def test_gateways_serving_tls_run_a_query_across_each_other_over_tls(brokers, to
         assert over_tls(sql) == query_plain(brokers, sql)
         analyzed = "\n".join(over_tls(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
         assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+    finally:
+        for gateway in [coordinator, *workers]:
+            gateway.stop()
+
+
+def test_gateways_under_mutual_tls_present_their_own_certificates_to_each_other(brokers, topic, pki):
+    """With --tls-client-ca every caller must present a certificate that CA signed, the gateways of
+    the cluster too: each presents its own (--tls-cert) for the tasks and the health checks. A
+    large answer's slices are fetched from each gateway with the client's own certificate."""
+    import pyarrow.flight as fl
+    from conftest import flight_sql_command
+    paths = pki["paths"]
+    tls = ["--tls-cert", str(paths["cert"]), "--tls-key", str(paths["key"]), "--cluster-ca", str(paths["ca"]),
+           "--tls-client-ca", str(paths["ca"])]
+    workers = [Gateway(brokers, None, [*tls, "--worker"]) for _ in range(2)]
+    coordinator = Gateway(brokers, None, [*tls, "--workers", ",".join(f"https://{w.address}" for w in workers),
+                                          *OFFSETS_PER_TASK])
+    client_tls = {"adbc.flight.sql.client_option.tls_root_certs": pki["ca"].decode(),
+                  "adbc.flight.sql.client_option.mtls_cert_chain": pki["client_cert"].decode(),
+                  "adbc.flight.sql.client_option.mtls_private_key": pki["client_key"].decode()}
+
+    def mutual(sql):
+        with flightsql.connect(f"grpc+tls://{coordinator.address}", db_kwargs=client_tls,
+                               autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    try:
+        sql = QUERIES[1].format(t=topic)
+        deadline = time.monotonic() + 15
+        while "tasks=3" not in "\n".join(mutual(f"EXPLAIN {sql}").column("plan").to_pylist()):
+            assert time.monotonic() < deadline, "the coordinator never planned three tasks"
+            time.sleep(0.5)
+        assert mutual(sql) == query_plain(brokers, sql)
+        analyzed = "\n".join(mutual(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
+        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+        # An answer in slices: one endpoint per gateway, each fetched there over mutual TLS.
+        full = f'SELECT _partition, _offset FROM "{topic}"'
+        options = {"tls_root_certs": pki["ca"], "cert_chain": pki["client_cert"], "private_key": pki["client_key"]}
+        client = fl.FlightClient(f"grpc+tls://{coordinator.address}", **options)
+        info = client.get_flight_info(fl.FlightDescriptor.for_command(flight_sql_command(full)))
+        client.close()
+        places = [[location.uri.decode() for location in e.locations] for e in info.endpoints]
+        assert sorted(p[0] for p in places[1:]) == sorted(f"grpc+tls://{w.address}" for w in workers), places
+        counts = []
+        for endpoint, place in zip(info.endpoints[1:], places[1:]):
+            remote = fl.FlightClient(place[0], **options)
+            counts.append(remote.do_get(endpoint.ticket).read_all().num_rows)
+            remote.close()
+        assert all(counts), counts
+        assert mutual(full).num_rows == RECORDS
+        # The health check command presents a certificate too (--cert, --key), and is refused without.
+        check = [os.environ["KAPPA_GATEWAY_BIN"], "healthcheck", "--address", f"https://{workers[0].address}",
+                 "--ca", str(paths["ca"])]
+        assert subprocess.run([*check, "--cert", str(paths["cert"]), "--key", str(paths["key"])],
+                              capture_output=True).returncode == 0
+        assert subprocess.run(check, capture_output=True).returncode != 0
+        # A caller without a certificate is refused by every gateway of the cluster.
+        for gateway in [coordinator, *workers]:
+            with pytest.raises(flightsql.Error):
+                with flightsql.connect(f"grpc+tls://{gateway.address}", db_kwargs={
+                        "adbc.flight.sql.client_option.tls_root_certs": pki["ca"].decode()},
+                        autocommit=True) as conn, conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetch_arrow_table()
     finally:
         for gateway in [coordinator, *workers]:
             gateway.stop()

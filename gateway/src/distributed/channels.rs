@@ -17,8 +17,10 @@ use async_trait::async_trait;
 use datafusion::error::{DataFusionError, Result};
 use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
 use datafusion_distributed::{ChannelResolver, WorkerChannel};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 use url::Url;
+
+use crate::client_tls::ClientTls;
 
 /// How long connecting to a gateway may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,8 +34,8 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Default)]
 pub struct GatewayChannels {
     open: Arc<Mutex<HashMap<Url, Channel>>>,
-    /// The CA (PEM) of the gateways' certificates, when they serve TLS.
-    ca: Option<Vec<u8>>,
+    /// How gateways that serve TLS are reached.
+    tls: ClientTls,
 }
 
 impl GatewayChannels {
@@ -41,10 +43,9 @@ impl GatewayChannels {
         Self::default()
     }
 
-    /// The same channels, checking `https://` gateways' certificates
-    /// against `ca` (PEM) as well as the system's roots.
-    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
-        self.ca = ca;
+    /// The same channels, reaching `https://` gateways with `tls`.
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -59,11 +60,9 @@ impl GatewayChannels {
         };
         let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| address(&e))?;
         if url.scheme() == "https" {
-            let mut tls = ClientTlsConfig::new().with_enabled_roots();
-            if let Some(ca) = &self.ca {
-                tls = tls.ca_certificate(Certificate::from_pem(ca));
-            }
-            endpoint = endpoint.tls_config(tls).map_err(|e| address(&e))?;
+            endpoint = endpoint
+                .tls_config(self.tls.config())
+                .map_err(|e| address(&e))?;
         }
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)

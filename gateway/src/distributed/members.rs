@@ -17,6 +17,7 @@ use datafusion_distributed::WorkerResolver;
 use futures::future::join_all;
 use url::Url;
 
+use crate::client_tls::ClientTls;
 use crate::health::{CheckedStatus, probe};
 
 /// How often the other gateways are asked for their health.
@@ -39,8 +40,8 @@ pub struct Membership {
     /// last check.
     others: Arc<RwLock<Vec<Url>>>,
     live: Arc<RwLock<Vec<Url>>>,
-    /// The CA (PEM) of the gateways' certificates, when they serve TLS.
-    ca: Option<Vec<u8>>,
+    /// How gateways that serve TLS are reached.
+    tls: ClientTls,
 }
 
 impl Membership {
@@ -56,14 +57,14 @@ impl Membership {
             listed,
             dns: None,
             live: Arc::new(RwLock::new(live)),
-            ca: None,
+            tls: ClientTls::default(),
         }
     }
 
-    /// The same membership, checking the gateways' certificates against
-    /// `ca` (PEM) where they serve TLS.
-    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
-        self.ca = ca;
+    /// The same membership, reaching the gateways that serve TLS with
+    /// `tls`.
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -123,7 +124,7 @@ impl Membership {
         let others = self.resolve().await;
         let answers = join_all(others.iter().map(|url| async move {
             let up = matches!(
-                probe(url.as_str(), "", self.ca.clone(), PROBE_TIMEOUT).await,
+                probe(url.as_str(), "", &self.tls, PROBE_TIMEOUT).await,
                 Ok(CheckedStatus::Serving)
             );
             (url.clone(), up)

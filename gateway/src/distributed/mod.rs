@@ -49,6 +49,8 @@ use kappa_catalog::scan::KafkaScanExec;
 use tonic::codegen::http::{HeaderMap, HeaderValue};
 use url::Url;
 
+use crate::client_tls::ClientTls;
+
 pub use calls::WorkerCalls;
 pub use channels::GatewayChannels;
 pub use codec::KappaCodec;
@@ -110,10 +112,11 @@ impl Cluster {
         self
     }
 
-    /// The same cluster, its gateways' TLS certificates checked against
-    /// `ca` (PEM; and the system's roots) where they serve `https://`.
-    pub fn with_ca(mut self, ca: Option<Vec<u8>>) -> Self {
-        self.membership = self.membership.with_ca(ca);
+    /// The same cluster, reaching its gateways that serve `https://` with
+    /// `tls` (the CA their certificates are checked against, and this
+    /// gateway's own for mutual TLS).
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.membership = self.membership.with_tls(tls);
         self
     }
 
