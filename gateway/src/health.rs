@@ -137,7 +137,7 @@ pub async fn probe(
         .timeout(timeout);
     if url.starts_with("https://") {
         endpoint = endpoint
-            .tls_config(tls.config())
+            .tls_config(tls.config(&url))
             .map_err(|e| ProbeError::Connect(address.to_string(), e.to_string()))?;
     }
     let channel = endpoint

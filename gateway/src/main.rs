@@ -234,6 +234,14 @@ fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<
         };
         tls = tls.presenting(read(cert)?, read(key)?);
     }
+    // Gateways found by name are known by their addresses: their
+    // certificates are checked against the name.
+    if let Some(name_and_port) = &cluster.workers_dns {
+        let name = name_and_port
+            .rsplit_once(':')
+            .map_or(name_and_port.as_str(), |(name, _)| name);
+        tls = tls.naming_addresses(name);
+    }
     Ok(Some(ClusterOptions {
         workers: cluster.workers.clone(),
         self_url,
@@ -248,13 +256,6 @@ fn check_cluster_args(args: &ServeArgs) -> anyhow::Result<()> {
     let cluster = &args.cluster;
     if !cluster.enabled() {
         return Ok(());
-    }
-    if args.security.tls_cert.is_some() && cluster.workers_dns.is_some() {
-        anyhow::bail!(
-            "--workers-dns cannot be combined with TLS yet: the gateways it finds are known by \
-             their IP addresses, which their certificates do not name; list them with --workers \
-             https://… (docs/scale-out.md)"
-        );
     }
     if args.security.users.is_some() && args.security.token_secret.is_none() {
         anyhow::bail!(

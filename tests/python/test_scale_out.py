@@ -243,6 +243,48 @@ def test_gateways_found_by_dns_name_share_the_queries(brokers, topic, cluster):
         coordinator.stop()
 
 
+def test_gateways_found_by_dns_name_over_tls_are_checked_against_that_name(brokers, topic, cluster, tmp_path, pki):
+    """--workers-dns with TLS: the gateways the name resolves to are reached at their addresses
+    (https://), and their certificates are checked against the name, which is all a headless
+    Service's pods share: here certificates that name `localhost` and no address."""
+    from cryptography import x509
+    from conftest import certificate
+    ca, ca_key, ca_pem, _ = certificate("kappa DNS test CA", ca=True)
+    _, _, cert_pem, key_pem = certificate("localhost", ca.subject, ca_key, san=[x509.DNSName("localhost")])
+    for name, data in {"ca": ca_pem, "cert": cert_pem, "key": key_pem}.items():
+        (tmp_path / f"{name}.pem").write_bytes(data)
+    tls = ["--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "key.pem"),
+           "--cluster-ca", str(tmp_path / "ca.pem")]
+    # Every gateway is given the name, as a Deployment's pods all are: the worker's calls back to the
+    # coordinator (a shuffle's reads) check its certificate against it too.
+    from conftest import closed_port
+    port = closed_port()
+    dns = ["--workers-dns", f"localhost:{port}"]
+    worker = Gateway(brokers, None, [*tls, *dns], listen=f"127.0.0.1:{port}")
+    coordinator = Gateway(brokers, None, [*tls, *dns, *OFFSETS_PER_TASK])
+    client_tls = {"adbc.flight.sql.client_option.tls_root_certs": ca_pem.decode(),
+                  "adbc.flight.sql.client_option.tls_override_hostname": "localhost"}
+
+    def over_tls(sql):
+        with flightsql.connect(f"grpc+tls://{coordinator.address}", db_kwargs=client_tls,
+                               autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    try:
+        sql = QUERIES[1].format(t=topic)
+        deadline = time.monotonic() + 15
+        while "tasks=2" not in "\n".join(over_tls(f"EXPLAIN {sql}").column("plan").to_pylist()):
+            assert time.monotonic() < deadline, "the coordinator never planned two tasks"
+            time.sleep(0.5)
+        assert over_tls(sql) == query(cluster["alone"], sql)
+        analyzed = "\n".join(over_tls(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
+        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+    finally:
+        coordinator.stop()
+        worker.stop()
+
+
 TIERED_RECORDS = 18_000
 TAIL_RECORDS = 3_000
 

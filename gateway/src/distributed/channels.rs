@@ -61,7 +61,7 @@ impl GatewayChannels {
         let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| address(&e))?;
         if url.scheme() == "https" {
             endpoint = endpoint
-                .tls_config(self.tls.config())
+                .tls_config(self.tls.config(url.as_str()))
                 .map_err(|e| address(&e))?;
         }
         let channel = endpoint

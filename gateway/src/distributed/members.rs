@@ -98,7 +98,9 @@ impl Membership {
             Ok(addrs) => {
                 let mut others = self.listed.clone();
                 for addr in addrs {
-                    let url = Url::parse(&format!("http://{addr}")).expect("an address is a URL");
+                    // As this gateway is reached: https:// when gateways serve TLS.
+                    let url = Url::parse(&format!("{}://{addr}", self.self_url.scheme()))
+                        .expect("an address is a URL");
                     if url != self.self_url && !others.contains(&url) {
                         others.push(url);
                     }
