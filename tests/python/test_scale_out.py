@@ -130,6 +130,13 @@ def test_the_work_is_spread_over_the_gateways_and_small_queries_stay_local(clust
                for n in re.findall(r"records_fetched=\{\d+:([\d.]+(?: K)?)\}", plan)]
     assert len(fetched) == 3 and all(fetched) and sum(fetched) == RECORDS, (fetched, plan)
     assert re.search(r"remote_coordinator_channels=[1-9]", plan), plan
+    # It names the gateway each task ran on: the scan's three tasks, one on each gateway.
+    scan_stage = re.search(r"Stage (\d+) ── tasks=3, partitions=\d+[^\n]*\n[^\n]*RepartitionExec", plan).group(1)
+    routed = re.search(rf"^Stage {scan_stage}: (t0=.*)$", plan, re.M)
+    assert routed, plan
+    gateways = re.findall(r"t\d=http://([\d.:]+)/", routed.group(1))
+    every = {g.address for g in [cluster["coordinator"], *cluster["workers"]]}
+    assert len(gateways) == 3 and set(gateways) == every, (routed.group(0), every)
     # EXPLAIN shows the stages, their tasks and what each task's Kafka scan reads.
     shown = "\n".join(query(cluster["coordinator"], "EXPLAIN " + sql).column("plan").to_pylist())
     assert "Stage 1 ── tasks=3" in shown and "t2: KafkaScanExec" in shown, shown

@@ -23,6 +23,7 @@ pub mod channels;
 pub mod codec;
 pub mod lost;
 pub mod members;
+pub mod routes;
 
 use std::sync::Arc;
 
@@ -56,6 +57,7 @@ pub use channels::GatewayChannels;
 pub use codec::KappaCodec;
 pub use lost::ClusterError;
 pub use members::Membership;
+pub use routes::TaskRoutes;
 
 /// Offsets one task reads at least, by default (`--offsets-per-task`): a
 /// scan of fewer runs on one gateway, where a second would cost more in
@@ -204,7 +206,7 @@ impl Cluster {
     /// `state` planning across the cluster: the distributed planner, kappa's
     /// codec, the members, and how Kafka scans and lake tiers are split.
     pub fn distribute(&self, state: SessionState) -> Result<SessionState> {
-        Ok(SessionStateBuilder::new_from_existing(state)
+        let mut state = SessionStateBuilder::new_from_existing(state)
             .with_physical_optimizer_rule(Arc::new(DetachLakeTiers {
                 lake: self.codec.lake().cloned(),
             }))
@@ -217,8 +219,14 @@ impl Cluster {
             .with_distributed_channel_resolver(self.channels.clone())
             .with_distributed_desired_task_count_handler(scan_tasks(self.offsets_per_task))
             .with_distributed_scale_up_leaf_node_handler(split_scan)
+            .with_distributed_route_tasks_handler(routes::route_tasks(self.membership.clone()))
             .with_distributed_planner()
-            .build())
+            .build();
+        // Where this query's tasks run, for its `EXPLAIN ANALYZE`.
+        state
+            .config_mut()
+            .set_extension(Arc::new(TaskRoutes::default()));
+        Ok(state)
     }
 
     /// Makes the calls a query of `config` makes to other gateways carry
@@ -274,8 +282,19 @@ impl Cluster {
     }
 
     /// `plan`, distributed, failing with the gateways it lost named (see
-    /// [`lost`]).
-    pub fn guard(&self, plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    /// [`lost`]); an `EXPLAIN ANALYZE` also names the gateway of each task
+    /// (`routes`, the query's, see [`routes`]).
+    pub fn guard(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        routes: Option<Arc<TaskRoutes>>,
+    ) -> Arc<dyn ExecutionPlan> {
+        let plan = match routes {
+            Some(routes) if plan.name() == "DistributedAnalyzeExec" => {
+                routes::naming_task_gateways(plan, routes.as_ref().clone())
+            }
+            _ => plan,
+        };
         lost::naming_lost_gateways(plan, self.membership.clone())
     }
 }

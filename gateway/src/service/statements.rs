@@ -46,7 +46,7 @@ use super::{DoGetStream, KappaFlightSqlService};
 use crate::auth::{GrantedCatalog, GrantedTail};
 use crate::cancel::QueryTicket;
 use crate::client_types::client_schema;
-use crate::distributed::Cluster;
+use crate::distributed::{Cluster, TaskRoutes};
 use crate::error::{
     catalog_status, datafusion_status, invalid_request, limit_status, param_status, unquoted_name,
 };
@@ -630,8 +630,9 @@ async fn plan_stoppable(
     // distributed plan reads the same offsets and lake version.
     let df = DataFrame::new(cluster.distribute(state)?, plan);
     let task = Arc::new(df.task_ctx());
+    let routes = task.session_config().get_extension::<TaskRoutes>();
     Ok((
-        cluster.guard(df.create_physical_plan().await?),
+        cluster.guard(df.create_physical_plan().await?, routes),
         task,
         records,
     ))
