@@ -141,6 +141,16 @@ def test_ordered_aggregated_limited_and_small_answers_keep_one_endpoint(cluster)
     ]:
         info = flight_info(coordinator, sql)
         assert len(info.endpoints) == 1 and locations(info.endpoints[0]) == [], sql
+    # A caller replaying a token of its own gets its answer whole.
+    sql = f'SELECT _offset FROM "{topic}"'
+    token = json.loads(flight_info(coordinator, sql, wait_for=3).app_metadata)["snapshot"]
+    client = fl.FlightClient(coordinator.uri)
+    try:
+        options = fl.FlightCallOptions(headers=[(b"kappa.snapshot", token.encode())])
+        replayed = client.get_flight_info(fl.FlightDescriptor.for_command(flight_sql_command(sql)), options)
+    finally:
+        client.close()
+    assert len(replayed.endpoints) == 1
     # A gateway on its own gives one endpoint.
     assert len(flight_info(cluster["alone"], f'SELECT _offset FROM "{topic}"').endpoints) == 1
 

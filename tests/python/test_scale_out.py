@@ -272,21 +272,9 @@ def test_gateways_found_by_dns_name_over_tls_are_checked_against_that_name(broke
     client_tls = {"adbc.flight.sql.client_option.tls_root_certs": ca_pem.decode(),
                   "adbc.flight.sql.client_option.tls_override_hostname": "localhost"}
 
-    def over_tls(sql):
-        with flightsql.connect(f"grpc+tls://{coordinator.address}", db_kwargs=client_tls,
-                               autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetch_arrow_table()
-
     try:
         sql = QUERIES[1].format(t=topic)
-        deadline = time.monotonic() + 15
-        while "tasks=2" not in "\n".join(over_tls(f"EXPLAIN {sql}").column("plan").to_pylist()):
-            assert time.monotonic() < deadline, "the coordinator never planned two tasks"
-            time.sleep(0.5)
-        assert over_tls(sql) == query(cluster["alone"], sql)
-        analyzed = "\n".join(over_tls(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
-        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+        assert_runs_across(tls_query(coordinator, client_tls), sql, 2, query(cluster["alone"], sql))
     finally:
         coordinator.stop()
         worker.stop()
@@ -537,22 +525,10 @@ def test_gateways_serving_tls_run_a_query_across_each_other_over_tls(brokers, to
     coordinator = Gateway(brokers, None, [*tls, "--workers", ",".join(f"https://{w.address}" for w in workers),
                                           *OFFSETS_PER_TASK])
 
-    def over_tls(sql):
-        with flightsql.connect(f"grpc+tls://{coordinator.address}",
-                               db_kwargs={"adbc.flight.sql.client_option.tls_root_certs": pki["ca"].decode()},
-                               autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetch_arrow_table()
-
+    over_tls = tls_query(coordinator, {"adbc.flight.sql.client_option.tls_root_certs": pki["ca"].decode()})
     try:
         sql = QUERIES[1].format(t=topic)
-        deadline = time.monotonic() + 15
-        while "tasks=3" not in "\n".join(over_tls(f"EXPLAIN {sql}").column("plan").to_pylist()):
-            assert time.monotonic() < deadline, "the coordinator never planned three tasks"
-            time.sleep(0.5)
-        assert over_tls(sql) == query_plain(brokers, sql)
-        analyzed = "\n".join(over_tls(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
-        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+        assert_runs_across(over_tls, sql, 3, query_plain(brokers, sql))
     finally:
         for gateway in [coordinator, *workers]:
             gateway.stop()
@@ -574,21 +550,10 @@ def test_gateways_under_mutual_tls_present_their_own_certificates_to_each_other(
                   "adbc.flight.sql.client_option.mtls_cert_chain": pki["client_cert"].decode(),
                   "adbc.flight.sql.client_option.mtls_private_key": pki["client_key"].decode()}
 
-    def mutual(sql):
-        with flightsql.connect(f"grpc+tls://{coordinator.address}", db_kwargs=client_tls,
-                               autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetch_arrow_table()
-
+    mutual = tls_query(coordinator, client_tls)
     try:
         sql = QUERIES[1].format(t=topic)
-        deadline = time.monotonic() + 15
-        while "tasks=3" not in "\n".join(mutual(f"EXPLAIN {sql}").column("plan").to_pylist()):
-            assert time.monotonic() < deadline, "the coordinator never planned three tasks"
-            time.sleep(0.5)
-        assert mutual(sql) == query_plain(brokers, sql)
-        analyzed = "\n".join(mutual(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
-        assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
+        assert_runs_across(mutual, sql, 3, query_plain(brokers, sql))
         # An answer in slices: one endpoint per gateway, each fetched there over mutual TLS.
         full = f'SELECT _partition, _offset FROM "{topic}"'
         options = {"tls_root_certs": pki["ca"], "cert_chain": pki["client_cert"], "private_key": pki["client_key"]}
@@ -621,6 +586,28 @@ def test_gateways_under_mutual_tls_present_their_own_certificates_to_each_other(
     finally:
         for gateway in [coordinator, *workers]:
             gateway.stop()
+
+
+def tls_query(coordinator, db_kwargs):
+    """What answers `sql` from `coordinator` over TLS, ADBC given `db_kwargs`."""
+    def run(sql):
+        with flightsql.connect(f"grpc+tls://{coordinator.address}", db_kwargs=db_kwargs,
+                               autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+    return run
+
+
+def assert_runs_across(run, sql, tasks, expected):
+    """Waits until `run`'s coordinator plans `sql` as `tasks` tasks, then checks that it answers
+    `expected` with tasks on the other gateways."""
+    deadline = time.monotonic() + 15
+    while f"tasks={tasks}" not in "\n".join(run(f"EXPLAIN {sql}").column("plan").to_pylist()):
+        assert time.monotonic() < deadline, f"the coordinator never planned {tasks} tasks"
+        time.sleep(0.5)
+    assert run(sql) == expected
+    analyzed = "\n".join(run(f"EXPLAIN ANALYZE VERBOSE {sql}").column("plan").to_pylist())
+    assert re.search(r"remote_coordinator_channels=[1-9]", analyzed), analyzed
 
 
 def query_plain(brokers, sql):

@@ -338,7 +338,11 @@ impl KappaFlightSqlService {
             .take_snapshot(&mut planned.0)
             .await
             .map_err(|status| self.rejected(&statement.sql, status))?;
+        // A token the caller replays names its own state: its answer
+        // stays whole.
+        let replays = settings.values.iter().any(|(n, _)| n == SNAPSHOT_SETTING);
         if in_slices
+            && !replays
             && let Some(endpoints) = self.slice_endpoints(&statement, &planned.0, &snapshot)?
         {
             // Each slice's DoGet plans the statement again at the snapshot,
@@ -378,8 +382,9 @@ impl KappaFlightSqlService {
         let named = settings.values.iter().any(|(n, _)| n == SNAPSHOT_SETTING);
         if !named && let Some(token) = QueryTicket::snapshot(ticket) {
             settings.values.push((SNAPSHOT_SETTING.to_string(), token));
-            settings.slice = QueryTicket::slice(ticket);
         }
+        // A slice's ticket reads its slice, whichever token is replayed.
+        settings.slice = QueryTicket::slice(ticket);
         settings
     }
 
