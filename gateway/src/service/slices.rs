@@ -35,7 +35,7 @@ impl KappaFlightSqlService {
         let Some(cluster) = &self.cluster else {
             return Ok(None);
         };
-        if snapshot.is_none() || runs.len() != 1 || !slices_cleanly(runs.template.logical_plan()) {
+        if snapshot.is_none() || !adds_up(runs) {
             return Ok(None);
         }
         let places = cluster.slice_locations(runs.first_records);
@@ -69,11 +69,17 @@ impl KappaFlightSqlService {
 /// sliced (a ticket made by hand): its slices would not add up to its
 /// answer.
 pub(super) fn check_sliced(slice: Slice, runs: &Runs) -> Result<(), Status> {
-    if runs.len() != 1 || !slices_cleanly(runs.template.logical_plan()) {
+    if !adds_up(runs) {
         return Err(invalid_request(format!(
             "slice {slice} of a statement whose answer is not its slices' answers put together \
              (it orders, aggregates, limits or joins)"
         )));
     }
     Ok(())
+}
+
+/// Whether the answer of `runs` is its slices' answers put together: one
+/// run ([`slices_cleanly`]).
+fn adds_up(runs: &Runs) -> bool {
+    runs.len() == 1 && slices_cleanly(runs.template.logical_plan())
 }

@@ -320,7 +320,7 @@ impl KappaFlightSqlService {
 
     /// FlightInfo for `statement`: its schema and one endpoint whose ticket
     /// carries the statement and a query id, or, for a large answer across
-    /// a cluster, one endpoint per slice of it ([`Self::slice_locations`]).
+    /// a cluster, one endpoint per slice of it ([`Self::slice_endpoints`]).
     /// `in_slices: false` keeps one endpoint (a poll fetches the whole
     /// answer where it runs).
     pub(super) async fn statement_info(
