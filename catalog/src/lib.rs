@@ -38,6 +38,7 @@ pub mod system;
 pub mod table;
 pub mod tail;
 pub mod union;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;

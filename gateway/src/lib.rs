@@ -201,11 +201,14 @@ pub async fn serve_with(
             let channels = distributed::GatewayChannels::new().with_tls(cluster.tls.clone());
             let worker_channels = channels.clone();
             let max_bytes = options.memory_limit;
+            let progress = distributed::TaskProgress::default();
+            let worker_progress = progress.clone();
             let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
                 distributed::worker_session(
                     ctx,
                     worker_codec.clone(),
                     worker_channels.clone(),
+                    worker_progress.clone(),
                     max_bytes,
                 )
             })
@@ -218,6 +221,7 @@ pub async fn serve_with(
                 channels,
             )
             .with_offsets_per_task(cluster.offsets_per_task)
+            .with_progress(progress)
             .with_tls(cluster.tls);
             if let Some(name) = cluster.workers_dns {
                 members = members.with_dns(name);

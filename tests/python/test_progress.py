@@ -81,3 +81,26 @@ def test_a_polled_query_that_fails_answers_its_error_and_a_result_is_fetched_onc
             assert tables[0].to_pydict() == {"n": [n]}
     finally:
         gateway.stop()
+
+
+def test_a_query_across_gateways_reports_the_records_its_tasks_read_on_each(brokers, big):
+    """The scans of a distributed query run on the gateways its tasks were sent to, whose metrics
+    reach the coordinator only at the end: each poll asks every gateway what its tasks have read."""
+    workers = [Gateway(brokers, None, ["--worker"]) for _ in range(2)]
+    coordinator = Gateway(brokers, None, ["--workers", ",".join(f"http://{w.address}" for w in workers),
+                                          "--offsets-per-task", "20000"])
+    try:
+        sql = f'SELECT count(*) AS n, sum(length(_value)) AS bytes, max(_offset) AS last FROM "{big}"'
+        explained = "\n".join(query(coordinator, f"EXPLAIN {sql}").column("plan").to_pylist())
+        assert "DistributedExec" in explained and "Stage" in explained, explained
+        tables, seen = incremental(coordinator, sql)
+        assert tables[0].to_pydict()["n"] == [RECORDS]
+        running = [p for p in seen if 0 < p < 1]
+        assert running, seen
+        assert running == sorted(running), "progress never goes back"
+        # The coordinator runs about a third of the scan's tasks: more than half read is the
+        # other gateways' share counted too.
+        assert max(running) > 0.5, seen
+    finally:
+        for gateway in [coordinator, *workers]:
+            gateway.stop()

@@ -22,6 +22,7 @@ use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, Task
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::TryStreamExt;
@@ -66,6 +67,8 @@ pub struct LakeFilesExec {
     files: Vec<Vec<LakeFile>>,
     lake: Option<Lake>,
     properties: Arc<PlanProperties>,
+    /// Rows read, per output partition (what a progress report counts).
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl LakeFilesExec {
@@ -83,6 +86,7 @@ impl LakeFilesExec {
             files,
             lake,
             properties,
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -182,6 +186,10 @@ impl ExecutionPlan for LakeFilesExec {
         Ok(self)
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -189,6 +197,7 @@ impl ExecutionPlan for LakeFilesExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let files = self.files.get(partition).cloned().unwrap_or_default();
         let schema = Arc::clone(&self.spec.columns);
+        let rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         if files.is_empty() {
             return Ok(Box::pin(RecordBatchStreamAdapter::new(
                 schema,
@@ -221,7 +230,9 @@ impl ExecutionPlan for LakeFilesExec {
             let plan = reading_only(&plan, &files, &spec)?;
             plan.execute(0, context)
         };
-        let stream = futures::stream::once(opened).try_flatten();
+        let stream = futures::stream::once(opened)
+            .try_flatten()
+            .inspect_ok(move |batch| rows.add(batch.num_rows()));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
     }
 }

@@ -23,6 +23,7 @@ pub mod channels;
 pub mod codec;
 pub mod lost;
 pub mod members;
+pub mod progress;
 pub mod routes;
 
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub use channels::GatewayChannels;
 pub use codec::KappaCodec;
 pub use lost::ClusterError;
 pub use members::Membership;
+pub use progress::{ProgressKey, TaskProgress};
 pub use routes::TaskRoutes;
 
 /// Offsets one task reads at least, by default (`--offsets-per-task`): a
@@ -77,6 +79,8 @@ pub struct Cluster {
     channels: GatewayChannels,
     /// Offsets one task reads at least.
     offsets_per_task: i64,
+    /// The scans of the tasks run here, by query, for their progress.
+    progress: TaskProgress,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -104,7 +108,39 @@ impl Cluster {
             codec,
             channels,
             offsets_per_task: OFFSETS_PER_TASK,
+            progress: TaskProgress::default(),
         }
+    }
+
+    /// The same cluster, reading the progress of the tasks run here from
+    /// `progress` (the one this gateway's worker keeps them in).
+    pub fn with_progress(mut self, progress: TaskProgress) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The scans of the tasks run here, by query.
+    pub fn task_progress(&self) -> &TaskProgress {
+        &self.progress
+    }
+
+    /// The records the tasks of the query of `key` have read so far on
+    /// every gateway that answers, asked as `authorization`.
+    pub async fn records_read(&self, key: ProgressKey, authorization: Option<&str>) -> u64 {
+        let own = self.progress.records_read(key);
+        let others = self
+            .membership
+            .live()
+            .into_iter()
+            .filter(|url| url != self.membership.self_url())
+            .map(|url| {
+                let channels = self.channels.clone();
+                async move { progress::ask(&channels, &url, key, authorization).await }
+            });
+        own + futures::future::join_all(others)
+            .await
+            .into_iter()
+            .sum::<u64>()
     }
 
     /// The same cluster, also counting the gateways at the addresses of
@@ -231,13 +267,20 @@ impl Cluster {
 
     /// Makes the calls a query of `config` makes to other gateways carry
     /// `authorization` (the caller, signed by this gateway; `None` without
-    /// sign-in).
+    /// sign-in) and a fresh key its tasks' progress is kept under; both are
+    /// kept in `config` as [`QueryCarries`].
     pub fn carry_caller(
         &self,
         config: &mut SessionConfig,
         authorization: Option<String>,
     ) -> Result<()> {
-        carry_authorization(config, authorization.as_deref())
+        let carries = QueryCarries {
+            authorization,
+            progress: ProgressKey::random(),
+        };
+        carries.set_on(config)?;
+        config.set_extension(Arc::new(carries));
+        Ok(())
     }
 
     /// What `EXPLAIN` shows of a statement this cluster runs across its
@@ -418,18 +461,43 @@ fn split_scan(ev: ScaleUpLeafNodeEvent<'_>) -> Option<Result<ScaleUpLeafNodeEven
 
 const AUTHORIZATION: &str = "authorization";
 
-/// Sends `authorization` on the calls to other gateways that queries of
-/// `config` make.
-fn carry_authorization(config: &mut SessionConfig, authorization: Option<&str>) -> Result<()> {
-    let Some(authorization) = authorization else {
-        return Ok(());
-    };
-    let value = HeaderValue::from_str(authorization).map_err(|e| {
-        datafusion::error::DataFusionError::Internal(format!("an authorization header: {e}"))
-    })?;
-    let mut headers = HeaderMap::new();
-    headers.insert(AUTHORIZATION, value);
-    config.set_distributed_passthrough_headers(headers)
+/// What a query's calls to other gateways carry.
+#[derive(Debug, Clone)]
+pub struct QueryCarries {
+    /// Its caller, signed by the coordinator (`None` without sign-in).
+    pub authorization: Option<String>,
+    /// The key its tasks' progress is kept under on every gateway.
+    pub progress: ProgressKey,
+}
+
+impl QueryCarries {
+    /// What the calls of the task whose call brought `headers` carry on.
+    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        Some(Self {
+            authorization: text(AUTHORIZATION).map(str::to_string),
+            progress: ProgressKey::parse(text(progress::PROGRESS_HEADER)?)?,
+        })
+    }
+
+    /// Sends these on the calls to other gateways that queries of `config`
+    /// make.
+    fn set_on(&self, config: &mut SessionConfig) -> Result<()> {
+        let header = |value: &str| {
+            HeaderValue::from_str(value).map_err(|e| {
+                datafusion::error::DataFusionError::Internal(format!("a header of a task: {e}"))
+            })
+        };
+        let mut headers = HeaderMap::new();
+        if let Some(authorization) = &self.authorization {
+            headers.insert(AUTHORIZATION, header(authorization)?);
+        }
+        headers.insert(
+            progress::PROGRESS_HEADER,
+            header(&self.progress.to_header())?,
+        );
+        config.set_distributed_passthrough_headers(headers)
+    }
 }
 
 /// Makes the session a task runs in on this gateway's worker: kappa's
@@ -438,21 +506,23 @@ pub async fn worker_session(
     ctx: WorkerQueryContext,
     codec: KappaCodec,
     channels: GatewayChannels,
+    progress: TaskProgress,
     max_bytes: usize,
 ) -> Result<SessionState> {
-    // A task's own calls to other gateways (a shuffle's reads) carry the
-    // caller its coordinator sent.
-    let authorization = ctx
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_string);
     let mut builder = ctx
         .builder
         .with_distributed_user_codec(codec)
         .with_distributed_channel_resolver(channels);
-    if let Some(config) = builder.config().as_mut() {
-        carry_authorization(config, authorization.as_deref())?;
+    if let Some(carries) = QueryCarries::from_headers(&ctx.headers) {
+        // Each task's scans are kept under its query's key, for the
+        // coordinator's progress reports.
+        builder = builder
+            .with_distributed_worker_plan_rewrite_handler(progress.keeping(carries.progress));
+        // A task's own calls to other gateways (a shuffle's reads) carry
+        // what its coordinator sent.
+        if let Some(config) = builder.config().as_mut() {
+            carries.set_on(config)?;
+        }
     }
     let mut state = builder.build();
     crate::spill::seal_each_spilled_batch(state.config_mut().options_mut());

@@ -39,7 +39,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Identity, TokenSigner};
 use crate::bindings::{BindingOwner, Bindings};
 use crate::cancel::{QueryTicket, RunningQueries};
-use crate::distributed::Cluster;
+use crate::distributed::progress::PROGRESS_ACTION;
+use crate::distributed::{Cluster, ProgressKey};
 use crate::drain::Drain;
 use crate::error::{internal, invalid_request, param_status};
 use crate::executor::QueryExecutor;
@@ -591,6 +592,22 @@ impl FlightSqlService for KappaFlightSqlService {
         ) {
             let body = arrow_flight::Result {
                 body: metadata::session_action(&action)?.into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::once(async {
+                Ok(body)
+            }))));
+        }
+        if action.r#type == PROGRESS_ACTION {
+            // Another gateway coordinating a query asks what its tasks here
+            // have read (see crate::distributed::progress).
+            let key = ProgressKey::from_bytes(&action.body)
+                .ok_or_else(|| invalid_request("kappa.progress takes a query's key (8 bytes)"))?;
+            let records = self
+                .cluster
+                .as_ref()
+                .map_or(0, |cluster| cluster.task_progress().records_read(key));
+            let body = arrow_flight::Result {
+                body: records.to_be_bytes().to_vec().into(),
             };
             return Ok(Response::new(Box::pin(futures::stream::once(async {
                 Ok(body)

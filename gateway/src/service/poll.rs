@@ -12,8 +12,9 @@
 //! ResourceExhausted: fetch such results with GetFlightInfo and DoGet, which
 //! stream). A failed statement's next poll answers its error.
 //!
-//! A distributed plan's work runs on other gateways, whose counts come back
-//! only at its end: its progress stays at 0 until then.
+//! A distributed plan's scans run on the gateways its tasks were sent to:
+//! its progress is their records read, asked of every gateway
+//! ([`crate::distributed::progress`]), of the records its plan reads.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,14 +26,15 @@ use arrow_flight::{FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, Pol
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::ExecutionPlan;
 use futures::StreamExt;
-use kappa_catalog::lake::last::{file_scan, logged_rows};
-use kappa_catalog::scan::KafkaScanExec;
+use kappa_catalog::work::work;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
 use arrow_flight::sql::Command;
 
 use super::KappaFlightSqlService;
+use crate::distributed::progress::{is_distributed, planned_records};
+use crate::distributed::{Cluster, ProgressKey, QueryCarries};
 use crate::flight::DoGetStream;
 use crate::prepared::PreparedHandle;
 use crate::settings::Settings;
@@ -61,7 +63,34 @@ struct Polled {
     /// Its physical plan, to count the work done (`None` if not planned
     /// ahead, as for a statement with parameter rows).
     plan: Option<Arc<dyn ExecutionPlan>>,
+    /// For a plan run across gateways: where its progress is counted.
+    across: Option<Across>,
+    /// The progress last answered: a gateway that does not answer in time
+    /// must not make it go back.
+    answered: Mutex<f64>,
     state: Mutex<State>,
+}
+
+/// A distributed plan's progress: the records its tasks have read on every
+/// gateway (kept there under `key`), of the `total` it reads.
+#[derive(Debug)]
+pub struct Across {
+    key: ProgressKey,
+    authorization: Option<String>,
+    total: u64,
+}
+
+impl Across {
+    /// Where the progress of `plan`, planned with `carries`, is counted, if
+    /// it runs across gateways.
+    pub fn of(plan: &Arc<dyn ExecutionPlan>, carries: Option<&QueryCarries>) -> Option<Self> {
+        let carries = carries?;
+        is_distributed(plan).then(|| Self {
+            key: carries.progress,
+            authorization: carries.authorization.clone(),
+            total: planned_records(plan),
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -83,6 +112,7 @@ impl Polls {
         caller: &str,
         info: FlightInfo,
         plan: Option<Arc<dyn ExecutionPlan>>,
+        across: Option<Across>,
         stream: DoGetStream,
         pool: &Arc<dyn MemoryPool>,
     ) -> PollInfo {
@@ -95,6 +125,8 @@ impl Polls {
                 ..info
             },
             plan,
+            across,
+            answered: Mutex::new(0.0),
             state: Mutex::new(State::Running),
         });
         self.by_id
@@ -103,30 +135,33 @@ impl Polls {
             .insert(id, Arc::clone(&polled));
         let reservation = MemoryConsumer::new(format!("polled result {id}")).register(pool);
         tokio::spawn(collect(stream, Arc::clone(&polled), reservation));
-        polled.answer(id)
+        polled.answer(id, 0.0)
     }
 
     /// The PollInfo of the statement `descriptor` names, if it is a poll
-    /// descriptor (`None` for any other command).
-    pub fn poll_again(
+    /// descriptor (`None` for any other command); a distributed
+    /// statement's progress is asked of `cluster`'s gateways.
+    pub async fn poll_again(
         &self,
         descriptor: &FlightDescriptor,
         settings: &Settings,
+        cluster: Option<&Cluster>,
     ) -> Option<Result<PollInfo, Status>> {
         let id = poll_id(&descriptor.cmd)?;
-        Some(self.find(id, settings).and_then(|polled| {
-            let failed = match &*polled.state.lock().expect("poll state poisoned") {
-                State::Failed(status) => Some(status.clone()),
-                _ => None,
-            };
-            match failed {
-                Some(status) => {
-                    self.by_id.lock().expect("polls poisoned").remove(&id);
-                    Err(status)
-                }
-                None => Ok(polled.answer(id)),
-            }
-        }))
+        let polled = match self.find(id, settings) {
+            Ok(polled) => polled,
+            Err(status) => return Some(Err(status)),
+        };
+        let failed = match &*polled.state.lock().expect("poll state poisoned") {
+            State::Failed(status) => Some(status.clone()),
+            _ => None,
+        };
+        if let Some(status) = failed {
+            self.by_id.lock().expect("polls poisoned").remove(&id);
+            return Some(Err(status));
+        }
+        let progress = polled.progress(cluster).await;
+        Some(Ok(polled.answer(id, progress)))
     }
 
     /// The result of a finished polled statement, for the DoGet of its
@@ -197,8 +232,31 @@ impl Polls {
 }
 
 impl Polled {
-    /// What a poll of this statement, number `id`, answers now.
-    fn answer(&self, id: u64) -> PollInfo {
+    /// The share of its known work done so far, never less than answered
+    /// before, and never 1 before the end (the last batches are still to
+    /// come).
+    async fn progress(&self, cluster: Option<&Cluster>) -> f64 {
+        let now = match (&self.across, cluster) {
+            (Some(across), Some(cluster)) => {
+                let read = cluster
+                    .records_read(across.key, across.authorization.as_deref())
+                    .await;
+                kappa_catalog::work::Work {
+                    done: read.min(across.total),
+                    total: across.total,
+                }
+                .share()
+            }
+            _ => self.plan.as_ref().map_or(0.0, |p| work(p).share()),
+        };
+        let mut answered = self.answered.lock().expect("poll progress poisoned");
+        *answered = answered.max(now.min(0.99));
+        *answered
+    }
+
+    /// What a poll of this statement, number `id`, answers now, if its
+    /// progress is `progress`.
+    fn answer(&self, id: u64, progress: f64) -> PollInfo {
         let done = matches!(
             &*self.state.lock().expect("poll state poisoned"),
             State::Done { .. }
@@ -221,8 +279,7 @@ impl Polled {
         PollInfo {
             info: Some(self.info.clone()),
             flight_descriptor: Some(FlightDescriptor::new_cmd(handle)),
-            // Never 1 before the end: the last batches are still to come.
-            progress: Some(self.plan.as_ref().map_or(0.0, |p| progress(p).min(0.99))),
+            progress: Some(progress),
             expiration_time: None,
         }
     }
@@ -285,44 +342,6 @@ async fn collect(mut stream: DoGetStream, polled: Arc<Polled>, reservation: Memo
     };
 }
 
-/// The share of `plan`'s known work done: offsets fetched by its Kafka
-/// scans and rows read from its lake files, of all they read.
-pub fn progress(plan: &Arc<dyn ExecutionPlan>) -> f64 {
-    let (done, total) = work(plan);
-    if total == 0 {
-        0.0
-    } else {
-        (done as f64 / total as f64).clamp(0.0, 1.0)
-    }
-}
-
-/// `(done, total)` of the scans in `plan`.
-fn work(plan: &Arc<dyn ExecutionPlan>) -> (u64, u64) {
-    let metric = |name: &str| {
-        plan.metrics()
-            .and_then(|m| m.sum_by_name(name))
-            .map_or(0, |v| v.as_usize() as u64)
-    };
-    let own = if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
-        let total = u64::try_from(scan.spec().offsets()).unwrap_or(0);
-        (metric("records_fetched").min(total), total)
-    } else if let Some(config) = file_scan(plan) {
-        let total: u64 = config
-            .file_groups
-            .iter()
-            .flat_map(|g| g.iter())
-            .filter_map(logged_rows)
-            .sum();
-        (metric("output_rows").min(total), total)
-    } else {
-        (0, 0)
-    };
-    plan.children()
-        .into_iter()
-        .map(work)
-        .fold(own, |(d, t), (cd, ct)| (d + cd, t + ct))
-}
-
 impl KappaFlightSqlService {
     /// PollFlightInfo (see the module): a statement or prepared statement
     /// started, or one started before polled again.
@@ -331,7 +350,11 @@ impl KappaFlightSqlService {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
         let settings = Settings::of_request(&request)?;
-        if let Some(answer) = self.polls.poll_again(request.get_ref(), &settings) {
+        if let Some(answer) = self
+            .polls
+            .poll_again(request.get_ref(), &settings, self.cluster.as_deref())
+            .await
+        {
             return answer.map(Response::new);
         }
         let command = Any::decode(request.get_ref().cmd.clone())
@@ -355,6 +378,13 @@ impl KappaFlightSqlService {
         let handle = statement_handle(&info)?;
         let (statement, id, planned) = self.ticket_plan(&handle, &settings)?;
         let plan = planned.as_ref().and_then(|(runs, _)| runs.first_plan());
+        let carries = planned
+            .as_ref()
+            .and_then(|(runs, _)| runs.first_task())
+            .and_then(|task| task.session_config().get_extension::<QueryCarries>());
+        let across = plan
+            .as_ref()
+            .and_then(|plan| Across::of(plan, carries.as_deref()));
         let stream = self
             .execute(&statement, &settings, id, planned)
             .await?
@@ -364,6 +394,7 @@ impl KappaFlightSqlService {
             &settings.caller,
             info,
             plan,
+            across,
             stream,
             &pool,
         )))

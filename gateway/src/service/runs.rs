@@ -40,6 +40,14 @@ impl Runs {
             .map(|((plan, _), _)| Arc::clone(plan))
     }
 
+    /// The task context of the first run's plan, when GetFlightInfo planned
+    /// it.
+    pub(super) fn first_task(&self) -> Option<Arc<TaskContext>> {
+        self.first_planned
+            .as_ref()
+            .map(|((_, task), _)| Arc::clone(task))
+    }
+
     /// A statement without parameters: one run.
     pub(super) fn once(template: DataFrame) -> Self {
         Self {
