@@ -145,9 +145,9 @@ def main():
         urls = ",".join(f"http://{at}" for _, at in workers)
         per_task = str(max(1, args.records // 6))
         coordinator, at = start(args.gateway_bin, args.brokers, *table, "--workers", urls,
-                                "--offsets-per-task", per_task)
+                                "--offsets-per-task", per_task, "--lake-rows-per-task", per_task)
         eager, eager_at = start(args.gateway_bin, args.brokers, *table, "--workers", urls,
-                                "--offsets-per-task", "100")
+                                "--offsets-per-task", "100", "--lake-rows-per-task", "100")
         processes = [alone, coordinator, eager, *(p for p, _ in workers)]
         time.sleep(3)  # the coordinators' first health checks
 

@@ -209,11 +209,17 @@ pub struct ClusterArgs {
     #[arg(long, env = "KAPPA_ADVERTISE_URL")]
     pub advertise_url: Option<url::Url>,
 
-    /// Records (Kafka offsets or lake rows) each task of a query reads at
-    /// least: a query reading fewer than two tasks' worth runs on the
-    /// gateway it arrived at.
+    /// Kafka offsets each task of a query reads at least: a query reading
+    /// fewer than two tasks' worth (offsets and lake rows together) runs on
+    /// the gateway it arrived at.
     #[arg(long, env = "KAPPA_OFFSETS_PER_TASK", default_value_t = crate::distributed::OFFSETS_PER_TASK, value_parser = clap::value_parser!(i64).range(1..))]
     pub offsets_per_task: i64,
+
+    /// Lake rows each task of a query reads at least: a lake row costs
+    /// about a tenth of a Kafka record to read, so a task's worth of lake
+    /// rows is larger.
+    #[arg(long, env = "KAPPA_LAKE_ROWS_PER_TASK", default_value_t = crate::distributed::LAKE_ROWS_PER_TASK, value_parser = clap::value_parser!(i64).range(1..))]
+    pub lake_rows_per_task: i64,
 }
 
 impl ClusterArgs {

@@ -138,6 +138,8 @@ pub struct ClusterOptions {
     pub self_url: url::Url,
     /// Kafka offsets each task of a query reads at least.
     pub offsets_per_task: i64,
+    /// Lake rows each task of a query reads at least.
+    pub lake_rows_per_task: i64,
     /// A DNS name (`name:port`) whose addresses are gateways of the cluster.
     pub workers_dns: Option<String>,
     /// How the other gateways are reached when they serve TLS.
@@ -220,7 +222,10 @@ pub async fn serve_with(
                 codec,
                 channels,
             )
-            .with_offsets_per_task(cluster.offsets_per_task)
+            .with_task_size(distributed::TaskSize::new(
+                cluster.offsets_per_task,
+                cluster.lake_rows_per_task,
+            ))
             .with_progress(progress)
             .with_tls(cluster.tls);
             if let Some(name) = cluster.workers_dns {

@@ -246,6 +246,7 @@ fn cluster_options(args: &ServeArgs, addr: SocketAddr) -> anyhow::Result<Option<
         workers: cluster.workers.clone(),
         self_url,
         offsets_per_task: cluster.offsets_per_task,
+        lake_rows_per_task: cluster.lake_rows_per_task,
         workers_dns: cluster.workers_dns.clone(),
         tls,
     }))

@@ -18,7 +18,7 @@ RECORDS = 9_000
 TIERED = 6_000
 REUSE = "arrow-flight-reuse-connection://?"
 # Small enough that these few records are worth three slices (the default is 200,000 per task).
-OFFSETS_PER_TASK = ["--offsets-per-task", "1000"]
+OFFSETS_PER_TASK = ["--offsets-per-task", "1000", "--lake-rows-per-task", "1000"]
 
 
 def orders(start, count):

@@ -21,7 +21,7 @@ from test_compactor import compactor
 RECORDS = 24_000
 PARTITIONS = 3
 # Small enough that these few records make several tasks (the default is 200,000 per task).
-OFFSETS_PER_TASK = ["--offsets-per-task", "2000"]
+OFFSETS_PER_TASK = ["--offsets-per-task", "2000", "--lake-rows-per-task", "2000"]
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +313,8 @@ def tiered(brokers, tmp_path_factory):
                                           *OFFSETS_PER_TASK])
     alone = Gateway(brokers, text, args)
     assert wait_for_distributed(coordinator, f'SELECT _partition, count(*) FROM "{name}" GROUP BY 1', 3)
-    yield {"table": name, "coordinator": coordinator, "alone": alone, "config": text, "lake": lake}
+    yield {"table": name, "coordinator": coordinator, "alone": alone, "config": text, "lake": lake,
+           "workers": workers}
     for gateway in [coordinator, alone, *workers]:
         gateway.stop()
 
@@ -359,6 +360,36 @@ def test_the_lake_tier_is_read_in_shares_on_every_gateway(tiered):
     assert query(tiered["coordinator"], sql) == query(tiered["alone"], sql)
     total = query(tiered["coordinator"], f'SELECT count(*) AS n FROM "{table}"').to_pydict()
     assert total == {"n": [TIERED_RECORDS + TAIL_RECORDS]}
+
+
+def test_lake_rows_weigh_less_than_offsets_so_a_short_lake_scan_stays_on_one_gateway(brokers, tiered):
+    """A lake row costs about a tenth of a Kafka record to read: the tiered rows make two tasks'
+    work counted as offsets, but not counted as lake rows (2,000,000 a task by default)."""
+    members = ",".join(f"http://{w.address}" for w in tiered["workers"])
+    offsets_only = Gateway(brokers, tiered["config"], ["--lake", str(tiered["lake"]), "--workers", members,
+                                                       "--offsets-per-task", "2000"])
+    try:
+        table = tiered["table"]
+        explain = lambda gateway, sql: "\n".join(query(gateway, "EXPLAIN " + sql).column("plan").to_pylist())
+        # The table's Kafka tail read twice (6,000 offsets) is worth three tasks: once this
+        # gateway sees the others answer, it runs across them.
+        twice = (f'SELECT _partition, count(*) FROM (SELECT _partition FROM "{table}" UNION ALL '
+                 f'SELECT _partition FROM "{table}") GROUP BY 1')
+        deadline = time.monotonic() + 15
+        while "DistributedExec" not in explain(offsets_only, twice):
+            assert time.monotonic() < deadline, explain(offsets_only, twice)
+            time.sleep(0.5)
+        # Read once, its tail (3,000 offsets) and its 18,000 lake rows (0.009 of a task) are not
+        # two tasks' worth: it stays whole.
+        sql = f'SELECT _partition, count(*) FROM "{table}" GROUP BY 1'
+        shown = explain(offsets_only, sql)
+        assert "DistributedExec" not in shown and "LakeTierExec" in shown, shown
+        assert query(offsets_only, sql + " ORDER BY 1") == query(tiered["alone"], sql + " ORDER BY 1")
+        # The same query with the rows counted alike (the fixture's coordinator) runs across.
+        shown = "\n".join(query(tiered["coordinator"], "EXPLAIN " + sql).column("plan").to_pylist())
+        assert "DistributedExec" in shown, shown
+    finally:
+        offsets_only.stop()
 
 
 def test_a_gateway_on_another_lake_fails_the_query_rather_than_read_less(brokers, tiered, tmp_path):

@@ -13,7 +13,8 @@
 //! split between tasks by rows ([`LakeFilesExec::split`]); each gateway
 //! plans the Delta scan of its files again from its own lake.
 //!
-//! What stays on the coordinator: small queries (below two tasks' records),
+//! What stays on the coordinator: small queries (below two tasks' work,
+//! [`TaskSize`]),
 //! and plans holding a node that cannot travel yet (registry formats,
 //! `latest()`, a token's replay, system tables, streams). Those run as
 //! before.
@@ -25,6 +26,7 @@ pub mod lost;
 pub mod members;
 pub mod progress;
 pub mod routes;
+pub mod task_size;
 
 use std::sync::Arc;
 
@@ -60,11 +62,7 @@ pub use lost::ClusterError;
 pub use members::Membership;
 pub use progress::{ProgressKey, TaskProgress};
 pub use routes::TaskRoutes;
-
-/// Offsets one task reads at least, by default (`--offsets-per-task`): a
-/// scan of fewer runs on one gateway, where a second would cost more in
-/// planning and transfer than it saves. A lake row counts as an offset.
-pub const OFFSETS_PER_TASK: i64 = 200_000;
+pub use task_size::{LAKE_ROWS_PER_TASK, OFFSETS_PER_TASK, TaskSize};
 
 /// The gateways a query may run on, and this one's part in it.
 #[derive(Clone)]
@@ -77,8 +75,8 @@ pub struct Cluster {
     codec: KappaCodec,
     /// The channels to the other gateways.
     channels: GatewayChannels,
-    /// Offsets one task reads at least.
-    offsets_per_task: i64,
+    /// The least one task reads.
+    task_size: TaskSize,
     /// The scans of the tasks run here, by query, for their progress.
     progress: TaskProgress,
 }
@@ -107,7 +105,7 @@ impl Cluster {
             worker,
             codec,
             channels,
-            offsets_per_task: OFFSETS_PER_TASK,
+            task_size: TaskSize::default(),
             progress: TaskProgress::default(),
         }
     }
@@ -158,10 +156,9 @@ impl Cluster {
         self
     }
 
-    /// The same cluster, splitting Kafka scans into tasks of at least
-    /// `offsets` offsets.
-    pub fn with_offsets_per_task(mut self, offsets: i64) -> Self {
-        self.offsets_per_task = offsets.max(1);
+    /// The same cluster, splitting scans into tasks of at least `size`.
+    pub fn with_task_size(mut self, size: TaskSize) -> Self {
+        self.task_size = size;
         self
     }
 
@@ -182,9 +179,8 @@ impl Cluster {
     }
 
     /// Whether `plan`, planned on this gateway, is worth running across the
-    /// cluster and can be: it reads records for at least two tasks from
-    /// Kafka and the lake, and every node in it can be sent to another
-    /// gateway.
+    /// cluster and can be: it reads at least two tasks' work from Kafka
+    /// and the lake, and every node in it can be sent to another gateway.
     pub fn distributable(&self, plan: &Arc<dyn ExecutionPlan>) -> bool {
         if self.membership.live().len() < 2 {
             return false;
@@ -192,16 +188,17 @@ impl Cluster {
         let Some(plan) = self.traveling(plan) else {
             return false;
         };
-        if records_read(&plan) < 2 * self.offsets_per_task {
+        if self.task_size.tasks(self.task_size.work(&plan)) < 2 {
             return false;
         }
         PhysicalPlanNode::try_from_physical_plan(plan, &self.codec).is_ok()
     }
 
-    /// The records (Kafka offsets and lake rows) `plan`, planned on this
-    /// gateway, reads.
+    /// The work `plan`, planned on this gateway, reads: its Kafka offsets,
+    /// and its lake rows weighed as offsets ([`TaskSize`]).
     pub fn records(&self, plan: &Arc<dyn ExecutionPlan>) -> i64 {
-        self.traveling(plan).map_or(0, |plan| records_read(&plan))
+        self.traveling(plan)
+            .map_or(0, |plan| self.task_size.work(&plan))
     }
 
     /// `plan` (the statement under an `EXPLAIN ANALYZE`) with its lake tiers
@@ -214,17 +211,18 @@ impl Cluster {
         detach_lake_tiers(Arc::clone(plan), self.codec.lake()).ok()
     }
 
-    /// Where the slices of an answer reading `records` records are fetched
-    /// from, one list of Flight locations per slice: the answer is given as
-    /// several endpoints, so a client fetches them in parallel, when it is
-    /// worth two tasks or more, one per gateway that answers. The first
+    /// Where the slices of an answer of `records` work (see
+    /// [`Self::records`]) are fetched from, one list of Flight locations per
+    /// slice: the answer is given as several endpoints, so a client fetches
+    /// them in parallel, when it is worth two tasks or more, one per gateway
+    /// that answers. The first
     /// slice is fetched from this gateway on the client's own connection
     /// (no location); each other from a gateway of the cluster, and from
     /// this one if that gateway cannot be reached (any gateway can serve
     /// any slice). Empty when the answer is fetched whole.
     pub fn slice_locations(&self, records: i64) -> Vec<Vec<String>> {
         let live = self.membership.live();
-        let worth = usize::try_from(records / self.offsets_per_task).unwrap_or(usize::MAX);
+        let worth = self.task_size.tasks(records);
         let slices = live.len().min(worth);
         if slices < 2 {
             return Vec::new();
@@ -253,7 +251,7 @@ impl Cluster {
             )
             .with_distributed_user_codec(self.codec.clone())
             .with_distributed_channel_resolver(self.channels.clone())
-            .with_distributed_desired_task_count_handler(scan_tasks(self.offsets_per_task))
+            .with_distributed_desired_task_count_handler(scan_tasks(self.task_size))
             .with_distributed_scale_up_leaf_node_handler(split_scan)
             .with_distributed_route_tasks_handler(routes::route_tasks(self.membership.clone()))
             .with_distributed_planner()
@@ -360,27 +358,6 @@ fn flight_location(url: &Url) -> String {
     }
 }
 
-/// The records the Kafka scans and lake tiers in `plan` read.
-fn records_read(plan: &Arc<dyn ExecutionPlan>) -> i64 {
-    let own = scan_records(plan).map_or(0, |(records, _)| records);
-    own + plan.children().into_iter().map(records_read).sum::<i64>()
-}
-
-/// The records `plan` reads if it is a scan that travels (Kafka offsets or
-/// lake rows), and whether it may stop early (a limit, or only the newest
-/// records), which leaves too little to split.
-fn scan_records(plan: &Arc<dyn ExecutionPlan>) -> Option<(i64, bool)> {
-    if let Some(scan) = plan.downcast_ref::<KafkaScanExec>() {
-        let spec = scan.spec();
-        return Some((spec.offsets(), spec.last.is_some() || spec.limit.is_some()));
-    }
-    let files = plan.downcast_ref::<LakeFilesExec>()?;
-    Some((
-        i64::try_from(files.rows()).unwrap_or(i64::MAX),
-        files.spec().limit.is_some(),
-    ))
-}
-
 /// Lake tiers read through [`LakeFilesExec`], so they travel: run as the
 /// last rule before the distributed planner cuts the plan into stages
 /// (after the newest-records rule has narrowed their files).
@@ -407,21 +384,21 @@ impl PhysicalOptimizerRule for DetachLakeTiers {
     }
 }
 
-/// How many tasks a scan wants: one per `per_task` records (Kafka offsets
-/// or lake rows). A Kafka scan that reads only the newest records or stops
-/// at a limit reads too little to split; so does a lake scan with a limit.
+/// How many tasks a scan wants: one per task of `size`. A Kafka scan that
+/// reads only the newest records or stops at a limit reads too little to
+/// split; so does a lake scan with a limit.
 fn scan_tasks(
-    per_task: i64,
+    size: TaskSize,
 ) -> impl for<'a> Fn(DesiredTaskCountEvent<'a>) -> Option<Result<DesiredTaskCountEventResponse>>
 + Send
 + Sync
 + 'static {
     move |ev| {
-        let (records, stops_early) = scan_records(ev.plan)?;
+        let (work, stops_early) = size.scan_work(ev.plan)?;
         if stops_early {
             return Some(Ok(DesiredTaskCountEventResponse::maximum(1)));
         }
-        let tasks = usize::try_from(records / per_task).unwrap_or(usize::MAX);
+        let tasks = size.tasks(work);
         Some(Ok(if tasks <= 1 {
             DesiredTaskCountEventResponse::maximum(1)
         } else {
