@@ -181,3 +181,158 @@ mod tests {
         );
     }
 }
+
+/// Declares [`ErrorKind`], one per [`CatalogError`] variant, with its name.
+macro_rules! error_kinds {
+    ($($kind:ident),* $(,)?) => {
+        /// A [`CatalogError`]'s variant without its details: what decides its
+        /// gRPC code, and what travels with its text from another gateway
+        /// ([`for_another_gateway`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorKind {
+            $($kind),*
+        }
+
+        impl ErrorKind {
+            /// Every kind.
+            pub const ALL: &[ErrorKind] = &[$(ErrorKind::$kind),*];
+
+            /// The kind's name (its variant's).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorKind::$kind => stringify!($kind)),*
+                }
+            }
+
+            /// The kind named `name`.
+            pub fn named(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|kind| kind.name() == name)
+            }
+        }
+
+        impl CatalogError {
+            /// This error's kind.
+            pub fn kind(&self) -> ErrorKind {
+                match self {
+                    $(CatalogError::$kind { .. } => ErrorKind::$kind),*
+                }
+            }
+        }
+    };
+}
+
+error_kinds!(
+    Config,
+    Definition,
+    AlreadyExists,
+    TableNotFound,
+    BrokerUnavailable,
+    TopicNotFound,
+    RecordsVanished,
+    HistoryGap,
+    InvalidSnapshot,
+    SnapshotLost,
+    Registry,
+    Lake,
+    TooManyStreams,
+    NotStreamable,
+    StreamFellBehind,
+    InvalidRecord,
+    Kafka,
+    Arrow,
+);
+
+/// What a task's error is wrapped in when it leaves for another gateway:
+/// its kind's name follows.
+const KIND_CONTEXT: &str = "kappa error of kind ";
+
+/// Marks the session of a task run for another gateway (a distributed
+/// query's): its scans' errors leave through [`for_another_gateway`].
+#[derive(Debug, Default)]
+pub struct TaskForAnotherGateway;
+
+/// `err` as it leaves a task run for another gateway. datafusion-distributed
+/// sends an external error as its text alone, so a kappa error would arrive
+/// as an unknown one; a context naming its kind travels with it
+/// ([`kind_from_another_gateway`] reads it back).
+pub fn for_another_gateway(err: DataFusionError) -> DataFusionError {
+    let kind = match err.find_root() {
+        DataFusionError::External(inner) => {
+            inner.downcast_ref::<CatalogError>().map(CatalogError::kind)
+        }
+        _ => None,
+    };
+    match kind {
+        Some(kind) => {
+            DataFusionError::Context(format!("{KIND_CONTEXT}{}", kind.name()), Box::new(err))
+        }
+        None => err,
+    }
+}
+
+/// The kind of the kappa error a task on another gateway raised, if `err`
+/// is one ([`for_another_gateway`]).
+pub fn kind_from_another_gateway(err: &DataFusionError) -> Option<ErrorKind> {
+    let mut at: &dyn std::error::Error = err;
+    loop {
+        let here = at.downcast_ref::<DataFusionError>().or_else(|| {
+            at.downcast_ref::<std::sync::Arc<DataFusionError>>()
+                .map(AsRef::as_ref)
+        });
+        if let Some(DataFusionError::Context(context, _)) = here
+            && let Some(kind) = context.strip_prefix(KIND_CONTEXT)
+        {
+            return ErrorKind::named(kind);
+        }
+        at = at.source()?;
+    }
+}
+
+/// `stream`, its errors leaving through [`for_another_gateway`] if
+/// `context` is that of a task run for another gateway.
+pub fn leaving_for(
+    context: &datafusion::execution::TaskContext,
+    stream: datafusion::execution::SendableRecordBatchStream,
+) -> datafusion::execution::SendableRecordBatchStream {
+    use futures::TryStreamExt;
+    if context
+        .session_config()
+        .get_extension::<TaskForAnotherGateway>()
+        .is_none()
+    {
+        return stream;
+    }
+    let schema = stream.schema();
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            stream.map_err(for_another_gateway),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn a_kappa_error_from_another_gateway_keeps_its_kind_and_others_are_untouched() {
+        let err = for_another_gateway(CatalogError::Lake("gone".into()).into());
+        assert_eq!(kind_from_another_gateway(&err), Some(ErrorKind::Lake));
+        // As it arrives: the inner error is text now, the context is not.
+        let DataFusionError::Context(context, _) = err else {
+            panic!("not wrapped")
+        };
+        let arrived = DataFusionError::Shared(std::sync::Arc::new(DataFusionError::Context(
+            context,
+            Box::new(DataFusionError::External("lake unavailable: gone".into())),
+        )));
+        assert_eq!(kind_from_another_gateway(&arrived), Some(ErrorKind::Lake));
+        let plain = for_another_gateway(DataFusionError::Execution("x".into()));
+        assert!(matches!(plain, DataFusionError::Execution(_)));
+        assert_eq!(kind_from_another_gateway(&plain), None);
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::named(kind.name()), Some(*kind));
+        }
+    }
+}

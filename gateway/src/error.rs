@@ -8,6 +8,7 @@
 use datafusion::common::{Column, SchemaError};
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
+use kappa_catalog::error::{ErrorKind, kind_from_another_gateway};
 use kappa_catalog::{CATALOG, CatalogError, SCHEMA};
 
 use crate::auth::AuthError;
@@ -22,6 +23,11 @@ const MAX_MESSAGE_LEN: usize = 4096;
 /// Maps a DataFusion error (which may wrap a catalog error) to a status.
 pub fn datafusion_status(err: &DataFusionError) -> Status {
     let root = err.find_root();
+    // A catalog error raised by a task on another gateway arrives as text,
+    // its kind beside it.
+    if let Some(kind) = kind_from_another_gateway(err) {
+        return status(catalog_code(kind), message_of(root));
+    }
     let code = match root {
         DataFusionError::External(inner) => {
             if let Some(auth) = inner.downcast_ref::<AuthError>() {
@@ -305,27 +311,31 @@ fn is_user_arrow_error(err: &arrow::error::ArrowError) -> bool {
 
 /// Maps a catalog error to a status.
 pub fn catalog_status(err: &CatalogError) -> Status {
-    let code = match err {
-        CatalogError::Config(_)
-        | CatalogError::Definition(_)
-        | CatalogError::NotStreamable(_)
-        | CatalogError::InvalidSnapshot(_) => Code::InvalidArgument,
-        CatalogError::AlreadyExists(_) => Code::AlreadyExists,
-        CatalogError::TableNotFound(_) => Code::NotFound,
-        CatalogError::TooManyStreams(_) => Code::ResourceExhausted,
-        CatalogError::StreamFellBehind { .. } => Code::Aborted,
-        CatalogError::TopicNotFound(_) => Code::NotFound,
-        CatalogError::BrokerUnavailable(_)
-        | CatalogError::Kafka(_)
-        | CatalogError::Lake(_)
-        | CatalogError::Registry(_) => Code::Unavailable,
+    status(catalog_code(err.kind()), err.to_string())
+}
+
+/// The gRPC code of a catalog error of `kind`, raised here or on another
+/// gateway.
+fn catalog_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::Config
+        | ErrorKind::Definition
+        | ErrorKind::NotStreamable
+        | ErrorKind::InvalidSnapshot => Code::InvalidArgument,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::TableNotFound => Code::NotFound,
+        ErrorKind::TooManyStreams => Code::ResourceExhausted,
+        ErrorKind::StreamFellBehind => Code::Aborted,
+        ErrorKind::TopicNotFound => Code::NotFound,
+        ErrorKind::BrokerUnavailable | ErrorKind::Kafka | ErrorKind::Lake | ErrorKind::Registry => {
+            Code::Unavailable
+        }
         // History that no tier holds any more.
-        CatalogError::HistoryGap { .. } | CatalogError::SnapshotLost { .. } => Code::DataLoss,
+        ErrorKind::HistoryGap | ErrorKind::SnapshotLost => Code::DataLoss,
         // The snapshot changed under the query: running it again succeeds.
-        CatalogError::RecordsVanished { .. } => Code::Aborted,
-        CatalogError::InvalidRecord(_) | CatalogError::Arrow(_) => Code::Internal,
-    };
-    status(code, err.to_string())
+        ErrorKind::RecordsVanished => Code::Aborted,
+        ErrorKind::InvalidRecord | ErrorKind::Arrow => Code::Internal,
+    }
 }
 
 /// Maps an error in a statement handle or its bound parameters to a status.

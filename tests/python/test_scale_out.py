@@ -14,6 +14,7 @@ import time
 import pytest
 
 import adbc_driver_flightsql.dbapi as flightsql
+from adbc_driver_manager import AdbcStatusCode
 
 from conftest import Gateway, create_topic, produce, query, unique
 from test_compactor import compactor
@@ -406,6 +407,8 @@ def test_a_gateway_on_another_lake_fails_the_query_rather_than_read_less(brokers
             query(coordinator, sql)
         message = str(failed.value)
         assert "this gateway's lake has no Delta version" in message and "same --lake" in message, message
+        # The code a lake error has on one gateway (Unavailable), not an unknown error's (Internal).
+        assert "Unavailable" in message and failed.value.status_code == AdbcStatusCode.IO, repr(failed.value)
     finally:
         coordinator.stop()
         worker.stop()

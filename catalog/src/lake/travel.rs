@@ -205,14 +205,17 @@ impl ExecutionPlan for LakeFilesExec {
             )));
         }
         let spec = self.spec.clone();
-        let lake = self.lake.clone().ok_or_else(|| {
-            CatalogError::Lake(format!(
-                "table '{}': this gateway has no lake configured, and a task reading the lake \
-                 tier arrived (give every gateway the same --lake)",
-                spec.table
-            ))
-        })?;
+        let lake = self.lake.clone();
+        let task = Arc::clone(&context);
+        // Every error is the stream's, so it leaves as the task's errors do.
         let opened = async move {
+            let lake = lake.ok_or_else(|| {
+                CatalogError::Lake(format!(
+                    "table '{}': this gateway has no lake configured, and a task reading the \
+                     lake tier arrived (give every gateway the same --lake)",
+                    spec.table
+                ))
+            })?;
             let tier = lake.snapshot_at(&spec.table, spec.version).await?;
             let state = SessionStateBuilder::new()
                 .with_config(context.session_config().clone())
@@ -233,7 +236,8 @@ impl ExecutionPlan for LakeFilesExec {
         let stream = futures::stream::once(opened)
             .try_flatten()
             .inspect_ok(move |batch| rows.add(batch.num_rows()));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, stream));
+        Ok(crate::error::leaving_for(&task, stream))
     }
 }
 

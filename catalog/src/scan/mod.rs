@@ -301,10 +301,11 @@ impl ExecutionPlan for KafkaScanExec {
             .name(format!("kappa-scan-{}-{partition}", spec.topic))
             .spawn(move || reader.run(tx))
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        let stream = Box::pin(RecordBatchStreamAdapter::new(
             schema,
             ReceiverStream::new(rx),
-        )))
+        ));
+        Ok(crate::error::leaving_for(&context, stream))
     }
 }
 

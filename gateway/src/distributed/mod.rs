@@ -47,6 +47,7 @@ use datafusion_distributed::{
 };
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
+use kappa_catalog::error::TaskForAnotherGateway;
 use kappa_catalog::lake::Lake;
 use kappa_catalog::lake::travel::{LakeFilesExec, detach_lake_tiers};
 use kappa_catalog::scan::KafkaScanExec;
@@ -502,6 +503,10 @@ pub async fn worker_session(
         }
     }
     let mut state = builder.build();
+    // kappa's errors keep their kind on the way back to the coordinator.
+    state
+        .config_mut()
+        .set_extension(Arc::new(TaskForAnotherGateway));
     crate::spill::seal_each_spilled_batch(state.config_mut().options_mut());
     crate::json::register(&mut state)?;
     crate::guarded_functions::guard_functions(&mut state, max_bytes)?;
