@@ -76,10 +76,57 @@ impl GatewayChannels {
     }
 }
 
+impl GatewayChannels {
+    /// Closes the channels to gateways other than `members` (those a DNS
+    /// name no longer gives). Calls in flight keep their own channel.
+    pub fn keep_only(&self, members: &[Url]) {
+        let mut open = self.open.lock().expect("channel cache poisoned");
+        let before = open.len();
+        open.retain(|url, _| members.contains(url));
+        if open.len() < before {
+            tracing::debug!(
+                closed = before - open.len(),
+                "channels to gateways that left closed"
+            );
+        }
+    }
+
+    /// The gateways a channel is open to.
+    #[cfg(test)]
+    fn open_to(&self) -> Vec<Url> {
+        let mut urls: Vec<Url> = self
+            .open
+            .lock()
+            .expect("channel cache poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        urls.sort();
+        urls
+    }
+}
+
 #[async_trait]
 impl ChannelResolver for GatewayChannels {
     async fn get_worker_client_for_url(&self, url: &Url) -> Result<Box<dyn WorkerChannel>> {
         let channel = self.channel(url)?;
         Ok(create_worker_client(BoxCloneSyncChannel::new(channel)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_channel_to_a_gateway_that_left_is_closed() {
+        let channels = GatewayChannels::new();
+        let stays = Url::parse("http://127.0.0.1:1").unwrap();
+        let leaves = Url::parse("http://127.0.0.1:2").unwrap();
+        channels.channel(&stays).unwrap();
+        channels.channel(&leaves).unwrap();
+        assert_eq!(channels.open_to(), vec![stays.clone(), leaves]);
+        channels.keep_only(std::slice::from_ref(&stays));
+        assert_eq!(channels.open_to(), vec![stays]);
     }
 }

@@ -153,9 +153,13 @@ impl Membership {
         down
     }
 
-    /// Checks the other gateways every [`PROBE_EVERY`] until the returned
-    /// task is aborted.
-    pub fn spawn_checks(&self) -> tokio::task::JoinHandle<()> {
+    /// Checks the other gateways every [`PROBE_EVERY`], calling
+    /// `after_each` with those configured after each check, until the
+    /// returned task is aborted.
+    pub fn spawn_checks(
+        &self,
+        after_each: impl Fn(&[Url]) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let membership = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(PROBE_EVERY);
@@ -163,6 +167,7 @@ impl Membership {
             loop {
                 every.tick().await;
                 membership.check().await;
+                after_each(&membership.configured());
             }
         })
     }

@@ -166,7 +166,10 @@ impl Cluster {
     /// Asks the other gateways for their health in the background, so new
     /// queries run only on those that answer.
     pub fn spawn_checks(&self) -> tokio::task::JoinHandle<()> {
-        self.membership.spawn_checks()
+        // A gateway a DNS name no longer gives is not reached again.
+        let channels = self.channels.clone();
+        self.membership
+            .spawn_checks(move |members| channels.keep_only(members))
     }
 
     /// The worker this gateway serves.
