@@ -10,7 +10,9 @@ through ADBC, alternating, the median of `runs` after one warm-up:
 * the same small query with `--offsets-per-task 100` on a second coordinator: what distributing a
   query that small would cost;
 * a full answer (every record, no order): on the cluster GetFlightInfo gives it as one endpoint per
-  gateway, each a slice of the same snapshot, and ADBC fetches them in parallel.
+  gateway, each a slice of the same snapshot, and ADBC fetches them in parallel;
+* with `--tiered`, the full answer and the large query on a third coordinator with the default task
+  sizes, where the lake's rows weigh a tenth of an offset each and stay on one gateway.
 
 Prints each median, the ratio to one gateway, and how the large query's work spread: each task's
 records and bytes fetched (EXPLAIN ANALYZE VERBOSE).
@@ -149,6 +151,10 @@ def main():
         eager, eager_at = start(args.gateway_bin, args.brokers, *table, "--workers", urls,
                                 "--offsets-per-task", "100", "--lake-rows-per-task", "100")
         processes = [alone, coordinator, eager, *(p for p, _ in workers)]
+        if args.tiered:
+            # The cluster as deployed: a lake row weighs a tenth of an offset (--lake-rows-per-task).
+            default, default_at = start(args.gateway_bin, args.brokers, *table, "--workers", urls)
+            processes.append(default)
         time.sleep(3)  # the coordinators' first health checks
 
         large = f'SELECT _key, count(*) AS n, sum(_offset) AS s, sum(length(_value)) AS b FROM "{topic}" GROUP BY _key'
@@ -163,6 +169,11 @@ def main():
             ("small query, cluster (runs on the coordinator)", timed(at, small, args.runs)),
             ("small query, distributed anyway", timed(eager_at, small, args.runs)),
         ]
+        if args.tiered:
+            rows += [
+                ("full answer, cluster with the default task sizes", timed(default_at, full, args.runs)),
+                ("large query, cluster with the default task sizes", timed(default_at, large, args.runs)),
+            ]
         base = {label.split()[0]: seconds for label, seconds in rows if label.endswith("one gateway")}
         print(f"\n| query | median | vs one gateway |\n|---|---:|---:|")
         for label, seconds in rows:
@@ -170,6 +181,8 @@ def main():
             print(f"| {label} | {seconds * 1000:.1f} ms | {ratio:.2f} |")
 
         print(f"\nendpoints of the full answer on the cluster: {endpoints(at, full)}")
+        if args.tiered:
+            print(f"endpoints of the full answer with the default task sizes: {endpoints(default_at, full)}")
         print(f"rows of the full answer: one gateway {rows_of(alone_at, full):,}, "
               f"three gateways {rows_of(at, full):,}")
         plan = explain(at, large)

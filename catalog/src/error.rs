@@ -246,8 +246,9 @@ error_kinds!(
 /// its kind's name follows.
 const KIND_CONTEXT: &str = "kappa error of kind ";
 
-/// Marks the session of a task run for another gateway (a distributed
-/// query's): its scans' errors leave through [`for_another_gateway`].
+/// Marks the session of a distributed query's task (run for another
+/// gateway, or in-process for this one): its scans' errors leave through
+/// [`for_another_gateway`].
 #[derive(Debug, Default)]
 pub struct TaskForAnotherGateway;
 
@@ -289,7 +290,7 @@ pub fn kind_from_another_gateway(err: &DataFusionError) -> Option<ErrorKind> {
 }
 
 /// `stream`, its errors leaving through [`for_another_gateway`] if
-/// `context` is that of a task run for another gateway.
+/// `context` is that of a distributed query's task.
 pub fn leaving_for(
     context: &datafusion::execution::TaskContext,
     stream: datafusion::execution::SendableRecordBatchStream,

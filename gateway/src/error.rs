@@ -24,9 +24,15 @@ const MAX_MESSAGE_LEN: usize = 4096;
 pub fn datafusion_status(err: &DataFusionError) -> Status {
     let root = err.find_root();
     // A catalog error raised by a task on another gateway arrives as text,
-    // its kind beside it.
+    // its kind beside it (one run here still has its own type).
     if let Some(kind) = kind_from_another_gateway(err) {
-        return status(catalog_code(kind), message_of(root));
+        return match root {
+            DataFusionError::External(inner) => match inner.downcast_ref::<CatalogError>() {
+                Some(catalog) => catalog_status(catalog),
+                None => status(catalog_code(kind), inner.to_string()),
+            },
+            _ => status(catalog_code(kind), message_of(root)),
+        };
     }
     let code = match root {
         DataFusionError::External(inner) => {

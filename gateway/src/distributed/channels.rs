@@ -29,8 +29,9 @@ pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(1);
 /// How long a ping may go unanswered before the connection is closed.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One channel per gateway, made on first use and kept (a channel
-/// reconnects by itself when its connection is closed).
+/// One channel per gateway, made on first use and kept until a DNS name no
+/// longer gives the gateway (a channel reconnects by itself when its
+/// connection is closed).
 #[derive(Debug, Clone, Default)]
 pub struct GatewayChannels {
     open: Arc<Mutex<HashMap<Url, Channel>>>,
@@ -77,12 +78,13 @@ impl GatewayChannels {
 }
 
 impl GatewayChannels {
-    /// Closes the channels to gateways other than `members` (those a DNS
-    /// name no longer gives). Calls in flight keep their own channel.
-    pub fn keep_only(&self, members: &[Url]) {
+    /// Forgets the channels to `gone` (gateways a DNS name no longer
+    /// gives), so they close. Calls in flight keep their own channel, and a
+    /// later call opens one again.
+    pub fn close(&self, gone: &[Url]) {
         let mut open = self.open.lock().expect("channel cache poisoned");
         let before = open.len();
-        open.retain(|url, _| members.contains(url));
+        open.retain(|url, _| !gone.contains(url));
         if open.len() < before {
             tracing::debug!(
                 closed = before - open.len(),
@@ -125,8 +127,8 @@ mod tests {
         let leaves = Url::parse("http://127.0.0.1:2").unwrap();
         channels.channel(&stays).unwrap();
         channels.channel(&leaves).unwrap();
-        assert_eq!(channels.open_to(), vec![stays.clone(), leaves]);
-        channels.keep_only(std::slice::from_ref(&stays));
+        assert_eq!(channels.open_to(), vec![stays.clone(), leaves.clone()]);
+        channels.close(std::slice::from_ref(&leaves));
         assert_eq!(channels.open_to(), vec![stays]);
     }
 }

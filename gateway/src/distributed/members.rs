@@ -40,6 +40,9 @@ pub struct Membership {
     /// last check.
     others: Arc<RwLock<Vec<Url>>>,
     live: Arc<RwLock<Vec<Url>>>,
+    /// The gateways the DNS name gave and no longer gives, since last
+    /// taken ([`Self::spawn_checks`]).
+    left: Arc<RwLock<Vec<Url>>>,
     /// How gateways that serve TLS are reached.
     tls: ClientTls,
 }
@@ -57,6 +60,7 @@ impl Membership {
             listed,
             dns: None,
             live: Arc::new(RwLock::new(live)),
+            left: Arc::default(),
             tls: ClientTls::default(),
         }
     }
@@ -105,7 +109,14 @@ impl Membership {
                         others.push(url);
                     }
                 }
-                *self.others.write().expect("not poisoned") = others.clone();
+                let before = std::mem::replace(
+                    &mut *self.others.write().expect("not poisoned"),
+                    others.clone(),
+                );
+                self.left
+                    .write()
+                    .expect("not poisoned")
+                    .extend(before.into_iter().filter(|url| !others.contains(url)));
                 others
             }
             Err(e) => {
@@ -154,8 +165,8 @@ impl Membership {
     }
 
     /// Checks the other gateways every [`PROBE_EVERY`], calling
-    /// `after_each` with those configured after each check, until the
-    /// returned task is aborted.
+    /// `after_each` with those the DNS name no longer gives (when some
+    /// left), until the returned task is aborted.
     pub fn spawn_checks(
         &self,
         after_each: impl Fn(&[Url]) + Send + 'static,
@@ -167,7 +178,10 @@ impl Membership {
             loop {
                 every.tick().await;
                 membership.check().await;
-                after_each(&membership.configured());
+                let left = std::mem::take(&mut *membership.left.write().expect("not poisoned"));
+                if !left.is_empty() {
+                    after_each(&left);
+                }
             }
         })
     }

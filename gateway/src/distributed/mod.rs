@@ -136,10 +136,14 @@ impl Cluster {
                 let channels = self.channels.clone();
                 async move { progress::ask(&channels, &url, key, authorization).await }
             });
-        own + futures::future::join_all(others)
+        // Each gateway process once, whatever addresses it is known by.
+        let mut counted = std::collections::HashSet::from([self.progress.id()]);
+        futures::future::join_all(others)
             .await
             .into_iter()
-            .sum::<u64>()
+            .flatten()
+            .filter(|(id, _)| counted.insert(*id))
+            .fold(own, |sum, (_, records)| sum + records)
     }
 
     /// The same cluster, also counting the gateways at the addresses of
@@ -166,10 +170,11 @@ impl Cluster {
     /// Asks the other gateways for their health in the background, so new
     /// queries run only on those that answer.
     pub fn spawn_checks(&self) -> tokio::task::JoinHandle<()> {
-        // A gateway a DNS name no longer gives is not reached again.
+        // The channel to a gateway a DNS name no longer gives is closed
+        // (a pod replaced by one at another address).
         let channels = self.channels.clone();
         self.membership
-            .spawn_checks(move |members| channels.keep_only(members))
+            .spawn_checks(move |left| channels.close(left))
     }
 
     /// The worker this gateway serves.
@@ -264,25 +269,33 @@ impl Cluster {
         state
             .config_mut()
             .set_extension(Arc::new(TaskRoutes::default()));
+        // A fresh key for this plan's tasks' progress: a query run again
+        // after losing a gateway counts only its new tasks.
+        let authorization = state
+            .config()
+            .get_extension::<QueryCarries>()
+            .and_then(|carries| carries.authorization.clone());
+        QueryCarries {
+            authorization,
+            progress: Some(ProgressKey::random()),
+        }
+        .set_on(state.config_mut())?;
         Ok(state)
     }
 
     /// Makes the calls a query of `config` makes to other gateways carry
     /// `authorization` (the caller, signed by this gateway; `None` without
-    /// sign-in) and a fresh key its tasks' progress is kept under; both are
-    /// kept in `config` as [`QueryCarries`].
+    /// sign-in), kept in `config` as [`QueryCarries`].
     pub fn carry_caller(
         &self,
         config: &mut SessionConfig,
         authorization: Option<String>,
     ) -> Result<()> {
-        let carries = QueryCarries {
+        QueryCarries {
             authorization,
-            progress: ProgressKey::random(),
-        };
-        carries.set_on(config)?;
-        config.set_extension(Arc::new(carries));
-        Ok(())
+            progress: None,
+        }
+        .set_on(config)
     }
 
     /// What `EXPLAIN` shows of a statement this cluster runs across its
@@ -447,23 +460,24 @@ const AUTHORIZATION: &str = "authorization";
 pub struct QueryCarries {
     /// Its caller, signed by the coordinator (`None` without sign-in).
     pub authorization: Option<String>,
-    /// The key its tasks' progress is kept under on every gateway.
-    pub progress: ProgressKey,
+    /// The key its tasks' progress is kept under on every gateway, once it
+    /// is planned across them.
+    pub progress: Option<ProgressKey>,
 }
 
 impl QueryCarries {
     /// What the calls of the task whose call brought `headers` carry on.
-    fn from_headers(headers: &HeaderMap) -> Option<Self> {
+    fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        Some(Self {
+        Self {
             authorization: text(AUTHORIZATION).map(str::to_string),
-            progress: ProgressKey::parse(text(progress::PROGRESS_HEADER)?)?,
-        })
+            progress: text(progress::PROGRESS_HEADER).and_then(ProgressKey::parse),
+        }
     }
 
     /// Sends these on the calls to other gateways that queries of `config`
-    /// make.
-    fn set_on(&self, config: &mut SessionConfig) -> Result<()> {
+    /// make, and keeps them in `config`.
+    fn set_on(self, config: &mut SessionConfig) -> Result<()> {
         let header = |value: &str| {
             HeaderValue::from_str(value).map_err(|e| {
                 datafusion::error::DataFusionError::Internal(format!("a header of a task: {e}"))
@@ -473,11 +487,12 @@ impl QueryCarries {
         if let Some(authorization) = &self.authorization {
             headers.insert(AUTHORIZATION, header(authorization)?);
         }
-        headers.insert(
-            progress::PROGRESS_HEADER,
-            header(&self.progress.to_header())?,
-        );
-        config.set_distributed_passthrough_headers(headers)
+        if let Some(key) = self.progress {
+            headers.insert(progress::PROGRESS_HEADER, header(&key.to_header())?);
+        }
+        config.set_distributed_passthrough_headers(headers)?;
+        config.set_extension(Arc::new(self));
+        Ok(())
     }
 }
 
@@ -494,19 +509,20 @@ pub async fn worker_session(
         .builder
         .with_distributed_user_codec(codec)
         .with_distributed_channel_resolver(channels);
-    if let Some(carries) = QueryCarries::from_headers(&ctx.headers) {
+    let carries = QueryCarries::from_headers(&ctx.headers);
+    if let Some(key) = carries.progress {
         // Each task's scans are kept under its query's key, for the
         // coordinator's progress reports.
-        builder = builder
-            .with_distributed_worker_plan_rewrite_handler(progress.keeping(carries.progress));
-        // A task's own calls to other gateways (a shuffle's reads) carry
-        // what its coordinator sent.
-        if let Some(config) = builder.config().as_mut() {
-            carries.set_on(config)?;
-        }
+        builder = builder.with_distributed_worker_plan_rewrite_handler(progress.keeping(key));
+    }
+    // A task's own calls to other gateways (a shuffle's reads) carry what
+    // its coordinator sent.
+    if let Some(config) = builder.config().as_mut() {
+        carries.set_on(config)?;
     }
     let mut state = builder.build();
-    // kappa's errors keep their kind on the way back to the coordinator.
+    // kappa's errors keep their kind on the way back to the coordinator
+    // (the coordinator's own tasks run here too, and read the same).
     state
         .config_mut()
         .set_extension(Arc::new(TaskForAnotherGateway));

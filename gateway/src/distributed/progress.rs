@@ -35,12 +35,15 @@ use super::GatewayChannels;
 /// The header a query's calls to other gateways carry its key in.
 pub const PROGRESS_HEADER: &str = "kappa-progress-key";
 /// The Flight action that answers the records read by a query's tasks on
-/// a gateway: its body is the key (8 bytes), its one result the count
-/// (8 bytes, big-endian).
+/// a gateway: its body is the key (8 bytes), its one result the gateway
+/// process's id and the count (8 bytes each, big-endian), so a gateway
+/// known under two addresses is counted once.
 pub const PROGRESS_ACTION: &str = "kappa.progress";
 /// How long a query's scans are kept after they were last registered or
-/// asked about (a query nobody polls is forgotten after this).
-const KEPT_FOR: Duration = Duration::from_secs(600);
+/// asked about: a polled query is asked about at each poll, and one nobody
+/// polls (most) is forgotten soon, so a busy gateway keeps only the last
+/// minute's scans.
+const KEPT_FOR: Duration = Duration::from_secs(60);
 /// How long the coordinator waits for a gateway's count; one that does not
 /// answer in time counts nothing this time.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,9 +80,20 @@ impl ProgressKey {
 }
 
 /// The scans of the tasks this gateway runs, by the key of their query.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TaskProgress {
+    /// This gateway process, among those a coordinator asks.
+    id: u64,
     by_key: Arc<Mutex<HashMap<ProgressKey, Kept>>>,
+}
+
+impl Default for TaskProgress {
+    fn default() -> Self {
+        Self {
+            id: rand::random(),
+            by_key: Arc::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -104,9 +118,22 @@ impl TaskProgress {
         kept.touched = Instant::now();
     }
 
+    /// This gateway process's id, in its answers to [`PROGRESS_ACTION`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The answer to a [`PROGRESS_ACTION`] for `key`.
+    pub fn answer(&self, key: ProgressKey) -> Vec<u8> {
+        let mut body = self.id.to_be_bytes().to_vec();
+        body.extend_from_slice(&self.records_read(key).to_be_bytes());
+        body
+    }
+
     /// The records read so far by the tasks of the query of `key` run here.
     pub fn records_read(&self, key: ProgressKey) -> u64 {
         let mut by_key = self.by_key.lock().expect("task progress poisoned");
+        by_key.retain(|k, kept| *k == key || kept.touched.elapsed() < KEPT_FOR);
         let Some(kept) = by_key.get_mut(&key) else {
             return 0;
         };
@@ -153,14 +180,15 @@ pub fn is_distributed(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.name() == "DistributedExec" || plan.children().into_iter().any(is_distributed)
 }
 
-/// The records the tasks of the query of `key` have read on the gateway at
-/// `url`, asked as `authorization`; 0 if it does not answer in time.
+/// The id of the gateway process at `url` and the records the tasks of the
+/// query of `key` have read there, asked as `authorization`; `None` if it
+/// does not answer in time.
 pub async fn ask(
     channels: &GatewayChannels,
     url: &Url,
     key: ProgressKey,
     authorization: Option<&str>,
-) -> u64 {
+) -> Option<(u64, u64)> {
     let asked = async {
         let channel = channels.channel(url).ok()?;
         let mut request = tonic::Request::new(Action {
@@ -176,15 +204,21 @@ pub async fn ask(
             .ok()?
             .into_inner();
         let result = results.next().await?.ok()?;
-        Some(u64::from_be_bytes(result.body.as_ref().try_into().ok()?))
+        let body: [u8; 16] = result.body.as_ref().try_into().ok()?;
+        let (id, records) = body.split_at(8);
+        Some((
+            u64::from_be_bytes(id.try_into().ok()?),
+            u64::from_be_bytes(records.try_into().ok()?),
+        ))
     };
-    match tokio::time::timeout(ASK_TIMEOUT, asked).await {
-        Ok(Some(records)) => records,
-        _ => {
-            tracing::debug!(%url, "no progress from this gateway this time");
-            0
-        }
+    let answer = tokio::time::timeout(ASK_TIMEOUT, asked)
+        .await
+        .ok()
+        .flatten();
+    if answer.is_none() {
+        tracing::debug!(%url, "no progress from this gateway this time");
     }
+    answer
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use crate::auth::{Authenticator, Identity, TokenSigner};
 use crate::bindings::{BindingOwner, Bindings};
 use crate::cancel::{QueryTicket, RunningQueries};
 use crate::distributed::progress::PROGRESS_ACTION;
-use crate::distributed::{Cluster, ProgressKey};
+use crate::distributed::{Cluster, ProgressKey, TaskProgress};
 use crate::drain::Drain;
 use crate::error::{internal, invalid_request, param_status};
 use crate::executor::QueryExecutor;
@@ -602,12 +602,12 @@ impl FlightSqlService for KappaFlightSqlService {
             // have read (see crate::distributed::progress).
             let key = ProgressKey::from_bytes(&action.body)
                 .ok_or_else(|| invalid_request("kappa.progress takes a query's key (8 bytes)"))?;
-            let records = self
-                .cluster
-                .as_ref()
-                .map_or(0, |cluster| cluster.task_progress().records_read(key));
+            let answer = match &self.cluster {
+                Some(cluster) => cluster.task_progress().answer(key),
+                None => TaskProgress::default().answer(key),
+            };
             let body = arrow_flight::Result {
-                body: records.to_be_bytes().to_vec().into(),
+                body: answer.into(),
             };
             return Ok(Response::new(Box::pin(futures::stream::once(async {
                 Ok(body)

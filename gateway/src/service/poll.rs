@@ -85,8 +85,9 @@ impl Across {
     /// it runs across gateways.
     pub fn of(plan: &Arc<dyn ExecutionPlan>, carries: Option<&QueryCarries>) -> Option<Self> {
         let carries = carries?;
+        let key = carries.progress?;
         is_distributed(plan).then(|| Self {
-            key: carries.progress,
+            key,
             authorization: carries.authorization.clone(),
             total: planned_records(plan),
         })
@@ -160,7 +161,16 @@ impl Polls {
             self.by_id.lock().expect("polls poisoned").remove(&id);
             return Some(Err(status));
         }
-        let progress = polled.progress(cluster).await;
+        let done = matches!(
+            &*polled.state.lock().expect("poll state poisoned"),
+            State::Done { .. }
+        );
+        // A finished statement answers 1 without asking anyone.
+        let progress = if done {
+            1.0
+        } else {
+            polled.progress(cluster).await
+        };
         Some(Ok(polled.answer(id, progress)))
     }
 
