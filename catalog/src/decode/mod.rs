@@ -6,12 +6,17 @@
 //! [`ValueDecoder`](crate::format::ValueDecoder); a record that does not fit
 //! the declared columns becomes a row of nulls with the reason in `_error`,
 //! never a crash or a gap.
+//!
+//! Decoding is a half of its own ([`ValueStage`]), which a scan takes to the
+//! thread that reads its stream: the reader thread only copies records out
+//! of the Kafka client ([`BatchAssembler::finish_undecoded`]) while the
+//! values of the batch before are decoded elsewhere.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder, StructBuilder,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, BinaryArray, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder,
+    StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -43,8 +48,6 @@ pub struct RecordRef<'a> {
 /// fields, or nulls and the reason) whichever columns a query selects.
 #[derive(Debug)]
 pub struct BatchAssembler {
-    schema: SchemaRef,
-    value_schema: SchemaRef,
     needs: Needs,
     partition: Int32Builder,
     offset: Int64Builder,
@@ -52,9 +55,44 @@ pub struct BatchAssembler {
     key: BinaryBuilder,
     headers: ListBuilder<StructBuilder>,
     raw_values: BinaryBuilder,
-    values: Option<Box<dyn ValueDecoder>>,
+    /// Keys and values kept for the [`ValueStage`], when values are decoded.
+    pending_keys: BinaryBuilder,
+    pending_values: BinaryBuilder,
+    /// The decoding half, until a reader takes it ([`Self::take_stage`]).
+    stage: Option<ValueStage>,
     rows: usize,
     bytes: usize,
+}
+
+/// A batch of records whose values are not decoded yet: what a reader hands
+/// to its [`ValueStage`].
+#[derive(Debug)]
+pub struct Undecoded {
+    rows: usize,
+    partition: Option<ArrayRef>,
+    offset: Option<ArrayRef>,
+    timestamp: Option<ArrayRef>,
+    key: Option<ArrayRef>,
+    headers: Option<ArrayRef>,
+    raw_values: Option<ArrayRef>,
+    /// The keys and values to decode, when the projection decodes them.
+    pending: Option<(BinaryArray, BinaryArray)>,
+}
+
+impl Undecoded {
+    /// The batch's rows.
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// The decoding half of a [`BatchAssembler`]: decodes a batch's values and
+/// puts the batch of the table's schema together.
+#[derive(Debug)]
+pub struct ValueStage {
+    schema: SchemaRef,
+    value_schema: SchemaRef,
+    values: Option<Box<dyn ValueDecoder>>,
 }
 
 /// Which parts of a record the projection uses.
@@ -102,8 +140,6 @@ impl BatchAssembler {
             None
         };
         Self {
-            schema,
-            value_schema,
             needs,
             partition: Int32Builder::new(),
             offset: Int64Builder::new(),
@@ -114,15 +150,28 @@ impl BatchAssembler {
                 0,
             )),
             raw_values: BinaryBuilder::new(),
-            values,
+            pending_keys: BinaryBuilder::new(),
+            pending_values: BinaryBuilder::new(),
+            stage: Some(ValueStage {
+                schema,
+                value_schema,
+                values,
+            }),
             rows: 0,
             bytes: 0,
         }
     }
 
-    /// The schema of the batches this assembler produces.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+    /// The decoding half, for a reader to run where it reads the batches
+    /// ([`Self::finish_undecoded`]); [`Self::finish`] decodes here until
+    /// then.
+    pub fn take_stage(&mut self) -> Option<ValueStage> {
+        self.stage.take()
+    }
+
+    /// Whether this assembler still decodes ([`Self::finish`]).
+    pub fn has_stage(&self) -> bool {
+        self.stage.is_some()
     }
 
     /// Number of records appended since the last [`Self::finish`].
@@ -189,19 +238,63 @@ impl BatchAssembler {
             self.raw_values.append_option(record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
-        if let Some(values) = &mut self.values {
-            values.append_record(record.key, record.value);
+        if needs.decoded {
+            self.pending_keys.append_option(record.key);
+            self.pending_values.append_option(record.value);
             self.bytes += record.value.map_or(0, <[u8]>::len);
         }
         self.rows += 1;
         Ok(())
     }
 
-    /// Cuts a batch of everything appended so far and resets the builders.
-    pub fn finish(&mut self) -> Result<RecordBatch> {
+    /// Cuts a batch of everything appended so far, its values not decoded
+    /// yet, and resets the builders.
+    pub fn finish_undecoded(&mut self) -> Undecoded {
         let needs = self.needs;
-        let (decoded, errors, undecoded) = match &mut self.values {
-            Some(values) => {
+        let array = |built: bool, array: ArrayRef| built.then_some(array);
+        let batch = Undecoded {
+            rows: self.rows,
+            partition: array(needs.partition, Arc::new(self.partition.finish())),
+            offset: array(needs.offset, Arc::new(self.offset.finish())),
+            timestamp: array(needs.timestamp, Arc::new(self.timestamp.finish())),
+            key: array(needs.key, Arc::new(self.key.finish())),
+            headers: array(needs.headers, Arc::new(self.headers.finish())),
+            raw_values: array(needs.raw_value, Arc::new(self.raw_values.finish())),
+            pending: needs
+                .decoded
+                .then(|| (self.pending_keys.finish(), self.pending_values.finish())),
+        };
+        self.rows = 0;
+        self.bytes = 0;
+        batch
+    }
+
+    /// Cuts a batch of everything appended so far, decoded, and resets the
+    /// builders.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let batch = self.finish_undecoded();
+        self.stage
+            .as_mut()
+            .expect("finish decodes only while the assembler holds its stage")
+            .decode(batch)
+    }
+}
+
+impl ValueStage {
+    /// The schema of the batches it produces.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// `batch` with its values decoded, as a batch of the table's schema.
+    pub fn decode(&mut self, batch: Undecoded) -> Result<RecordBatch> {
+        let (decoded, errors, undecoded) = match (&mut self.values, &batch.pending) {
+            (Some(values), Some((keys, pending))) => {
+                for row in 0..batch.rows {
+                    let key = keys.is_valid(row).then(|| keys.value(row));
+                    let value = pending.is_valid(row).then(|| pending.value(row));
+                    values.append_record(key, value);
+                }
                 let decoded = values.finish()?;
                 (
                     decoded.columns,
@@ -209,20 +302,20 @@ impl BatchAssembler {
                     Some(decoded.undecoded),
                 )
             }
-            None => (Vec::new(), None, None),
+            _ => (Vec::new(), None, None),
         };
-        let raw_values: Option<ArrayRef> = needs
-            .raw_value
-            .then(|| Arc::new(self.raw_values.finish()) as ArrayRef);
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for field in self.schema.fields() {
+            let built =
+                |column: &Option<ArrayRef>| column.clone().expect("a projected column is built");
             let column: ArrayRef = match field.name().as_str() {
-                PARTITION => Arc::new(self.partition.finish()),
-                OFFSET => Arc::new(self.offset.finish()),
-                TIMESTAMP => Arc::new(self.timestamp.finish()),
-                KEY => Arc::new(self.key.finish()),
-                HEADERS => Arc::new(self.headers.finish()),
-                VALUE => raw_values
+                PARTITION => built(&batch.partition),
+                OFFSET => built(&batch.offset),
+                TIMESTAMP => built(&batch.timestamp),
+                KEY => built(&batch.key),
+                HEADERS => built(&batch.headers),
+                VALUE => batch
+                    .raw_values
                     .clone()
                     .or_else(|| undecoded.clone())
                     .expect("_value was built"),
@@ -234,9 +327,7 @@ impl BatchAssembler {
             };
             columns.push(column);
         }
-        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
-        self.rows = 0;
-        self.bytes = 0;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.rows));
         Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
             columns,
@@ -265,6 +356,39 @@ mod tests {
             timestamp_ms: Some(1_700_000_000_000 + offset),
             key: Some(b"k"),
             value,
+        }
+    }
+
+    #[test]
+    fn values_decoded_by_a_stage_elsewhere_read_as_those_decoded_here() {
+        let values: [Option<&[u8]>; 4] = [
+            Some(br#"{"id": 1, "customer": "ada"}"#),
+            Some(b"not json"),
+            None,
+            Some(br#"{"id": 3, "customer": "bob"}"#),
+        ];
+        let mut here = BatchAssembler::new(ValueFormat::Json(None), orders_schema(), None);
+        let mut reader = BatchAssembler::new(ValueFormat::Json(None), orders_schema(), None);
+        let mut stage = reader
+            .take_stage()
+            .expect("a fresh assembler holds its stage");
+        assert!(!reader.has_stage() && here.has_stage());
+        for round in 0..2 {
+            for (i, v) in values.iter().enumerate() {
+                let offset = (round * 10 + i) as i64;
+                here.append(record(offset, *v), [("h", Some(&b"v"[..]))])
+                    .unwrap();
+                reader
+                    .append(record(offset, *v), [("h", Some(&b"v"[..]))])
+                    .unwrap();
+            }
+            let undecoded = reader.finish_undecoded();
+            assert_eq!(undecoded.num_rows(), 4);
+            // Sent to another thread, as a scan's batches are.
+            let elsewhere = std::thread::spawn(move || stage.decode(undecoded).map(|b| (b, stage)));
+            let (batch, back) = elsewhere.join().unwrap().unwrap();
+            stage = back;
+            assert_eq!(batch, here.finish().unwrap(), "round {round}");
         }
     }
 

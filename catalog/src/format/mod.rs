@@ -100,6 +100,16 @@ impl ValueFormat {
     pub fn decodes(&self) -> bool {
         !matches!(self, Self::Raw)
     }
+
+    /// Whether decoding a value may wait on a schema registry (a lookup
+    /// blocks its thread, so it must not run on the async runtime's).
+    pub fn asks_a_registry(&self) -> bool {
+        match self {
+            Self::Json(_) | Self::Raw | Self::String | Self::Csv => false,
+            Self::Avro(avro) => avro.framing() == AvroFraming::Confluent,
+            Self::Protobuf(_) | Self::JsonSchema(_) | Self::Keyed(_) => true,
+        }
+    }
 }
 
 /// The decoded columns of one batch of values.

@@ -23,6 +23,7 @@ use datafusion::physical_plan::{
     PlanProperties, ReplaceChildrenOptions,
 };
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 pub(crate) mod fetched;
@@ -31,7 +32,7 @@ pub(crate) mod reader;
 mod round;
 
 use metrics::ScanMetrics;
-use reader::GroupReader;
+use reader::{Cut, GroupReader};
 
 use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
@@ -289,22 +290,30 @@ impl ExecutionPlan for KafkaScanExec {
             )));
         };
         let spec = &self.spec;
-        let reader = GroupReader::new(
+        let mut reader = GroupReader::new(
             spec,
             ranges,
             context.session_config().batch_size().max(1),
             Arc::clone(&self.client),
             ScanMetrics::new(&self.metrics, partition),
         );
+        // Values are decoded as the stream is read, off the reader thread,
+        // which meanwhile reads the next batch's records.
+        let mut stage = reader.take_stage(&spec.format);
         let (tx, rx) = mpsc::channel(2);
         std::thread::Builder::new()
             .name(format!("kappa-scan-{}-{partition}", spec.topic))
             .spawn(move || reader.run(tx))
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let stream = Box::pin(RecordBatchStreamAdapter::new(
-            schema,
-            ReceiverStream::new(rx),
-        ));
+        let decoded = ReceiverStream::new(rx).map(move |cut| match cut? {
+            Cut::Decoded(batch) => Ok(batch),
+            Cut::Undecoded(batch) => stage
+                .as_mut()
+                .expect("a reader sends undecoded batches only once its stage is taken")
+                .decode(*batch)
+                .map_err(DataFusionError::from),
+        });
+        let stream = Box::pin(RecordBatchStreamAdapter::new(schema, decoded));
         Ok(crate::error::leaving_for(&context, stream))
     }
 }

@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -20,10 +19,12 @@ use super::ScanSpec;
 use super::fetched::{FetchedRecord, append_record};
 use super::metrics::ScanMetrics;
 use super::round::Round;
-use crate::decode::BatchAssembler;
+use crate::decode::{BatchAssembler, Undecoded, ValueStage};
 use crate::error::{CatalogError, Result};
+use crate::format::ValueFormat;
 use crate::kafka::KafkaClient;
 use crate::offsets::{Delivery, PartitionCursor, PartitionRange, TailCursor};
+use datafusion::arrow::record_batch::RecordBatch;
 
 /// How long one poll waits before the reader re-checks cancellation and positions.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -39,7 +40,25 @@ const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
 /// whichever comes first, so large records do not make huge batches.
 pub(crate) const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 
-pub(super) type BatchSender = mpsc::Sender<DfResult<RecordBatch>>;
+/// Where a reader sends its batches.
+pub(super) type BatchSender = mpsc::Sender<DfResult<Cut>>;
+
+/// A batch a reader cut: decoded on its thread, or to be decoded by the
+/// receiver ([`crate::decode::ValueStage`]).
+#[derive(Debug)]
+pub(super) enum Cut {
+    Decoded(RecordBatch),
+    Undecoded(Box<Undecoded>),
+}
+
+impl Cut {
+    fn num_rows(&self) -> usize {
+        match self {
+            Cut::Decoded(batch) => batch.num_rows(),
+            Cut::Undecoded(batch) => batch.num_rows(),
+        }
+    }
+}
 
 /// Whether a reader goes on after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +109,16 @@ impl GroupReader {
             metrics,
             reported: 0,
         }
+    }
+
+    /// The half that decodes the values of the batches this reader sends,
+    /// to run where they are received, unless decoding `format` may wait on
+    /// a schema registry (then this reader's thread decodes).
+    pub(super) fn take_stage(&mut self, format: &ValueFormat) -> Option<ValueStage> {
+        if format.asks_a_registry() {
+            return None;
+        }
+        self.assembler.take_stage()
     }
 
     /// Adds the records fetched since the last call to the client's total:
@@ -484,9 +513,14 @@ impl GroupReader {
         })
     }
 
-    /// Sends the assembled batch; `false` when the receiver is gone.
+    /// Sends the assembled batch, its values to be decoded by the receiver;
+    /// `false` when the receiver is gone.
     fn send(&mut self, tx: &BatchSender) -> Result<bool> {
-        let batch = self.assembler.finish()?;
+        let batch = if self.assembler.has_stage() {
+            Cut::Decoded(self.assembler.finish()?)
+        } else {
+            Cut::Undecoded(Box::new(self.assembler.finish_undecoded()))
+        };
         self.metrics.output_rows.add(batch.num_rows());
         self.report_fetched();
         Ok(tx.blocking_send(Ok(batch)).is_ok())
