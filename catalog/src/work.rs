@@ -53,53 +53,52 @@ impl std::iter::Sum for Work {
 /// scan (offsets fetched of those it reads), a lake file scan or a lake
 /// tier read on another gateway (rows read of those its files hold).
 pub fn scan_work(node: &Arc<dyn ExecutionPlan>) -> Option<Work> {
-    let metric = |name: &str| {
-        node.metrics()
-            .and_then(|m| m.sum_by_name(name))
-            .map_or(0, |v| v.as_usize() as u64)
-    };
-    let (counted_by, total) = if let Some(scan) = node.downcast_ref::<KafkaScanExec>() {
-        (
-            "records_fetched",
-            u64::try_from(scan.spec().offsets()).unwrap_or(0),
-        )
-    } else if let Some(files) = node.downcast_ref::<LakeFilesExec>() {
-        ("output_rows", files.rows())
-    } else {
-        let config = file_scan(node)?;
-        let rows = config
-            .file_groups
-            .iter()
-            .flat_map(|g| g.iter())
-            .filter_map(logged_rows)
-            .sum();
-        ("output_rows", rows)
-    };
+    let (counted_by, total) = known_total(node)?;
+    let done = node
+        .metrics()
+        .and_then(|m| m.sum_by_name(counted_by))
+        .map_or(0, |v| v.as_usize() as u64);
     Some(Work {
-        done: metric(counted_by).min(total),
+        done: done.min(total),
         total,
     })
 }
 
+/// The metric that counts what `node` has read, and what it reads in all,
+/// if it is a scan whose work is known (without reading its metrics).
+fn known_total(node: &Arc<dyn ExecutionPlan>) -> Option<(&'static str, u64)> {
+    if let Some(scan) = node.downcast_ref::<KafkaScanExec>() {
+        return Some((
+            "records_fetched",
+            u64::try_from(scan.spec().offsets()).unwrap_or(0),
+        ));
+    }
+    if let Some(files) = node.downcast_ref::<LakeFilesExec>() {
+        return Some(("output_rows", files.rows()));
+    }
+    let config = file_scan(node)?;
+    let rows = config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .filter_map(logged_rows)
+        .sum();
+    Some(("output_rows", rows))
+}
+
 /// The work of every scan in `plan`.
 pub fn work(plan: &Arc<dyn ExecutionPlan>) -> Work {
-    scans(plan).iter().filter_map(scan_work).sum()
+    scan_work(plan).unwrap_or_else(|| plan.children().into_iter().map(work).sum())
 }
 
 /// The scans in `plan` whose work is known, to follow its progress
 /// without holding the rest of the plan (a finished join's build side, for
 /// one, lives as long as its node).
 pub fn scans(plan: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
-    let mut found = Vec::new();
-    let mut stack = vec![Arc::clone(plan)];
-    while let Some(node) = stack.pop() {
-        if scan_work(&node).is_some() {
-            found.push(node);
-        } else {
-            stack.extend(node.children().into_iter().cloned());
-        }
+    if known_total(plan).is_some() {
+        return vec![Arc::clone(plan)];
     }
-    found
+    plan.children().into_iter().flat_map(scans).collect()
 }
 
 #[cfg(test)]
