@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryArray, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder,
-    StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BinaryArray, BinaryBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StructBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -290,12 +290,7 @@ impl ValueStage {
     pub fn decode(&mut self, batch: Undecoded) -> Result<RecordBatch> {
         let (decoded, errors, undecoded) = match (&mut self.values, &batch.pending) {
             (Some(values), Some((keys, pending))) => {
-                for row in 0..batch.rows {
-                    let key = keys.is_valid(row).then(|| keys.value(row));
-                    let value = pending.is_valid(row).then(|| pending.value(row));
-                    values.append_record(key, value);
-                }
-                let decoded = values.finish()?;
+                let decoded = values.decode_batch(keys, pending)?;
                 (
                     decoded.columns,
                     Some(decoded.errors),

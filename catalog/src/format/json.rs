@@ -88,9 +88,39 @@ impl JsonDecoder {
 
 impl ValueDecoder for JsonDecoder {
     fn append(&mut self, value: Option<&[u8]>) {
+        self.raw.append_option(value);
+        self.feed(value);
+    }
+
+    fn finish(&mut self) -> Result<DecodedValues> {
+        let raw = self.raw.finish();
+        self.finish_with(&raw)
+    }
+
+    /// Decodes straight from the batch's array of values, which is also
+    /// what a failed row keeps as `_value`: no copy of the values first.
+    fn decode_batch(&mut self, _keys: &BinaryArray, values: &BinaryArray) -> Result<DecodedValues> {
+        if self.values > 0 {
+            // Values appended one by one come first: keep them in order.
+            for row in 0..values.len() {
+                self.append(values.is_valid(row).then(|| values.value(row)));
+            }
+            return self.finish();
+        }
+        for row in 0..values.len() {
+            self.feed(values.is_valid(row).then(|| values.value(row)));
+        }
+        self.finish_with(values)
+    }
+}
+
+impl JsonDecoder {
+    /// Feeds one value to arrow-json's decoder, checking that it adds
+    /// exactly one row; the first that does not sends the batch down the
+    /// careful path. The caller keeps the value's bytes.
+    fn feed(&mut self, value: Option<&[u8]>) {
         let row = self.values;
         self.values += 1;
-        self.raw.append_option(value);
         let Some(bytes) = value else {
             return;
         };
@@ -119,8 +149,9 @@ impl ValueDecoder for JsonDecoder {
         }
     }
 
-    fn finish(&mut self) -> Result<DecodedValues> {
-        let raw = self.raw.finish();
+    /// The columns of every value fed since the last batch, whose bytes
+    /// are `raw`.
+    fn finish_with(&mut self, raw: &BinaryArray) -> Result<DecodedValues> {
         let values = std::mem::take(&mut self.values);
         let rows = std::mem::take(&mut self.rows);
         let mut done = std::mem::take(&mut self.done);
@@ -141,10 +172,10 @@ impl ValueDecoder for JsonDecoder {
             None => {
                 // The decoder may hold a partial record: start afresh.
                 self.decoder = new_decoder(&self.read, DECODER_ROWS)?;
-                careful_decode(&raw, &self.columns())?
+                careful_decode(raw, &self.columns())?
             }
         };
-        DecodedValues::spread(&raw, decoded.columns(), self.schema.fields(), &rows, errors)
+        DecodedValues::spread(raw, decoded.columns(), self.schema.fields(), &rows, errors)
     }
 }
 
@@ -358,6 +389,52 @@ mod tests {
             );
             assert_eq!(errors[2], None);
         }
+    }
+
+    #[test]
+    fn a_batch_decoded_in_place_reads_as_values_appended_one_by_one() {
+        let batches: [&[Option<&[u8]>]; 4] = [
+            // Every value decodes: the columns are taken as they are.
+            &[Some(b"{\"id\":1}"), Some(b"{\"id\":2}")],
+            // A tombstone and a failure among good rows.
+            &[Some(b"{\"id\":1}"), None, Some(b"{\"id\":"), Some(b"{}")],
+            // A misfit sends the batch down the careful path.
+            &[Some(b"{\"id\":\"x\"}"), Some(b"{\"id\":3}")],
+            &[],
+        ];
+        let columns = |d: &DecodedValues| {
+            let ids: Vec<Option<i64>> = d.columns[0].as_primitive::<Int64Type>().iter().collect();
+            let errors: Vec<Option<String>> = d
+                .errors
+                .as_string::<i32>()
+                .iter()
+                .map(|e| e.map(str::to_string))
+                .collect();
+            let kept: Vec<Option<Vec<u8>>> = d
+                .undecoded
+                .as_binary::<i32>()
+                .iter()
+                .map(|v| v.map(<[u8]>::to_vec))
+                .collect();
+            (ids, errors, kept)
+        };
+        let mut appended = JsonDecoder::new(ids()).unwrap();
+        let mut in_place = JsonDecoder::new(ids()).unwrap();
+        for values in batches {
+            for value in values {
+                appended.append(*value);
+            }
+            let expected = columns(&appended.finish().unwrap());
+            let array: BinaryArray = values.iter().copied().collect();
+            let keys: BinaryArray = values.iter().map(|_| None::<&[u8]>).collect();
+            let got = columns(&in_place.decode_batch(&keys, &array).unwrap());
+            assert_eq!(got, expected, "{values:?}");
+        }
+        // Values appended before a batch come first.
+        in_place.append(Some(b"{\"id\":7}"));
+        let array: BinaryArray = [Some(b"{\"id\":8}".as_slice())].into_iter().collect();
+        let (ids, errors, _) = columns(&in_place.decode_batch(&array, &array).unwrap());
+        assert_eq!((ids, errors), (vec![Some(7), Some(8)], vec![None, None]));
     }
 
     #[test]

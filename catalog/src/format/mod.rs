@@ -157,6 +157,17 @@ impl DecodedValues {
         rows: &[usize],
         errors: Vec<Option<String>>,
     ) -> Result<Self> {
+        if rows.len() == raw.len() {
+            // Every value decoded (`rows` is then 0..n): the columns are
+            // already the rows, in order.
+            let columns = decoded.to_vec();
+            let undecoded = kept_values(raw, &columns, |row| errors[row].is_some());
+            return Ok(Self {
+                columns,
+                errors: Arc::new(StringArray::from(errors)),
+                undecoded: Arc::new(undecoded),
+            });
+        }
         let mut indices = vec![(1, 0); raw.len()];
         for (position, &row) in rows.iter().enumerate() {
             indices[row] = (0, position);
@@ -193,6 +204,19 @@ pub trait ValueDecoder: Debug + Send {
 
     /// Decodes everything appended since the last call, one row per value.
     fn finish(&mut self) -> Result<DecodedValues>;
+
+    /// Decodes a batch of records' keys and values at once (after anything
+    /// appended and not finished yet), one row per value. Formats that can
+    /// read the batch's arrays in place override it to skip copying each
+    /// value into a buffer of their own.
+    fn decode_batch(&mut self, keys: &BinaryArray, values: &BinaryArray) -> Result<DecodedValues> {
+        for row in 0..values.len() {
+            let key = keys.is_valid(row).then(|| keys.value(row));
+            let value = values.is_valid(row).then(|| values.value(row));
+            self.append_record(key, value);
+        }
+        self.finish()
+    }
 }
 
 /// A decoder of `format` values into `value_schema`'s columns, or `None` for
