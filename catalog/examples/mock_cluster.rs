@@ -1,8 +1,9 @@
-//! librdkafka's in-memory mock cluster as a broker for throughput
-//! benchmarks (the test broker would be the bottleneck): creates a topic,
-//! prints the bootstrap address and serves until stdin closes.
+//! librdkafka's in-memory mock cluster as a broker for throughput and
+//! latency benchmarks (the test broker would be the bottleneck): creates the
+//! topics (the mock does not take CreateTopics requests), prints the
+//! bootstrap address and serves until stdin closes.
 //!
-//!     cargo run --release -p kappa-catalog --example mock_cluster -- TOPIC PARTITIONS
+//!     cargo run --release -p kappa-catalog --example mock_cluster -- TOPIC PARTITIONS [TOPIC PARTITIONS]...
 //!
 //! The mock keeps at most 5 MB or 100,000 records per partition (see
 //! `docs/testbed.md`); spread benchmark records over enough partitions.
@@ -12,14 +13,16 @@ use std::io::{Read, Write};
 use rdkafka::mocking::MockCluster;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let topic = args.next().ok_or("usage: mock_cluster TOPIC PARTITIONS")?;
-    let partitions: i32 = args
-        .next()
-        .ok_or("usage: mock_cluster TOPIC PARTITIONS")?
-        .parse()?;
+    const USAGE: &str = "usage: mock_cluster TOPIC PARTITIONS [TOPIC PARTITIONS]...";
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args.len() % 2 != 0 {
+        return Err(USAGE.into());
+    }
     let cluster = MockCluster::new(1)?;
-    cluster.create_topic(&topic, partitions, 1)?;
+    for pair in args.chunks(2) {
+        let partitions: i32 = pair[1].parse().map_err(|_| USAGE)?;
+        cluster.create_topic(&pair[0], partitions, 1)?;
+    }
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}", cluster.bootstrap_servers())?;
     stdout.flush()?;
