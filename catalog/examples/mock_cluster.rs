@@ -15,7 +15,7 @@ use rdkafka::mocking::MockCluster;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     const USAGE: &str = "usage: mock_cluster TOPIC PARTITIONS [TOPIC PARTITIONS]...";
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
         return Err(USAGE.into());
     }
     let cluster = MockCluster::new(1)?;
