@@ -22,8 +22,13 @@ use crate::error::Result;
 use crate::progress::TierProgress;
 use kappa_catalog::lake::layout::with_date;
 
-/// Ranges whose readers run at once: the one being written and the next.
-const RANGES_IN_FLIGHT: usize = 2;
+/// Ranges whose readers run at once: the one being written and the next
+/// three. Each range pays its consumer's assignment and first fetch before
+/// its first record (about 5 ms on a local broker, more across a network);
+/// with four under way a pass over 32 small partitions took 0.24 s instead
+/// of 0.36 s with two, while a full backlog reads as fast either way. Each
+/// costs up to a consumer's prefetch bound in memory.
+const RANGES_IN_FLIGHT: usize = 4;
 
 /// The ranges of one commit, read one after another (so rows are written in
 /// `(_partition, _offset)` order) by the gateway's own scan and decoders,
