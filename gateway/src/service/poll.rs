@@ -161,16 +161,7 @@ impl Polls {
             self.by_id.lock().expect("polls poisoned").remove(&id);
             return Some(Err(status));
         }
-        let done = matches!(
-            &*polled.state.lock().expect("poll state poisoned"),
-            State::Done { .. }
-        );
-        // A finished statement answers 1 without asking anyone.
-        let progress = if done {
-            1.0
-        } else {
-            polled.progress(cluster).await
-        };
+        let progress = polled.progress(cluster).await;
         Some(Ok(polled.answer(id, progress)))
     }
 
@@ -242,10 +233,21 @@ impl Polls {
 }
 
 impl Polled {
+    /// Whether the statement has finished and its result is kept.
+    fn is_done(&self) -> bool {
+        matches!(
+            &*self.state.lock().expect("poll state poisoned"),
+            State::Done { .. }
+        )
+    }
+
     /// The share of its known work done so far, never less than answered
     /// before, and never 1 before the end (the last batches are still to
-    /// come).
+    /// come); 1 once finished, without asking anyone.
     async fn progress(&self, cluster: Option<&Cluster>) -> f64 {
+        if self.is_done() {
+            return 1.0;
+        }
         let now = match (&self.across, cluster) {
             (Some(across), Some(cluster)) => {
                 let read = cluster
@@ -267,11 +269,7 @@ impl Polled {
     /// What a poll of this statement, number `id`, answers now, if its
     /// progress is `progress`.
     fn answer(&self, id: u64, progress: f64) -> PollInfo {
-        let done = matches!(
-            &*self.state.lock().expect("poll state poisoned"),
-            State::Done { .. }
-        );
-        if done {
+        if self.is_done() {
             let ticket = Any {
                 type_url: POLLED_RESULT.to_string(),
                 value: id.to_be_bytes().to_vec().into(),
