@@ -24,15 +24,16 @@ const MAX_MESSAGE_LEN: usize = 4096;
 pub fn datafusion_status(err: &DataFusionError) -> Status {
     let root = err.find_root();
     // A catalog error raised by a task on another gateway arrives as text,
-    // its kind beside it (one run here still has its own type).
+    // its kind beside it; one run here still has its own type, and is
+    // mapped below as any other.
     if let Some(kind) = kind_from_another_gateway(err) {
-        return match root {
-            DataFusionError::External(inner) => match inner.downcast_ref::<CatalogError>() {
-                Some(catalog) => catalog_status(catalog),
-                None => status(catalog_code(kind), inner.to_string()),
-            },
-            _ => status(catalog_code(kind), message_of(root)),
-        };
+        match root {
+            DataFusionError::External(inner) if inner.is::<CatalogError>() => {}
+            DataFusionError::External(inner) => {
+                return status(catalog_code(kind), inner.to_string());
+            }
+            _ => return status(catalog_code(kind), message_of(root)),
+        }
     }
     let code = match root {
         DataFusionError::External(inner) => {
